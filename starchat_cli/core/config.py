@@ -1,0 +1,216 @@
+"""Settings from the config file, the environment and flags: flags win over env over file.
+
+The file is TOML (``starchat paths`` shows where)::
+
+    model = "starchat2"          # default model
+    temperature = 0.2
+    ctx = 4096
+
+    [models.starchat2]           # per-model overrides (any name starchat knows)
+    system = "You are StarChat2, an expert programming assistant"
+    temperature = 0.1
+
+Environment: ``STARCHAT_MODEL``, ``STARCHAT_TEMPERATURE``, ``STARCHAT_TOP_P``,
+``STARCHAT_MAX_TOKENS``, ``STARCHAT_CTX``, ``STARCHAT_THREADS``, ``STARCHAT_GPU_LAYERS``,
+``STARCHAT_SYSTEM``, ``STARCHAT_SEED``, ``STARCHAT_FORMAT``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None
+    temperature: float = 0.2
+    top_p: float = 0.95
+    max_tokens: int | None = None  # None: until the reply ends or the context is full
+    ctx: int = 4096
+    threads: int | None = None  # None: a default from the CPU count
+    gpu_layers: str | int = "auto"  # "auto", or a number of layers (0 = CPU only)
+    system: str | None = None  # None: the model's default system prompt
+    seed: int | None = None
+    format: str | None = None  # force a prompt format (see `starchat info`)
+
+
+def _check_float(lo: float, hi: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number from {lo} to {hi}")
+        if not lo <= float(value) <= hi:
+            raise ValueError(f"must be from {lo} to {hi}, not {value}")
+        return float(value)
+
+    return check
+
+
+def _check_int(lo: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a whole number >= {lo}")
+        if value < lo:
+            raise ValueError(f"must be >= {lo}, not {value}")
+        return value
+
+    return check
+
+
+def _check_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _check_gpu(value: Any) -> str | int:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError('must be "auto" or a number of layers >= 0')
+
+
+def _check_format(value: Any) -> str:
+    from .prompts import FORMATS
+
+    value = _check_str(value)
+    if value not in (*FORMATS, "gguf"):
+        raise ValueError(f"must be one of {', '.join([*FORMATS, 'gguf'])}")
+    return value
+
+
+CHECKS: dict[str, Callable[[Any], Any]] = {
+    "model": _check_str,
+    "temperature": _check_float(0.0, 5.0),
+    "top_p": _check_float(0.0, 1.0),
+    "max_tokens": _check_int(1),
+    "ctx": _check_int(64),
+    "threads": _check_int(1),
+    "gpu_layers": _check_gpu,
+    "system": _check_str,
+    "seed": _check_int(0),
+    "format": _check_format,
+}
+MODEL_KEYS = ("temperature", "top_p", "max_tokens", "ctx", "system", "format", "gpu_layers")
+ENV_PREFIX = "STARCHAT_"
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    path: Path
+    values: dict[str, Any]
+    models: dict[str, dict[str, Any]]
+
+
+def load_config_file(path: Path) -> ConfigFile:
+    """Read and validate the config file; a missing file is an empty config."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return ConfigFile(path, {}, {})
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    models: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        if key == "models":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: key 'models' must be a table ([models.NAME])")
+            for name, table in value.items():
+                if not isinstance(table, dict):
+                    raise ConfigError(f"{path}: key 'models.{name}' must be a table")
+                models[name] = {}
+                for mkey, mvalue in table.items():
+                    where = f"models.{name}.{mkey}"
+                    if mkey not in MODEL_KEYS:
+                        raise ConfigError(
+                            f"{path}: unknown key '{where}' (per-model keys: {', '.join(MODEL_KEYS)})"
+                        )
+                    models[name][mkey] = _validate(path, where, CHECKS[mkey], mvalue)
+            continue
+        if key not in CHECKS:
+            raise ConfigError(
+                f"{path}: unknown key '{key}' (known keys: {', '.join(CHECKS)}, [models.NAME])"
+            )
+        values[key] = _validate(path, key, CHECKS[key], value)
+    return ConfigFile(path, values, models)
+
+
+def _validate(path: Path | str, key: str, check: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: key '{key}' {exc}") from None
+
+
+def _parse_env_value(key: str, text: str) -> Any:
+    if key in ("model", "system", "format", "gpu_layers"):
+        return text
+    if key in ("temperature", "top_p"):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def env_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    environ = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for key, check in CHECKS.items():
+        var = ENV_PREFIX + key.upper()
+        if var in environ and environ[var] != "":
+            out[key] = _validate(
+                f"environment variable {var}", "value", check, _parse_env_value(key, environ[var])
+            )
+    return out
+
+
+def resolve_settings(
+    file: ConfigFile,
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    default_model: str = "starchat2",
+) -> Settings:
+    """Merge defaults < file < file's [models.NAME] < environment < flags (None = not given)."""
+    env = env_values(environ)
+    given = {k: v for k, v in flags.items() if v is not None}
+    for key, value in given.items():
+        if key in CHECKS:
+            given[key] = _validate("option", f"--{key.replace('_', '-')}", CHECKS[key], value)
+    model = given.get("model") or env.get("model") or file.values.get("model") or default_model
+    merged: dict[str, Any] = {}
+    merged.update(file.values)
+    merged.update(file.models.get(model, {}))
+    merged.update(env)
+    merged.update(given)
+    merged["model"] = model
+    known = {f.name for f in fields(Settings)}
+    return replace(Settings(), **{k: v for k, v in merged.items() if k in known})
+
+
+def explicit_model(file: ConfigFile, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the user chose a model (flag, env or file) rather than taking the default."""
+    environ = os.environ if environ is None else environ
+    return bool(flags.get("model") or environ.get(ENV_PREFIX + "MODEL") or file.values.get("model"))

@@ -1,0 +1,535 @@
+"""The generation engine: one streaming API that every face (ask, chat, serve) uses.
+
+    engine = Engine(LlamaCppBackend(path, options), prompt_format, default_system)
+    gen = engine.generate(messages, params)
+    for text in gen:          # text chunks as they are decoded
+        ...
+    gen.stats                 # prompt/generated tokens, time to first token, tokens/s, stop reason
+
+The llama.cpp model is loaded on first use and reused; consecutive calls reuse the KV
+cache for the shared prompt prefix. Stops: control tokens by id (never by text, since
+control tokens detokenize to nothing), plus plain-text stops cut out of the stream.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from .errors import ModelLoadError, StarchatError
+from .fit import FitResult, fit_prompt
+from .prompts import JinjaFormat, Message, PromptFormat, get_format
+from .stops import StopTextFilter
+
+
+def default_threads() -> int:
+    """Threads for decoding: every usable core on small machines, half (physical) on big ones."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return cpus if cpus <= 4 else max(4, cpus // 2)
+
+
+@dataclass
+class LoadOptions:
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    gpu_layers: str | int = "auto"  # "auto" | number of layers; 0 = CPU only
+    n_batch: int = 512
+    seed: int = 0xFFFFFFFF  # llama.cpp's "random"
+
+
+@dataclass
+class GenerationParams:
+    max_tokens: int | None = None
+    temperature: float = 0.2
+    top_p: float = 0.95
+    seed: int | None = None
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache
+    generated_tokens: int = 0
+    load_seconds: float = 0.0
+    prompt_seconds: float = 0.0  # evaluating the (uncached part of the) prompt
+    ttft_seconds: float = 0.0  # request start to first generated token
+    decode_seconds: float = 0.0  # first generated token to the last
+    stop_reason: str = ""  # stop | length | context | cancelled
+    n_ctx: int = 0
+    dropped_turns: int = 0
+    truncated_chars: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed, excluding the first token (which pays for the prompt)."""
+        if self.generated_tokens > 1 and self.decode_seconds > 0:
+            return (self.generated_tokens - 1) / self.decode_seconds
+        return 0.0
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        evaluated = self.prompt_tokens - self.cached_tokens
+        return evaluated / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        out: dict[str, float | int | str] = asdict(self)
+        out["tokens_per_second"] = round(self.tokens_per_second, 2)
+        out["prompt_tokens_per_second"] = round(self.prompt_tokens_per_second, 2)
+        for key, value in out.items():
+            if isinstance(value, float):
+                out[key] = round(value, 4)
+        return out
+
+
+class Generation:
+    """An iterator of text chunks; ``stats`` and ``text`` are complete once it is exhausted.
+
+    ``close()`` (or breaking out of the loop and closing) cancels the generation; the
+    stop reason is then "cancelled".
+    """
+
+    def __init__(self, chunks: Iterator[str], stats: Stats, fit: FitResult) -> None:
+        self._chunks = chunks
+        self.stats = stats
+        self.fit = fit
+        self._parts: list[str] = []
+
+    def __iter__(self) -> Generation:
+        return self
+
+    def __next__(self) -> str:
+        chunk = next(self._chunks)
+        self._parts.append(chunk)
+        return chunk
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        if not self.stats.stop_reason:
+            self.stats.stop_reason = "cancelled"
+
+
+# -- llama.cpp -------------------------------------------------------------------------
+
+_LOG_LINES: deque[str] = deque(maxlen=50)
+_log_callback = None
+
+
+def _install_log_capture() -> None:
+    """Route llama.cpp's log to a buffer: errors are summarised in one line, not dumped."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", errors="replace").strip()
+        if line:
+            _LOG_LINES.append(line)
+        if os.environ.get("STARCHAT_LLAMA_LOG"):
+            os.write(2, text)
+
+    _log_callback = capture  # keep a reference: ctypes callbacks must outlive their use
+    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
+
+
+def _last_llama_error() -> str:
+    for line in reversed(_LOG_LINES):
+        low = line.lower()
+        if "error" in low or "failed" in low or "invalid" in low:
+            return line
+    return ""
+
+
+def gpu_offload_supported() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def resolve_gpu_layers(value: str | int) -> int:
+    """``auto``: every layer when the build can offload, else none (the planner comes later)."""
+    if value == "auto":
+        return -1 if gpu_offload_supported() else 0
+    return int(value)
+
+
+class LlamaCppBackend:
+    """A local GGUF model run by llama-cpp-python, loaded on first use."""
+
+    def __init__(self, path: Path, options: LoadOptions | None = None) -> None:
+        self.path = Path(path)
+        self.options = options or LoadOptions()
+        self._llm = None
+        self._vocab = None
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self.load_seconds = 0.0
+        self.lock = threading.Lock()
+        self.gpu_layers = 0
+        self.trained_ctx = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    def load(self):  # -> llama_cpp.Llama
+        if self._llm is not None:
+            return self._llm
+        from .gguf_info import read_gguf_info
+
+        info = read_gguf_info(self.path)  # clear errors for missing/corrupt files first
+        try:
+            import llama_cpp
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise StarchatError(
+                f"llama-cpp-python is not installed or failed to import ({exc}): "
+                "pip install llama-cpp-python"
+            ) from None
+        _install_log_capture()
+        self.trained_ctx = info.context_length or 0
+        n_ctx = self.options.n_ctx
+        if self.trained_ctx and n_ctx > self.trained_ctx:
+            n_ctx = self.trained_ctx
+        self.gpu_layers = resolve_gpu_layers(self.options.gpu_layers)
+        started = time.perf_counter()
+        _LOG_LINES.clear()
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx,
+                n_batch=min(self.options.n_batch, n_ctx),
+                n_threads=self.options.n_threads or default_threads(),
+                n_gpu_layers=self.gpu_layers,
+                seed=self.options.seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            detail = _last_llama_error() or str(exc)
+            if "context" in str(exc).lower():
+                raise ModelLoadError(
+                    f"cannot create a {n_ctx}-token context for {self.path.name} ({detail}): "
+                    "try a smaller --ctx"
+                ) from None
+            raise ModelLoadError(
+                f"cannot load {self.path}: {detail}; the file may be truncated or corrupt, "
+                "or need a newer llama-cpp-python (re-download or re-convert it)"
+            ) from None
+        self.load_seconds = time.perf_counter() - started
+        self._llm = llm
+        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        return llm
+
+    # -- vocabulary ----------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self.load().n_ctx()
+
+    def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
+        return self.load().tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        import llama_cpp
+
+        buf = self._piece_buf
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def special_token_id(self, text: str) -> int | None:
+        """The id of a special token such as ``<|im_end|>``, or None if the vocab lacks it."""
+        ids = self.tokenize(text)
+        if len(ids) == 1 and self.piece(ids[0], special=True).decode("utf-8", "replace") == text:
+            return ids[0]
+        return None
+
+    def is_eog(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def token_text(self, token: int) -> str:
+        return self.piece(token, special=True).decode("utf-8", "replace")
+
+    @property
+    def bos_id(self) -> int:
+        return self.load().token_bos()
+
+    @property
+    def eos_id(self) -> int:
+        return self.load().token_eos()
+
+    @property
+    def add_bos(self) -> bool:
+        import llama_cpp
+
+        self.load()
+        return bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self.load().metadata)
+
+    # -- decoding ------------------------------------------------------------------
+    def eval_prompt(self, tokens: Sequence[int]) -> int:
+        """Evaluate the prompt, reusing the cached prefix; returns how many tokens were reused."""
+        llm = self.load()
+        cached = list(llm._input_ids[: llm.n_tokens]) if llm.n_tokens else []
+        prefix = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            prefix += 1
+        prefix = min(prefix, len(tokens) - 1)  # always evaluate one token to get logits
+        llm.n_tokens = prefix
+        llm.eval(tokens[prefix:])
+        return prefix
+
+    def make_sampler(self, params: GenerationParams):
+        import llama_cpp
+
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if params.temperature <= 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            if params.top_p < 1.0:
+                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+            seed = params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+
+    def free_sampler(self, chain) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_sampler_free(chain)
+
+    def sample(self, chain) -> int:
+        import llama_cpp
+
+        return llama_cpp.llama_sampler_sample(chain, self._llm.ctx, -1)
+
+    def decode_one(self, token: int) -> None:
+        self._llm.eval((token,))
+
+    @property
+    def n_past(self) -> int:
+        return self._llm.n_tokens if self._llm is not None else 0
+
+
+# -- formats for a model file -----------------------------------------------------------
+
+
+def format_for_backend(backend: LlamaCppBackend, forced: str | None = None) -> PromptFormat:
+    """The prompt format of a GGUF with no catalog entry: forced, its own template, or a guess."""
+    if forced and forced != "gguf":
+        return get_format(forced)
+    meta = backend.metadata()
+    template = meta.get("tokenizer.chat_template")
+    if template:
+        llm = backend.load()
+        return JinjaFormat(
+            template=template,
+            bos_token=backend.token_text(llm.token_bos()) if llm.token_bos() >= 0 else "",
+            eos_token=backend.token_text(llm.token_eos()) if llm.token_eos() >= 0 else "",
+        )
+    if forced == "gguf":
+        raise ModelLoadError(f"{backend.path.name} has no chat template: choose another --format")
+    if backend.special_token_id("<|im_start|>") is not None:
+        return get_format("chatml")
+    if backend.special_token_id("<|assistant|>") is not None and backend.special_token_id("<|end|>") is not None:
+        return get_format("starchat")
+    if meta.get("general.architecture") == "starcoder2":
+        return get_format("starcoder2-instruct")
+    raise ModelLoadError(
+        f"{backend.path.name} has no chat template and its format cannot be guessed: "
+        "pass --format chatml|starchat|starcoder2-instruct"
+    )
+
+
+# -- the engine ---------------------------------------------------------------------------
+
+
+class Engine:
+    """A model (backend) with its prompt format: renders, fits, generates and stops."""
+
+    def __init__(
+        self,
+        backend: LlamaCppBackend,
+        prompt_format: PromptFormat | None = None,
+        default_system: str | None = None,
+        forced_format: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self._format = prompt_format
+        self._forced_format = forced_format
+        self.default_system = default_system
+        self._stop_ids: frozenset[int] | None = None
+        self._extra_stop_texts: tuple[str, ...] = ()
+
+    @property
+    def prompt_format(self) -> PromptFormat:
+        if self._format is None:
+            self._format = format_for_backend(self.backend, self._forced_format)
+        return self._format
+
+    def _stops(self) -> tuple[frozenset[int], tuple[str, ...]]:
+        if self._stop_ids is None:
+            fmt = self.prompt_format
+            ids = set()
+            texts = list(fmt.stop_texts)
+            for text in fmt.stop_tokens:
+                tok = self.backend.special_token_id(text)
+                if tok is None:
+                    texts.append(text)  # not a special token here: match it as text
+                else:
+                    ids.add(tok)
+            eos = self.backend.eos_id
+            if eos >= 0:
+                ids.add(eos)
+            self._stop_ids = frozenset(ids)
+            self._extra_stop_texts = tuple(texts)
+        return self._stop_ids, self._extra_stop_texts
+
+    def build_messages(self, turns: Sequence[Message], system: str | None) -> list[Message]:
+        chosen = self.default_system if system is None else system
+        msgs = list(turns)
+        if chosen:
+            msgs.insert(0, Message("system", chosen))
+        return msgs
+
+    def render_tokens(self, messages: Sequence[Message]) -> list[int]:
+        text = self.prompt_format.render(messages)
+        add_bos = self.backend.add_bos
+        bos = self.backend.bos_id
+        tokens = self.backend.tokenize(text)
+        if add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
+            tokens.insert(0, bos)
+        return tokens
+
+    def generate(
+        self,
+        turns: Sequence[Message],
+        params: GenerationParams | None = None,
+        *,
+        system: str | None = None,
+        attachment: str | None = None,
+        attach: Callable[[str], str] | None = None,
+    ) -> Generation:
+        """Start generating a reply to ``turns`` (user/assistant, ending with a user turn).
+
+        ``attachment`` + ``attach``: long input (piped text) that may be cut from the
+        front to fit; ``attach(kept_text)`` returns the last user message's content.
+        """
+        params = params or GenerationParams()
+        started = time.perf_counter()
+        was_loaded = self.backend.loaded
+        self.backend.load()
+        stats = Stats(load_seconds=0.0 if was_loaded else self.backend.load_seconds)
+        n_ctx = self.backend.n_ctx
+        stats.n_ctx = n_ctx
+        reserve = _reserve(n_ctx, params.max_tokens)
+        fit = fit_prompt(
+            lambda msgs: self.render_tokens(msgs),
+            self.build_messages,
+            list(turns),
+            system,
+            n_ctx - reserve,
+            attachment=attachment,
+            attach=attach,
+        )
+        stats.prompt_tokens = len(fit.tokens)
+        stats.dropped_turns = fit.dropped_turns
+        stats.truncated_chars = fit.truncated_chars
+        chunks = self._run(fit.tokens, params, stats, started, n_ctx)
+        return Generation(chunks, stats, fit)
+
+    def _run(
+        self, tokens: list[int], params: GenerationParams, stats: Stats, started: float, n_ctx: int
+    ) -> Iterator[str]:
+        backend = self.backend
+        stop_ids, extra_texts = self._stops()
+        fmt = self.prompt_format
+        stop_filter = StopTextFilter((*extra_texts,))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        strip_newline = fmt.strip_leading_newline
+        limit = params.max_tokens
+        with backend.lock:
+            chain = backend.make_sampler(params)
+            try:
+                t0 = time.perf_counter()
+                stats.cached_tokens = backend.eval_prompt(tokens)
+                stats.prompt_seconds = time.perf_counter() - t0
+                first_at = 0.0
+                while True:
+                    token = backend.sample(chain)
+                    now = time.perf_counter()
+                    if stats.generated_tokens == 0:
+                        first_at = now
+                        stats.ttft_seconds = now - started
+                    stats.decode_seconds = now - first_at
+                    if token in stop_ids or backend.is_eog(token):
+                        stats.stop_reason = "stop"
+                        break
+                    stats.generated_tokens += 1
+                    text = decoder.decode(backend.piece(token))
+                    if strip_newline and text:
+                        if text.startswith("\n"):
+                            text = text[1:]
+                        strip_newline = not text
+                    if text:
+                        out = stop_filter.feed(text)
+                        if out:
+                            yield out
+                        if stop_filter.stopped:
+                            stats.stop_reason = "stop"
+                            break
+                    if limit is not None and stats.generated_tokens >= limit:
+                        stats.stop_reason = "length"
+                        break
+                    if backend.n_past >= n_ctx:
+                        stats.stop_reason = "context"
+                        break
+                    backend.decode_one(token)
+                if not stop_filter.stopped:
+                    tail = stop_filter.feed(decoder.decode(b"", final=True)) + stop_filter.flush()
+                    if tail:
+                        yield tail
+            finally:
+                backend.free_sampler(chain)
+                if not stats.stop_reason:
+                    stats.stop_reason = "cancelled"
+
+
+def _reserve(n_ctx: int, max_tokens: int | None) -> int:
+    """Tokens kept free for the reply when fitting the prompt."""
+    if max_tokens is not None:
+        return min(max_tokens, n_ctx // 2)
+    return min(1024, n_ctx // 4)
+
+
+__all__ = [
+    "Engine",
+    "Generation",
+    "GenerationParams",
+    "LlamaCppBackend",
+    "LoadOptions",
+    "Stats",
+    "default_threads",
+]

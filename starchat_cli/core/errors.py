@@ -1,0 +1,58 @@
+"""Errors a user can cause or fix, each with its own exit code and a one-line message.
+
+The faces (CLI, TUI, server) catch :class:`StarchatError` and show ``message``; nothing
+predictable ever reaches the user as a traceback.
+"""
+
+from __future__ import annotations
+
+
+class ExitCode:
+    """Process exit codes, one per kind of failure (documented in the README)."""
+
+    OK = 0
+    ERROR = 1  # anything not covered below
+    USAGE = 2  # bad flags or arguments (also what Click uses)
+    CONFIG = 3  # invalid config file or environment variable
+    MODEL_NOT_FOUND = 4  # unknown model name, missing file, nothing downloaded
+    MODEL_LOAD = 5  # corrupt, truncated or unsupported model file
+    INPUT = 6  # empty input, binary stdin, unreadable --file
+    CONTEXT = 7  # the question does not fit in the context window
+    NO_CODE = 8  # --code, but the answer had no fenced code block
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+
+
+class StarchatError(Exception):
+    """Base class: ``str(err)`` is the one-line message shown to the user."""
+
+    exit_code: int = ExitCode.ERROR
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(StarchatError):
+    exit_code = ExitCode.CONFIG
+
+
+class ModelNotFoundError(StarchatError):
+    exit_code = ExitCode.MODEL_NOT_FOUND
+
+
+class ModelLoadError(StarchatError):
+    exit_code = ExitCode.MODEL_LOAD
+
+
+class InputError(StarchatError):
+    exit_code = ExitCode.INPUT
+
+
+class ContextOverflowError(StarchatError):
+    exit_code = ExitCode.CONTEXT
+
+
+class NoCodeError(StarchatError):
+    exit_code = ExitCode.NO_CODE

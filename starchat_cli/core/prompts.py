@@ -1,0 +1,199 @@
+"""Prompt formats of the StarChat family, rendered byte for byte as the models were trained.
+
+Each format turns a list of messages (an optional leading system message, then
+alternating user / assistant turns ending with a user turn) into the exact prompt
+text, and names what ends a reply: control tokens (matched by id by the engine) and
+plain-text stops (matched in the text stream, see :mod:`starchat_cli.core.stops`).
+Facts come from ../shared/MODELS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+def split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]]:
+    """Return (system text or None, the user/assistant turns), checking the turn order."""
+    msgs = list(messages)
+    system = None
+    if msgs and msgs[0].role == "system":
+        system = msgs[0].content
+        msgs = msgs[1:]
+    for i, msg in enumerate(msgs):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if msg.role != expected:
+            raise ValueError(
+                f"message {i} has role {msg.role!r}; turns must alternate user/assistant "
+                "after an optional leading system message"
+            )
+    return system, msgs
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """Base class. ``stop_tokens`` are token *texts* the engine resolves to ids."""
+
+    name: str = "base"
+    description: str = ""
+    stop_tokens: tuple[str, ...] = ()
+    stop_texts: tuple[str, ...] = ()
+    strip_leading_newline: bool = False
+    supports_system: bool = True
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        raise NotImplementedError
+
+    def clean_reply(self, text: str) -> str:
+        """Tidy a finished reply (the engine strips the leading newline while streaming too)."""
+        if self.strip_leading_newline and text.startswith("\n"):
+            text = text[1:]
+        return text
+
+
+@dataclass(frozen=True)
+class StarChatFormat(PromptFormat):
+    """StarChat-alpha / StarChat-beta: ``<|system|>``, ``<|user|>``, ``<|assistant|>``, ``<|end|>``.
+
+    The model card always opens with a system block, empty when there is no system prompt.
+    """
+
+    name: str = "starchat"
+    description: str = "StarChat-alpha/beta dialogue tokens (<|system|> <|user|> <|assistant|> <|end|>)"
+    stop_tokens: tuple[str, ...] = ("<|end|>",)
+    strip_leading_newline: bool = True
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        system, turns = split_system(messages)
+        out = [f"<|system|>\n{system or ''}<|end|>\n"]
+        for msg in turns:
+            out.append(f"<|{msg.role}|>\n{msg.content}<|end|>\n")
+        if add_generation_prompt:
+            out.append("<|assistant|>\n")
+        return "".join(out)
+
+
+@dataclass(frozen=True)
+class ChatMLFormat(PromptFormat):
+    """ChatML (StarChat2): ``<|im_start|>role\\n...<|im_end|>\\n``; no system block when none is given."""
+
+    name: str = "chatml"
+    description: str = "ChatML (<|im_start|>role ... <|im_end|>), StarChat2's own template"
+    stop_tokens: tuple[str, ...] = ("<|im_end|>",)
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        system, turns = split_system(messages)
+        out = []
+        if system is not None:
+            out.append(f"<|im_start|>system\n{system}<|im_end|>\n")
+        for msg in turns:
+            out.append(f"<|im_start|>{msg.role}\n{msg.content}<|im_end|>\n")
+        if add_generation_prompt:
+            out.append("<|im_start|>assistant\n")
+        return "".join(out)
+
+
+STARCODER2_INSTRUCT_PREAMBLE = (
+    "You are an exceptionally intelligent coding assistant that consistently delivers "
+    "accurate and reliable responses to user instructions."
+)
+
+
+@dataclass(frozen=True)
+class StarCoder2InstructFormat(PromptFormat):
+    """StarCoder2-15B-Instruct (self-align): a fixed preamble, ``### Instruction`` / ``### Response``.
+
+    The model has no system role. A system prompt is folded into the first instruction
+    of the window, separated from it by a blank line, so the trained preamble stays
+    untouched. Replies end at ``<|endoftext|>`` or at the text ``###``.
+    """
+
+    name: str = "starcoder2-instruct"
+    description: str = "StarCoder2-Instruct (### Instruction / ### Response); no system role"
+    stop_tokens: tuple[str, ...] = ("<|endoftext|>",)
+    stop_texts: tuple[str, ...] = ("###",)
+    supports_system: bool = False
+    bos: str = "<|endoftext|>"
+    eos: str = "<|endoftext|>"
+    preamble: str = STARCODER2_INSTRUCT_PREAMBLE
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        system, turns = split_system(messages)
+        out = [f"{self.bos}{self.preamble}\n\n"]
+        for i, msg in enumerate(turns):
+            if msg.role == "user":
+                content = msg.content
+                if i == 0 and system:
+                    content = f"{system}\n\n{content}"
+                out.append(f"### Instruction\n{content}\n\n")
+            else:
+                out.append(f"### Response\n{msg.content}{self.eos}\n\n")
+        if add_generation_prompt:
+            out.append("### Response\n")
+        return "".join(out)
+
+
+@dataclass(frozen=True)
+class JinjaFormat(PromptFormat):
+    """A chat template read from a GGUF file's ``tokenizer.chat_template`` (Hugging Face Jinja)."""
+
+    name: str = "gguf"
+    description: str = "the chat template stored in the GGUF file"
+    template: str = ""
+    bos_token: str = ""
+    eos_token: str = ""
+    extra_stop_tokens: tuple[str, ...] = field(default=())
+
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        split_system(messages)  # validates the order
+        from jinja2.exceptions import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message: str) -> None:
+            raise TemplateError(message)
+
+        def strftime_now(fmt: str) -> str:
+            import datetime
+
+            return datetime.datetime.now().strftime(fmt)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = strftime_now
+        try:
+            tmpl = env.from_string(self.template)
+            return tmpl.render(
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        except TemplateError as exc:
+            from .errors import ModelLoadError
+
+            raise ModelLoadError(
+                f"the model's chat template failed: {exc} (choose a format with --format)"
+            ) from exc
+
+
+FORMATS: dict[str, PromptFormat] = {
+    f.name: f for f in (StarChatFormat(), ChatMLFormat(), StarCoder2InstructFormat())
+}
+
+
+def get_format(name: str) -> PromptFormat:
+    from .errors import StarchatError
+
+    try:
+        return FORMATS[name]
+    except KeyError:
+        valid = ", ".join([*FORMATS, "gguf"])
+        raise StarchatError(f"unknown prompt format {name!r}: choose one of {valid}") from None
