@@ -180,6 +180,7 @@ class LlamaCppBackend:
         self._vocab = None
         self._piece_buf = ctypes.create_string_buffer(256)
         self.load_seconds = 0.0
+        self._unreported_load = 0.0
         self.lock = threading.Lock()
         self.gpu_layers = 0
         self.trained_ctx = 0
@@ -187,6 +188,11 @@ class LlamaCppBackend:
     @property
     def loaded(self) -> bool:
         return self._llm is not None
+
+    def take_load_seconds(self) -> float:
+        """The load time, reported once: by the first generation after the load."""
+        seconds, self._unreported_load = self._unreported_load, 0.0
+        return seconds
 
     def load(self):  # -> llama_cpp.Llama
         if self._llm is not None:
@@ -230,7 +236,7 @@ class LlamaCppBackend:
                 f"cannot load {self.path}: {detail}; the file may be truncated or corrupt, "
                 "or need a newer llama-cpp-python (re-download or re-convert it)"
             ) from None
-        self.load_seconds = time.perf_counter() - started
+        self.load_seconds = self._unreported_load = time.perf_counter() - started
         self._llm = llm
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         return llm
@@ -439,9 +445,8 @@ class Engine:
         """
         params = params or GenerationParams()
         started = time.perf_counter()
-        was_loaded = self.backend.loaded
         self.backend.load()
-        stats = Stats(load_seconds=0.0 if was_loaded else self.backend.load_seconds)
+        stats = Stats(load_seconds=self.backend.take_load_seconds())
         n_ctx = self.backend.n_ctx
         stats.n_ctx = n_ctx
         reserve = _reserve(n_ctx, params.max_tokens)

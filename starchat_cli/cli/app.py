@@ -1,0 +1,100 @@
+"""The ``starchat`` command: a Typer app whose commands live one module per group.
+
+Only typer is imported at start-up; rich, llama_cpp and the engine are imported by the
+command that needs them, so ``starchat --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from starchat_cli import __version__
+from starchat_cli.core.errors import ExitCode, StarchatError
+
+
+def say_error(message: str) -> None:
+    """One line on stderr, the same shape for every failure."""
+    print(f"starchat: error: {message}", file=sys.stderr, flush=True)
+
+
+class StarchatGroup(TyperGroup):
+    """Turns predictable failures into one-line messages and exit codes, never tracebacks."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StarchatError as exc:
+            say_error(exc.message)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            say_error("interrupted")
+            ctx.exit(ExitCode.INTERRUPTED)
+
+
+HELP = """\
+starchat: a terminal coding assistant running the StarChat models locally.
+
+\b
+  starchat ask "write a python function that reverses a string"
+  cat app.py | starchat ask "explain this"
+  starchat ask --code "a bash script that counts lines in *.py" > count.sh
+
+\b
+Models: starchat2 (default), starchat-beta, starchat-alpha, starcoder2-instruct, demo,
+a name from `starchat list`, or a path to a .gguf file.
+"""
+
+app = typer.Typer(
+    name="starchat",
+    cls=StarchatGroup,
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"starchat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """starchat: a terminal coding assistant running the StarChat models locally."""
+
+
+def _register() -> None:
+    from starchat_cli.cli import ask, models
+
+    ask.register(app)
+    models.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app(prog_name="starchat")
+    except BrokenPipeError:
+        # The reader went away (`starchat ask ... | head`): stop quietly.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        sys.exit(141)

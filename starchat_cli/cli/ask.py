@@ -1,0 +1,172 @@
+"""``starchat ask``: one question, one streamed answer; pipe-friendly."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+
+ASK_HELP = """\
+Ask one question and stream the answer.
+
+Text piped on stdin is attached as context in a fenced block (its language guessed);
+with no question, the piped text itself is the prompt.
+
+\b
+  starchat ask "write a python function that reverses a string"
+  cat app.py | starchat ask "explain this"
+  starchat ask < prompt.txt
+  starchat ask --code "a bash script that prints the 10 largest files" > big.sh
+
+On a terminal the answer is rendered as Markdown; piped, it is plain text.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ask", help=ASK_HELP, no_args_is_help=False)(ask)
+
+
+def ask(
+    question: Optional[List[str]] = typer.Argument(
+        None, help="The question; several words are joined. Omit it to send stdin alone.", show_default=False
+    ),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model name, NAME:QUANT or path to a .gguf file. [env: STARCHAT_MODEL; default: starchat2]", show_default=False
+    ),
+    system: Optional[str] = typer.Option(
+        None, "--system", "-s", help="System prompt (starcoder2-instruct has no system role: the text is put before the first instruction).", show_default=False
+    ),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="Sampling temperature; 0 = greedy. [default: 0.2]", show_default=False),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling cut-off. [default: 0.95]", show_default=False),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", help="Stop after this many tokens. [default: until the reply ends]", show_default=False),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, for repeatable sampling.", show_default=False),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object: text, model, code blocks, stats."),
+    code: bool = typer.Option(False, "--code", help="Print only the code inside the answer's fenced blocks."),
+    stats: bool = typer.Option(False, "--stats", help="Print token counts, time to first token and tokens/s on stderr."),
+    raw: bool = typer.Option(False, "--raw", help="Print the answer as plain text even on a terminal."),
+    lang: Optional[str] = typer.Option(None, "--lang", help="Language of the piped text (default: guessed).", show_default=False),
+    ctx: Optional[int] = typer.Option(None, "--ctx", "-c", help="Context window in tokens. [default: 4096]", show_default=False),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads. [default: usable cores]", show_default=False),
+    gpu_layers: Optional[str] = typer.Option(None, "--gpu-layers", help="Layers to offload to the GPU: auto, N, or 0 for CPU only. [default: auto]", show_default=False),
+    prompt_format: Optional[str] = typer.Option(None, "--format", help="Force a prompt format: chatml, starchat, starcoder2-instruct, gguf (the file's own template).", show_default=False),
+) -> None:
+    from starchat_cli.cli.render import Output
+    from starchat_cli.core.engine import GenerationParams
+    from starchat_cli.core.errors import InputError, NoCodeError
+    from starchat_cli.core.inputs import attach, decode_text, guess_language
+    from starchat_cli.core.markdown import extract_code_blocks
+    from starchat_cli.core.prompts import Message
+    from starchat_cli.core.runtime import choose_model, load_settings, make_engine
+
+    if json_out and code:
+        raise typer.BadParameter("--json and --code do not go together (the JSON has the code blocks)")
+    flags = {
+        "model": model, "system": system, "temperature": temperature, "top_p": top_p,
+        "max_tokens": max_tokens, "seed": seed, "ctx": ctx, "threads": threads,
+        "gpu_layers": gpu_layers, "format": prompt_format,
+    }
+    settings, explicit = load_settings(flags)
+    text_q = " ".join(question or []).strip()
+    piped = _read_stdin()
+    stdin_text = decode_text(piped, "stdin") if piped else ""
+    if not text_q and not stdin_text.strip():
+        raise InputError(
+            'nothing to ask: give a question (starchat ask "...") or pipe text in (cat file | starchat ask "...")'
+        )
+
+    choice = choose_model(settings, explicit)
+    out = Output(raw=raw or code or json_out)
+    if choice.note:
+        out.note(choice.note)
+    engine = make_engine(choice, settings)
+
+    if stdin_text.strip():
+        language = lang if lang is not None else guess_language(stdin_text)
+        if text_q:
+            def build(kept: str) -> str:
+                return attach(text_q, kept, language)
+        else:
+            def build(kept: str) -> str:
+                return kept
+        attachment, builder = stdin_text, build
+        turn = Message("user", builder(stdin_text))
+    else:
+        attachment, builder = None, None
+        turn = Message("user", text_q)
+
+    params = GenerationParams(
+        max_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=settings.seed,
+    )
+    with out.loading(choice.model.name, engine.backend.loaded):
+        engine.backend.load()
+    gen = engine.generate([turn], params, system=settings.system, attachment=attachment, attach=builder)
+    st = gen.stats
+    if st.truncated_chars:
+        out.note(
+            f"input too long for the {st.n_ctx}-token context: kept the last "
+            f"{gen.fit.attachment_chars - st.truncated_chars:,} of {gen.fit.attachment_chars:,} characters "
+            "(raise --ctx to keep more)"
+        )
+
+    try:
+        if json_out:
+            for _ in gen:
+                pass
+        elif code:
+            from starchat_cli.core.markdown import CodeStream
+
+            stream = CodeStream()
+            for chunk in gen:
+                out.write_plain(stream.feed(chunk))
+            out.write_plain(stream.flush())
+            if not stream.found:
+                sys.stderr.write(gen.text.rstrip("\n") + "\n")
+                raise NoCodeError("the answer has no fenced code block (shown above on stderr); ask again or drop --code")
+        else:
+            out.stream(gen)
+    finally:
+        gen.close()
+
+    if st.stop_reason == "context" and not json_out:
+        out.note(f"the reply was cut off: the {st.n_ctx}-token context is full (raise --ctx)")
+    elif st.stop_reason == "length" and not json_out:
+        out.note(f"the reply stopped at --max-tokens {settings.max_tokens}")
+    if json_out:
+        blocks = extract_code_blocks(gen.text)
+        payload = {
+            "model": choice.model.name,
+            "path": str(choice.model.path),
+            "format": engine.prompt_format.name,
+            "text": gen.text,
+            "code_blocks": [{"language": b.language, "code": b.code} for b in blocks],
+            "stats": st.as_dict(),
+        }
+        out.write_plain(json.dumps(payload, ensure_ascii=False) + "\n")
+    if stats:
+        out.stats(st)
+
+
+def _read_stdin() -> bytes:
+    """Piped input, or b"" when stdin is a terminal or absent."""
+    stream = sys.stdin
+    if stream is None:
+        return b""
+    try:
+        if stream.isatty():
+            return b""
+    except (ValueError, OSError):
+        return b""
+    buffer = getattr(stream, "buffer", None)
+    try:
+        data = buffer.read() if buffer is not None else stream.read().encode("utf-8")
+    except (OSError, ValueError):
+        return b""
+    return data if isinstance(data, bytes) else data.encode("utf-8")
+
+
+__all__ = ["ask", "register"]
