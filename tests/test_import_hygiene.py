@@ -1,0 +1,70 @@
+"""The engine never imports a UI, and `starchat --help` never imports the heavy libraries.
+
+Each check runs in a fresh interpreter and inspects sys.modules.
+"""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import starchat_cli.core
+
+UI = ("textual", "typer", "rich", "click")
+HEAVY = ("llama_cpp", "torch", "textual", "transformers", "numpy", "gguf", "huggingface_hub", "jinja2")
+
+CORE_MODULES = sorted(
+    f"starchat_cli.core.{m.name}" for m in pkgutil.iter_modules(starchat_cli.core.__path__)
+)
+
+
+def loaded_after(code: str) -> set[str]:
+    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return {name.split(".")[0] for name in json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def test_core_modules_are_discovered():
+    assert "starchat_cli.core.engine" in CORE_MODULES and len(CORE_MODULES) >= 10
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_module_imports_no_ui(module):
+    loaded = loaded_after(f"import {module}")
+    assert not loaded & set(UI), f"{module} pulled in {sorted(loaded & set(UI))}"
+
+
+def test_core_engine_does_not_import_llama_cpp_until_used():
+    assert "llama_cpp" not in loaded_after("import starchat_cli.core.engine, starchat_cli.core.runtime")
+
+
+def test_help_imports_nothing_heavy():
+    probe = (
+        "import sys\n"
+        "sys.argv = ['starchat', '--help']\n"
+        "from starchat_cli.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    )
+    loaded = loaded_after(probe)
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+@pytest.mark.parametrize("command", ["ask", "list", "info", "add", "rm", "paths"])
+def test_subcommand_help_imports_nothing_heavy(command):
+    probe = (
+        "import sys\n"
+        f"sys.argv = ['starchat', '{command}', '--help']\n"
+        "from starchat_cli.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    )
+    loaded = loaded_after(probe)
+    assert not loaded & {"llama_cpp", "torch", "textual"}, sorted(loaded & set(HEAVY))
+
+
+def test_the_probe_can_fail():
+    """The same probe does see a heavy import when one happens."""
+    assert "llama_cpp" in loaded_after("import llama_cpp")
