@@ -34,8 +34,21 @@ def test_ask_help_lists_every_option():
     res = invoke("ask", "--help")
     assert res.exit_code == 0
     for option in (
-        "--model", "--system", "--temperature", "--top-p", "--max-tokens", "--seed", "--json",
-        "--code", "--stats", "--ctx", "--threads", "--gpu-layers", "--format", "--raw", "--lang",
+        "--model",
+        "--system",
+        "--temperature",
+        "--top-p",
+        "--max-tokens",
+        "--seed",
+        "--json",
+        "--code",
+        "--stats",
+        "--ctx",
+        "--threads",
+        "--gpu-layers",
+        "--format",
+        "--raw",
+        "--lang",
     ):
         assert option in res.stdout, option
 
@@ -134,7 +147,9 @@ def test_ask_stats_on_stderr(demo_gguf):
 
 def test_piped_text_is_attached_in_a_fence(demo_gguf):
     src = "def add(a, b):\n    return a + b\n"
-    res = invoke("ask", "-m", "demo", "-t", "0", "-n", "30", "--json", "What does this function do?", input=src)
+    res = invoke(
+        "ask", "-m", "demo", "-t", "0", "-n", "30", "--json", "What does this function do?", input=src
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["stats"]["prompt_tokens"] > 30
 

@@ -35,7 +35,13 @@ def test_flags_win_over_env_over_file(isolated_home):
     )
     file = load_config_file(path)
     s = resolve_settings(file, {}, environ={})
-    assert (s.model, s.temperature, s.ctx, s.system, s.top_p) == ("starchat-beta", 0.5, 2048, "from file", 0.5)
+    assert (s.model, s.temperature, s.ctx, s.system, s.top_p) == (
+        "starchat-beta",
+        0.5,
+        2048,
+        "from file",
+        0.5,
+    )
     env = {"STARCHAT_TEMPERATURE": "0.7", "STARCHAT_SYSTEM": "from env"}
     s = resolve_settings(file, {}, environ=env)
     assert (s.temperature, s.system, s.ctx) == (0.7, "from env", 2048)
@@ -249,3 +255,36 @@ def test_demo_model_is_found_without_importing_its_package(demo_gguf):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "False", "False"]
+
+
+# -- atomic writes --------------------------------------------------------------------------
+
+
+def test_atomic_write_keeps_mode_and_leaves_no_temp(tmp_path):
+    from starchat_cli.core.fsutil import atomic_write_text
+
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    target.chmod(0o640)
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_atomic_write_on_a_full_disk_keeps_the_original(tmp_path, monkeypatch):
+    import errno
+
+    from starchat_cli.core import fsutil
+
+    target = tmp_path / "models.json"
+    target.write_text("precious")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fsutil.os, "fsync", full)
+    with pytest.raises(StarchatError, match="disk full while writing .*models.json: free some space"):
+        fsutil.atomic_write_text(target, "replacement")
+    assert target.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["models.json"]

@@ -81,9 +81,21 @@ def test_question_longer_than_the_context_is_refused(demo_gguf):
 
 def test_ctrl_c_mid_stream(demo_gguf):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", "ask", "-m", "demo", "-t", "0",
-         "Write a very long essay about the history of programming languages."],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "starchat_cli",
+            "ask",
+            "-m",
+            "demo",
+            "-t",
+            "0",
+            "Write a very long essay about the history of programming languages.",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
     )
     got = b""
     deadline = time.time() + 120
@@ -101,7 +113,9 @@ def test_ctrl_c_mid_stream(demo_gguf):
 
 def test_broken_pipe_is_quiet(demo_gguf):
     cmd = f'"{sys.executable}" -m starchat_cli ask -m demo -t 0 "Count from 1 to 200." | head -c 5'
-    res = subprocess.run(["bash", "-c", cmd], capture_output=True, cwd=REPO, timeout=300, stdin=subprocess.DEVNULL)
+    res = subprocess.run(
+        ["bash", "-c", cmd], capture_output=True, cwd=REPO, timeout=300, stdin=subprocess.DEVNULL
+    )
     assert len(res.stdout) == 5
     assert b"Traceback" not in res.stderr and b"BrokenPipe" not in res.stderr
 
@@ -110,7 +124,10 @@ def run_in_pty(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "starchat_cli", *args],
-        stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
         env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40", **env},
     )
     os.close(slave)
@@ -212,3 +229,20 @@ def test_a_gguf_path_uses_its_own_chat_template(demo_gguf):
     data = json.loads(res.stdout)
     assert data["format"] == "gguf"
     assert data["stats"]["generated_tokens"] >= 1
+
+
+def test_threads_ctx_and_gpu_layers_reach_llama_cpp(demo_gguf):
+    from starchat_cli.core.engine import (
+        LlamaCppBackend,
+        LoadOptions,
+        gpu_offload_supported,
+        resolve_gpu_layers,
+    )
+
+    assert resolve_gpu_layers(7) == 7 and resolve_gpu_layers(0) == 0
+    assert resolve_gpu_layers("auto") == (-1 if gpu_offload_supported() else 0)
+    backend = LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=100_000, n_threads=1, gpu_layers=0))
+    llm = backend.load()
+    assert llm.n_threads == 1
+    assert backend.n_ctx == 8192  # capped at the model's trained context
+    assert llm.model_params.n_gpu_layers == 0

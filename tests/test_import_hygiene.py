@@ -17,9 +17,7 @@ import starchat_cli.core
 UI = ("textual", "typer", "rich", "click")
 HEAVY = ("llama_cpp", "torch", "textual", "transformers", "numpy", "gguf", "huggingface_hub", "jinja2")
 
-CORE_MODULES = sorted(
-    f"starchat_cli.core.{m.name}" for m in pkgutil.iter_modules(starchat_cli.core.__path__)
-)
+CORE_MODULES = sorted(f"starchat_cli.core.{m.name}" for m in pkgutil.iter_modules(starchat_cli.core.__path__))
 
 
 def loaded_after(code: str) -> set[str]:

@@ -33,24 +33,68 @@ def ask(
         None, help="The question; several words are joined. Omit it to send stdin alone.", show_default=False
     ),
     model: Optional[str] = typer.Option(
-        None, "--model", "-m", help="Model name, NAME:QUANT or path to a .gguf file. [env: STARCHAT_MODEL; default: starchat2]", show_default=False
+        None,
+        "--model",
+        "-m",
+        help="Model name, NAME:QUANT or path to a .gguf file. [env: STARCHAT_MODEL; default: starchat2]",
+        show_default=False,
     ),
     system: Optional[str] = typer.Option(
-        None, "--system", "-s", help="System prompt (starcoder2-instruct has no system role: the text is put before the first instruction).", show_default=False
+        None,
+        "--system",
+        "-s",
+        help="System prompt (starcoder2-instruct has no system role: the text is put before the first instruction).",
+        show_default=False,
     ),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="Sampling temperature; 0 = greedy. [default: 0.2]", show_default=False),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling cut-off. [default: 0.95]", show_default=False),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", "-n", help="Stop after this many tokens. [default: until the reply ends]", show_default=False),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, for repeatable sampling.", show_default=False),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object: text, model, code blocks, stats."),
+    temperature: Optional[float] = typer.Option(
+        None,
+        "--temperature",
+        "-t",
+        help="Sampling temperature; 0 = greedy. [default: 0.2]",
+        show_default=False,
+    ),
+    top_p: Optional[float] = typer.Option(
+        None, "--top-p", help="Nucleus sampling cut-off. [default: 0.95]", show_default=False
+    ),
+    max_tokens: Optional[int] = typer.Option(
+        None,
+        "--max-tokens",
+        "-n",
+        help="Stop after this many tokens. [default: until the reply ends]",
+        show_default=False,
+    ),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", help="Random seed, for repeatable sampling.", show_default=False
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print one JSON object: text, model, code blocks, stats."
+    ),
     code: bool = typer.Option(False, "--code", help="Print only the code inside the answer's fenced blocks."),
-    stats: bool = typer.Option(False, "--stats", help="Print token counts, time to first token and tokens/s on stderr."),
+    stats: bool = typer.Option(
+        False, "--stats", help="Print token counts, time to first token and tokens/s on stderr."
+    ),
     raw: bool = typer.Option(False, "--raw", help="Print the answer as plain text even on a terminal."),
-    lang: Optional[str] = typer.Option(None, "--lang", help="Language of the piped text (default: guessed).", show_default=False),
-    ctx: Optional[int] = typer.Option(None, "--ctx", "-c", help="Context window in tokens. [default: 4096]", show_default=False),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads. [default: usable cores]", show_default=False),
-    gpu_layers: Optional[str] = typer.Option(None, "--gpu-layers", help="Layers to offload to the GPU: auto, N, or 0 for CPU only. [default: auto]", show_default=False),
-    prompt_format: Optional[str] = typer.Option(None, "--format", help="Force a prompt format: chatml, starchat, starcoder2-instruct, gguf (the file's own template).", show_default=False),
+    lang: Optional[str] = typer.Option(
+        None, "--lang", help="Language of the piped text (default: guessed).", show_default=False
+    ),
+    ctx: Optional[int] = typer.Option(
+        None, "--ctx", "-c", help="Context window in tokens. [default: 4096]", show_default=False
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="CPU threads. [default: usable cores]", show_default=False
+    ),
+    gpu_layers: Optional[str] = typer.Option(
+        None,
+        "--gpu-layers",
+        help="Layers to offload to the GPU: auto, N, or 0 for CPU only. [default: auto]",
+        show_default=False,
+    ),
+    prompt_format: Optional[str] = typer.Option(
+        None,
+        "--format",
+        help="Force a prompt format: chatml, starchat, starcoder2-instruct, gguf (the file's own template).",
+        show_default=False,
+    ),
 ) -> None:
     from starchat_cli.cli.render import Output
     from starchat_cli.core.engine import GenerationParams
@@ -63,9 +107,16 @@ def ask(
     if json_out and code:
         raise typer.BadParameter("--json and --code do not go together (the JSON has the code blocks)")
     flags = {
-        "model": model, "system": system, "temperature": temperature, "top_p": top_p,
-        "max_tokens": max_tokens, "seed": seed, "ctx": ctx, "threads": threads,
-        "gpu_layers": gpu_layers, "format": prompt_format,
+        "model": model,
+        "system": system,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "ctx": ctx,
+        "threads": threads,
+        "gpu_layers": gpu_layers,
+        "format": prompt_format,
     }
     settings, explicit = load_settings(flags)
     text_q = " ".join(question or []).strip()
@@ -85,11 +136,14 @@ def ask(
     if stdin_text.strip():
         language = lang if lang is not None else guess_language(stdin_text)
         if text_q:
+
             def build(kept: str) -> str:
                 return attach(text_q, kept, language)
         else:
+
             def build(kept: str) -> str:
                 return kept
+
         attachment, builder = stdin_text, build
         turn = Message("user", builder(stdin_text))
     else:
@@ -126,7 +180,9 @@ def ask(
             out.write_plain(stream.flush())
             if not stream.found:
                 sys.stderr.write(gen.text.rstrip("\n") + "\n")
-                raise NoCodeError("the answer has no fenced code block (shown above on stderr); ask again or drop --code")
+                raise NoCodeError(
+                    "the answer has no fenced code block (shown above on stderr); ask again or drop --code"
+                )
         else:
             out.stream(gen)
     finally:

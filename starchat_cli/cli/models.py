@@ -12,7 +12,9 @@ import typer
 
 def register(app: typer.Typer) -> None:
     app.command("list", help="List local models (name, family, quant, size, context, path).")(list_models)
-    app.command("info", help="Show what a model file holds: architecture, parameters, quant, context, template.")(info)
+    app.command(
+        "info", help="Show what a model file holds: architecture, parameters, quant, context, template."
+    )(info)
     app.command("add", help="Register a GGUF file you already have under a name (no download).")(add)
     app.command("rm", help="Forget a model; delete its file when starchat made or copied it.")(rm)
     app.command("paths", help="Print where starchat keeps its config, models, sessions and cache.")(paths)
@@ -42,7 +44,9 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def list_models(
-    catalog: bool = typer.Option(False, "--catalog", help="List the models starchat knows by name, and which are downloaded."),
+    catalog: bool = typer.Option(
+        False, "--catalog", help="List the models starchat knows by name, and which are downloaded."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     from starchat_cli.core.catalog import CATALOG
@@ -55,25 +59,47 @@ def list_models(
         rows_c: list[dict[str, Any]] = []
         for spec in CATALOG.values():
             entry = store.available(spec.name)
-            rows_c.append({
-                "name": spec.name, "title": spec.title, "hub_repo": spec.hub_repo,
-                "format": spec.prompt_format, "context": spec.context_length,
-                "downloaded": entry.name if entry else None,
-            })
+            rows_c.append(
+                {
+                    "name": spec.name,
+                    "title": spec.title,
+                    "hub_repo": spec.hub_repo,
+                    "format": spec.prompt_format,
+                    "context": spec.context_length,
+                    "downloaded": entry.name if entry else None,
+                }
+            )
         if json_out:
             print(json.dumps(rows_c, indent=2))
             return
-        print(_table(
-            [[r["name"], r["title"], r["format"], str(r["context"]), "yes" if r["downloaded"] else "no"] for r in rows_c],
-            ["NAME", "MODEL", "FORMAT", "CONTEXT", "LOCAL"],
-        ))
+        print(
+            _table(
+                [
+                    [
+                        r["name"],
+                        r["title"],
+                        r["format"],
+                        str(r["context"]),
+                        "yes" if r["downloaded"] else "no",
+                    ]
+                    for r in rows_c
+                ],
+                ["NAME", "MODEL", "FORMAT", "CONTEXT", "LOCAL"],
+            )
+        )
         return
 
     rows: list[dict[str, Any]] = []
     for entry in store.entries():
         row: dict[str, Any] = {
-            "name": entry.name, "family": entry.family, "quant": entry.quant, "source": entry.source,
-            "size": None, "context": None, "path": entry.path, "problem": None,
+            "name": entry.name,
+            "family": entry.family,
+            "quant": entry.quant,
+            "source": entry.source,
+            "size": None,
+            "context": None,
+            "path": entry.path,
+            "problem": None,
         }
         try:
             info_ = read_gguf_info(entry.path)
@@ -91,18 +117,22 @@ def list_models(
             file=sys.stderr,
         )
         return
-    print(_table(
-        [
+    print(
+        _table(
             [
-                r["name"], r["family"] or "-", r["quant"] or "-",
-                human_bytes(r["size"]) if r["size"] is not None else "?",
-                str(r["context"] or "-"),
-                r["path"] + (f"  [{r['problem']}]" if r["problem"] else ""),
-            ]
-            for r in rows
-        ],
-        ["NAME", "FAMILY", "QUANT", "SIZE", "CONTEXT", "PATH"],
-    ))
+                [
+                    r["name"],
+                    r["family"] or "-",
+                    r["quant"] or "-",
+                    human_bytes(r["size"]) if r["size"] is not None else "?",
+                    str(r["context"] or "-"),
+                    r["path"] + (f"  [{r['problem']}]" if r["problem"] else ""),
+                ]
+                for r in rows
+            ],
+            ["NAME", "FAMILY", "QUANT", "SIZE", "CONTEXT", "PATH"],
+        )
+    )
 
 
 def info(
@@ -117,7 +147,11 @@ def info(
     gi = read_gguf_info(resolved.path)
     arch = gi.architecture
     tokens = gi.metadata.get("tokenizer.ggml.tokens")
-    vocab = tokens.length if isinstance(tokens, ArraySummary) else (len(tokens) if isinstance(tokens, list) else None)
+    vocab = (
+        tokens.length
+        if isinstance(tokens, ArraySummary)
+        else (len(tokens) if isinstance(tokens, list) else None)
+    )
     spec = resolved.spec
     if spec is not None:
         fmt = f"{spec.prompt_format} (catalog: {spec.name})"
@@ -151,11 +185,22 @@ def info(
         print(json.dumps(data, indent=2))
         return
     labels = [
-        ("name", "name"), ("title", "model"), ("path", "path"), ("architecture", "architecture"),
-        ("parameters", "parameters"), ("quant", "quant"), ("size", "size"),
-        ("context_length", "context"), ("layers", "layers"), ("embedding_length", "embedding"),
-        ("heads", "heads"), ("kv_heads", "kv heads"), ("vocab_size", "vocab"),
-        ("bos_token_id", "bos id"), ("eos_token_id", "eos id"), ("prompt_format", "prompt format"),
+        ("name", "name"),
+        ("title", "model"),
+        ("path", "path"),
+        ("architecture", "architecture"),
+        ("parameters", "parameters"),
+        ("quant", "quant"),
+        ("size", "size"),
+        ("context_length", "context"),
+        ("layers", "layers"),
+        ("embedding_length", "embedding"),
+        ("heads", "heads"),
+        ("kv_heads", "kv heads"),
+        ("vocab_size", "vocab"),
+        ("bos_token_id", "bos id"),
+        ("eos_token_id", "eos id"),
+        ("prompt_format", "prompt format"),
     ]
     width = max(len(label) for _, label in labels) + 1
     for key, label in labels:
@@ -180,9 +225,21 @@ def info(
 
 def add(
     path: Path = typer.Argument(..., help="A .gguf file.", show_default=False),
-    name: Optional[str] = typer.Option(None, "--name", help="Name to use with -m. [default: the family, else the file name]", show_default=False),
-    family: Optional[str] = typer.Option(None, "--family", help="Catalog model this file is (starchat2, starchat-beta, ...): its prompt format and stops apply.", show_default=False),
-    copy: bool = typer.Option(False, "--copy", help="Copy the file into starchat's models folder instead of pointing at it."),
+    name: Optional[str] = typer.Option(
+        None,
+        "--name",
+        help="Name to use with -m. [default: the family, else the file name]",
+        show_default=False,
+    ),
+    family: Optional[str] = typer.Option(
+        None,
+        "--family",
+        help="Catalog model this file is (starchat2, starchat-beta, ...): its prompt format and stops apply.",
+        show_default=False,
+    ),
+    copy: bool = typer.Option(
+        False, "--copy", help="Copy the file into starchat's models folder instead of pointing at it."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace a model registered under the same name."),
 ) -> None:
     from starchat_cli.core.catalog import get_spec
@@ -239,4 +296,6 @@ def paths(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         return
     for key, value in data.items():
         print(f"{key + ':':<10} {value}")
-    print(f"{'override:':<10} STARCHAT_HOME moves them all; STARCHAT_CONFIG the config file; HF_HOME the Hub cache")
+    print(
+        f"{'override:':<10} STARCHAT_HOME moves them all; STARCHAT_CONFIG the config file; HF_HOME the Hub cache"
+    )

@@ -147,9 +147,7 @@ def load_config_file(path: Path) -> ConfigFile:
                     models[name][mkey] = _validate(path, where, CHECKS[mkey], mvalue)
             continue
         if key not in CHECKS:
-            raise ConfigError(
-                f"{path}: unknown key '{key}' (known keys: {', '.join(CHECKS)}, [models.NAME])"
-            )
+            raise ConfigError(f"{path}: unknown key '{key}' (known keys: {', '.join(CHECKS)}, [models.NAME])")
         values[key] = _validate(path, key, CHECKS[key], value)
     return ConfigFile(path, values, models)
 
@@ -210,7 +208,9 @@ def resolve_settings(
     return replace(Settings(), **{k: v for k, v in merged.items() if k in known})
 
 
-def explicit_model(file: ConfigFile, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> bool:
+def explicit_model(
+    file: ConfigFile, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> bool:
     """Whether the user chose a model (flag, env or file) rather than taking the default."""
     environ = os.environ if environ is None else environ
     return bool(flags.get("model") or environ.get(ENV_PREFIX + "MODEL") or file.values.get("model"))

@@ -204,8 +204,7 @@ class LlamaCppBackend:
             import llama_cpp
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise StarchatError(
-                f"llama-cpp-python is not installed or failed to import ({exc}): "
-                "pip install llama-cpp-python"
+                f"llama-cpp-python is not installed or failed to import ({exc}): pip install llama-cpp-python"
             ) from None
         _install_log_capture()
         self.trained_ctx = info.context_length or 0
@@ -359,7 +358,10 @@ def format_for_backend(backend: LlamaCppBackend, forced: str | None = None) -> P
         raise ModelLoadError(f"{backend.path.name} has no chat template: choose another --format")
     if backend.special_token_id("<|im_start|>") is not None:
         return get_format("chatml")
-    if backend.special_token_id("<|assistant|>") is not None and backend.special_token_id("<|end|>") is not None:
+    if (
+        backend.special_token_id("<|assistant|>") is not None
+        and backend.special_token_id("<|end|>") is not None
+    ):
         return get_format("starchat")
     if meta.get("general.architecture") == "starcoder2":
         return get_format("starcoder2-instruct")
@@ -488,11 +490,11 @@ class Engine:
                     if stats.generated_tokens == 0:
                         first_at = now
                         stats.ttft_seconds = now - started
-                    stats.decode_seconds = now - first_at
                     if token in stop_ids or backend.is_eog(token):
                         stats.stop_reason = "stop"
                         break
                     stats.generated_tokens += 1
+                    stats.decode_seconds = now - first_at  # spans generated_tokens - 1 decode steps
                     text = decoder.decode(backend.piece(token))
                     if strip_newline and text:
                         if text.startswith("\n"):

@@ -39,9 +39,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StarchatError(
-                f"disk full while writing {target}: free some space and try again"
-            ) from exc
+            raise StarchatError(f"disk full while writing {target}: free some space and try again") from exc
         raise
 
 

