@@ -36,12 +36,13 @@ starchat's engine adds no overhead over calling llama.cpp directly; the target i
 >= 0.97. Run-to-run noise on a small VM is several percent, so use more ``--rounds``
 before reading much into 0.95 vs 1.00. A lower ratio points at per-token Python
 overhead in starchat_cli/core/engine.py (or in llama-cpp-python's ``Llama`` class it
-drives), or at a context parameter that differs between the two: the ``Llama`` class
-turns flash attention off unless asked, where llama.cpp's default (used by the raw
-side) is auto; ``--raw-flash-attn off`` makes the raw side match it, isolating the
-Python overhead. The run also checks that both sides see the same number of prompt
-tokens and says whether they produced the same text (greedy decoding does, unless the
-two contexts compute slightly different logits, as flash attention on vs off does).
+drives), or at a context parameter that differs between the two. Flash attention is
+one such parameter: starchat turns it on (the ``Llama`` class only knows on/off), the
+raw side uses llama.cpp's default, auto, which picks on for the CPU;
+``--raw-flash-attn off|on`` pins the raw side to compare. The run also checks that both
+sides see the same number of prompt tokens and says whether they produced the same text
+(greedy decoding does, unless the two contexts compute slightly different logits, as
+flash attention on vs off does).
 
 Timing figures are printed, never asserted on.
 
@@ -143,8 +144,18 @@ def starchat_command() -> list[str]:
 
 def run_starchat(prompt: str, threads: int, max_tokens: int) -> dict:
     cmd = [
-        *starchat_command(), "ask", "-m", "demo", "-t", "0", "--threads", str(threads),
-        "--max-tokens", str(max_tokens), "--json", prompt,
+        *starchat_command(),
+        "ask",
+        "-m",
+        "demo",
+        "-t",
+        "0",
+        "--threads",
+        str(threads),
+        "--max-tokens",
+        str(max_tokens),
+        "--json",
+        prompt,
     ]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -260,9 +271,19 @@ def raw_worker(model_path: str, prompt: str, threads: int, n_generate: int, flas
 
 def run_raw(model_path: str, prompt: str, threads: int, n_generate: int, flash_attn: str) -> dict:
     cmd = [
-        sys.executable, os.path.abspath(__file__), "--raw-worker", "--model", model_path,
-        "--prompt", prompt, "--threads", str(threads), "--max-tokens", str(n_generate),
-        "--raw-flash-attn", flash_attn,
+        sys.executable,
+        os.path.abspath(__file__),
+        "--raw-worker",
+        "--model",
+        model_path,
+        "--prompt",
+        prompt,
+        "--threads",
+        str(threads),
+        "--max-tokens",
+        str(n_generate),
+        "--raw-flash-attn",
+        flash_attn,
     ]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -277,11 +298,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each running both sides (default 3)")
     parser.add_argument("--max-tokens", type=int, default=256, help="tokens to generate (default 256)")
-    parser.add_argument("--threads", type=int, default=usable_cores(), help="threads for both sides (default: usable cores)")
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the question (should make the model write a long answer)")
-    parser.add_argument("--model", default=None, help="GGUF for the raw side (default: the demo model's file)")
     parser.add_argument(
-        "--raw-flash-attn", choices=sorted(FLASH_ATTN), default="auto",
+        "--threads", type=int, default=usable_cores(), help="threads for both sides (default: usable cores)"
+    )
+    parser.add_argument(
+        "--prompt", default=DEFAULT_PROMPT, help="the question (should make the model write a long answer)"
+    )
+    parser.add_argument(
+        "--model", default=None, help="GGUF for the raw side (default: the demo model's file)"
+    )
+    parser.add_argument(
+        "--raw-flash-attn",
+        choices=sorted(FLASH_ATTN),
+        default="auto",
         help="flash attention on the raw side: auto (llama.cpp's default), off (what llama_cpp.Llama uses), on",
     )
     parser.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
@@ -302,14 +331,18 @@ def main() -> None:
 
     print(f"model: {args.model}")
     print(f"starchat: {' '.join(starchat_command())}")
-    print(f"threads: {args.threads}  max tokens: {args.max_tokens}  rounds: {args.rounds}  "
-          f"raw flash attention: {args.raw_flash_attn}")
+    print(
+        f"threads: {args.threads}  max tokens: {args.max_tokens}  rounds: {args.rounds}  "
+        f"raw flash attention: {args.raw_flash_attn}"
+    )
     print(f"prompt: {args.prompt!r}")
 
     warm = run_starchat(args.prompt, args.threads, args.max_tokens)
     n_generate = warm["generated_tokens"]
-    print(f"warm-up (not counted): starchat generated {n_generate} tokens "
-          f"(stop: {warm['stop_reason']}), {warm['tokens_per_second']:.1f} tok/s")
+    print(
+        f"warm-up (not counted): starchat generated {n_generate} tokens "
+        f"(stop: {warm['stop_reason']}), {warm['tokens_per_second']:.1f} tok/s"
+    )
     if n_generate < 2:
         raise SystemExit("starchat generated fewer than 2 tokens: choose a prompt that makes a long answer")
 
@@ -329,13 +362,17 @@ def main() -> None:
                 noise, noisy = meter.stop()
                 noisy_runs += noisy
                 if res["generated_tokens"] != n_generate:
-                    print(f"  note: starchat generated {res['generated_tokens']} tokens this time, not {n_generate}")
+                    print(
+                        f"  note: starchat generated {res['generated_tokens']} tokens this time, not {n_generate}"
+                    )
                 star_tps.append(res["tokens_per_second"])
                 pair["starchat"] = res["tokens_per_second"]
                 star_last = res
-                print(f"round {r} starchat: {res['tokens_per_second']:7.1f} tok/s  ({res['generated_tokens']} tokens, "
-                      f"decode {res['decode_seconds']:.3f} s, ttft {res['ttft_seconds']:.3f} s, "
-                      f"prompt {res['prompt_tokens']} tokens) {noise}")
+                print(
+                    f"round {r} starchat: {res['tokens_per_second']:7.1f} tok/s  ({res['generated_tokens']} tokens, "
+                    f"decode {res['decode_seconds']:.3f} s, ttft {res['ttft_seconds']:.3f} s, "
+                    f"prompt {res['prompt_tokens']} tokens) {noise}"
+                )
             else:
                 meter = CpuMeter()
                 res = run_raw(args.model, args.prompt, args.threads, n_generate, args.raw_flash_attn)
@@ -344,22 +381,26 @@ def main() -> None:
                 raw_tps.append(res["tokens_per_second"])
                 pair["raw"] = res["tokens_per_second"]
                 raw_last = res
-                print(f"round {r} raw:      {res['tokens_per_second']:7.1f} tok/s  ({res['generated_tokens']} tokens, "
-                      f"decode {res['decode_seconds']:.3f} s, prompt eval {res['prompt_seconds']:.3f} s, "
-                      f"prompt {res['prompt_tokens']} tokens) {noise}")
+                print(
+                    f"round {r} raw:      {res['tokens_per_second']:7.1f} tok/s  ({res['generated_tokens']} tokens, "
+                    f"decode {res['decode_seconds']:.3f} s, prompt eval {res['prompt_seconds']:.3f} s, "
+                    f"prompt {res['prompt_tokens']} tokens) {noise}"
+                )
         if pair["raw"] > 0:
             pair_ratios.append(pair["starchat"] / pair["raw"])
 
     print()
     same_prompt = star_last["prompt_tokens"] == raw_last["prompt_tokens"]
-    print(f"prompt tokens: starchat {star_last['prompt_tokens']}, raw {raw_last['prompt_tokens']} "
-          f"-> equal: {'yes' if same_prompt else 'no'}")
+    print(
+        f"prompt tokens: starchat {star_last['prompt_tokens']}, raw {raw_last['prompt_tokens']} "
+        f"-> equal: {'yes' if same_prompt else 'no'}"
+    )
     same_text = star_last["text"] == raw_last["text"]
     print(f"same generated text: {'yes' if same_text else 'no'}")
     if not same_text:
         a, b = star_last["text"], raw_last["text"]
         at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-        print(f"  texts diverge at character {at}: starchat {a[at:at + 30]!r} vs raw {b[at:at + 30]!r}")
+        print(f"  texts diverge at character {at}: starchat {a[at : at + 30]!r} vs raw {b[at : at + 30]!r}")
 
     star_med = statistics.median(star_tps)
     raw_med = statistics.median(raw_tps)
@@ -367,14 +408,20 @@ def main() -> None:
     print(f"starchat tok/s: median {star_med:.1f}  (runs: {', '.join(f'{x:.1f}' for x in star_tps)})")
     print(f"raw tok/s:      median {raw_med:.1f}  (runs: {', '.join(f'{x:.1f}' for x in raw_tps)})")
     if noisy_runs:
-        print(f"warning: {noisy_runs} of {2 * args.rounds} runs shared the CPU with other work; "
-              "the medians may still be fine, but re-run on a quiet machine (or raise --rounds) to be sure")
+        print(
+            f"warning: {noisy_runs} of {2 * args.rounds} runs shared the CPU with other work; "
+            "the medians may still be fine, but re-run on a quiet machine (or raise --rounds) to be sure"
+        )
     print(f"RATIO starchat/raw = {ratio:.3f}  (ratio of medians; target >= 0.97)")
     if pair_ratios:
-        print(f"per-round ratios: {', '.join(f'{x:.3f}' for x in pair_ratios)}  "
-              f"-> median {statistics.median(pair_ratios):.3f}")
-    print(f"decode ratio starchat/raw = {ratio:.2f} (starchat {star_med:.1f} tok/s, raw {raw_med:.1f} tok/s, "
-          f"{n_generate} tokens, {args.threads} threads)")
+        print(
+            f"per-round ratios: {', '.join(f'{x:.3f}' for x in pair_ratios)}  "
+            f"-> median {statistics.median(pair_ratios):.3f}"
+        )
+    print(
+        f"decode ratio starchat/raw = {ratio:.2f} (starchat {star_med:.1f} tok/s, raw {raw_med:.1f} tok/s, "
+        f"{n_generate} tokens, {args.threads} threads)"
+    )
 
 
 if __name__ == "__main__":

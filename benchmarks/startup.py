@@ -155,12 +155,17 @@ def main() -> None:
     for label, _ in cmds[1:]:
         med = statistics.median(times[label])
         print(f"RATIO {label} / {base_label} = {med / base:.2f}  ({med:.3f} s / {base:.3f} s)")
-    print(f"for context (constant, not measured): simonw/llm's `llm --help` takes about "
-          f"{LLM_HELP_SECONDS} s on this machine")
+    print(
+        f"for context (constant, not measured): simonw/llm's `llm --help` takes about "
+        f"{LLM_HELP_SECONDS} s on this machine"
+    )
 
     checks = import_check()
     print()
-    for stage, title in (("import", "after `import starchat_cli.cli.app`"), ("help", "after running `--help`")):
+    for stage, title in (
+        ("import", "after `import starchat_cli.cli.app`"),
+        ("help", "after running `--help`"),
+    ):
         for mod in HEAVY_MODULES:
             ok = not checks[stage][mod]
             print(f"{mod} not in sys.modules {title}: {'yes' if ok else 'no'}")
