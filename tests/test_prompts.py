@@ -135,3 +135,10 @@ def test_unknown_format_name():
 
     with pytest.raises(StarchatError, match="chatml"):
         get_format("alpaca")
+
+
+def test_jinja_template_that_does_not_parse():
+    from starchat_cli.core.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="does not parse"):
+        JinjaFormat(template="{% for m in %}").render([Message("user", "x")])

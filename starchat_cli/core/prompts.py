@@ -9,7 +9,8 @@ Facts come from ../shared/MODELS.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
 Role = Literal["system", "user", "assistant"]
@@ -150,27 +151,13 @@ class JinjaFormat(PromptFormat):
     template: str = ""
     bos_token: str = ""
     eos_token: str = ""
-    extra_stop_tokens: tuple[str, ...] = field(default=())
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         split_system(messages)  # validates the order
         from jinja2.exceptions import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        def raise_exception(message: str) -> None:
-            raise TemplateError(message)
-
-        def strftime_now(fmt: str) -> str:
-            import datetime
-
-            return datetime.datetime.now().strftime(fmt)
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
-        env.globals["strftime_now"] = strftime_now
         try:
-            tmpl = env.from_string(self.template)
-            return tmpl.render(
+            return _compile_template(self.template).render(
                 messages=[{"role": m.role, "content": m.content} for m in messages],
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
@@ -182,6 +169,33 @@ class JinjaFormat(PromptFormat):
             raise ModelLoadError(
                 f"the model's chat template failed: {exc} (choose a format with --format)"
             ) from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _compile_template(source: str):  # -> jinja2.Template
+    """Compile a Hugging Face chat template once (fitting a prompt renders it many times)."""
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    def strftime_now(fmt: str) -> str:
+        import datetime
+
+        return datetime.datetime.now().strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    try:
+        return env.from_string(source)
+    except TemplateError as exc:
+        from .errors import ModelLoadError
+
+        raise ModelLoadError(
+            f"the model's chat template does not parse: {exc} (choose a format with --format)"
+        ) from exc
 
 
 FORMATS: dict[str, PromptFormat] = {
