@@ -60,7 +60,7 @@ def test_missing_config_file_is_empty(tmp_path):
     file = load_config_file(tmp_path / "nope.toml")
     assert file.values == {} and file.models == {}
     s = resolve_settings(file, {}, environ={})
-    assert s.model == "starchat2" and s.ctx == 4096 and s.gpu_layers == "auto"
+    assert s.model == "starchat2" and s.ctx == 4096 and s.gpu == "auto"
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,8 @@ def test_missing_config_file_is_empty(tmp_path):
         ("temperature = 'hot'\n", "key 'temperature' must be a number"),
         ("top_p = 3\n", "key 'top_p' must be from 0.0 to 1.0"),
         ("ctx = 10\n", "key 'ctx' must be >= 64"),
-        ("gpu_layers = 'lots'\n", "key 'gpu_layers' must be \"auto\""),
+        ("gpu = 'lots'\n", "key 'gpu' must be \"auto\", \"off\""),
+        ("gpu_layers = -1\n", "key 'gpu' must be"),
         ("format = 'alpaca'\n", "key 'format' must be one of"),
         ("[models.demo]\ncolor = 1\n", "unknown key 'models.demo.color'"),
         ("model = \n", "invalid TOML"),
@@ -83,6 +84,17 @@ def test_invalid_config_names_file_key_and_problem(isolated_home, text, fragment
     assert str(path) in err.value.message
     assert fragment in err.value.message
     assert "\n" not in err.value.message
+
+
+def test_gpu_setting_and_its_old_name(isolated_home):
+    path = write_config(isolated_home, "gpu_layers = 12\n[models.demo]\ngpu = 'off'\n")
+    file = load_config_file(path)
+    assert resolve_settings(file, {}, environ={}).gpu == 12
+    assert resolve_settings(file, {"model": "demo"}, environ={}).gpu == "off"
+    assert resolve_settings(file, {}, environ={"STARCHAT_GPU": "auto"}).gpu == "auto"
+    assert resolve_settings(file, {}, environ={"STARCHAT_GPU_LAYERS": "0"}).gpu == "off"
+    assert resolve_settings(file, {"gpu_layers": "7"}, environ={}).gpu == 7
+    assert resolve_settings(file, {"gpu": "OFF"}, environ={}).gpu == "off"
 
 
 def test_invalid_env_var_is_named():

@@ -231,18 +231,21 @@ def test_a_gguf_path_uses_its_own_chat_template(demo_gguf):
     assert data["stats"]["generated_tokens"] >= 1
 
 
-def test_threads_ctx_and_gpu_layers_reach_llama_cpp(demo_gguf):
-    from starchat_cli.core.engine import (
-        LlamaCppBackend,
-        LoadOptions,
-        gpu_offload_supported,
-        resolve_gpu_layers,
-    )
+def test_threads_ctx_and_gpu_reach_llama_cpp(demo_gguf):
+    from starchat_cli.core.engine import LlamaCppBackend, LoadOptions
 
-    assert resolve_gpu_layers(7) == 7 and resolve_gpu_layers(0) == 0
-    assert resolve_gpu_layers("auto") == (-1 if gpu_offload_supported() else 0)
-    backend = LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=100_000, n_threads=1, gpu_layers=0))
+    backend = LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=100_000, n_threads=1, gpu=3))
     llm = backend.load()
     assert llm.n_threads == 1
     assert backend.n_ctx == 8192  # capped at the model's trained context
-    assert llm.model_params.n_gpu_layers == 0
+    assert llm.model_params.n_gpu_layers == 3
+    off = LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=512, gpu="off"))
+    assert off.load().model_params.n_gpu_layers == 0
+
+
+def test_gpu_flag_and_verbose_plan(demo_gguf):
+    res = run_starchat(["ask", "-m", "demo", "--gpu", "off", "-v", "-t", "0", "-n", "2", "hi"])
+    assert res.returncode == 0, res.stderr
+    assert b"gpu: GPU off" in res.stderr and b"format chatml" in res.stderr
+    res = run_starchat(["ask", "-m", "demo", "--gpu", "lots", "hi"])
+    assert res.returncode == ExitCode.CONFIG and b"--gpu" in res.stderr

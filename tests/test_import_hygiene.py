@@ -51,7 +51,7 @@ def test_help_imports_nothing_heavy():
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
-@pytest.mark.parametrize("command", ["ask", "list", "info", "add", "rm", "paths"])
+@pytest.mark.parametrize("command", ["ask", "list", "info", "add", "rm", "paths", "doctor"])
 def test_subcommand_help_imports_nothing_heavy(command):
     probe = (
         "import sys\n"

@@ -78,10 +78,11 @@ def _root(
 
 
 def _register() -> None:
-    from starchat_cli.cli import ask, models
+    from starchat_cli.cli import ask, doctor, models
 
     ask.register(app)
     models.register(app)
+    doctor.register(app)
 
 
 _register()

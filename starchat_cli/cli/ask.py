@@ -83,11 +83,15 @@ def ask(
     threads: Optional[int] = typer.Option(
         None, "--threads", help="CPU threads. [default: usable cores]", show_default=False
     ),
-    gpu_layers: Optional[str] = typer.Option(
+    gpu: Optional[str] = typer.Option(
         None,
+        "--gpu",
         "--gpu-layers",
-        help="Layers to offload to the GPU: auto, N, or 0 for CPU only. [default: auto]",
+        help="GPU offload: auto (as many layers as fit in free GPU memory), off, or a number of layers. [default: auto]",
         show_default=False,
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Say which model file, format and GPU offload plan are used (stderr)."
     ),
     prompt_format: Optional[str] = typer.Option(
         None,
@@ -115,7 +119,7 @@ def ask(
         "seed": seed,
         "ctx": ctx,
         "threads": threads,
-        "gpu_layers": gpu_layers,
+        "gpu": gpu,
         "format": prompt_format,
     }
     settings, explicit = load_settings(flags)
@@ -158,6 +162,16 @@ def ask(
     )
     with out.loading(choice.model.name, engine.backend.loaded):
         engine.backend.load()
+    for warning in engine.backend.warnings:
+        out.note(warning)
+    if verbose:
+        backend = engine.backend
+        out.note(f"model {choice.model.name}: {choice.model.path}")
+        out.note(
+            f"format {engine.prompt_format.name}; context {backend.n_ctx} tokens; "
+            f"flash attention {'on' if backend.flash_attn else 'off'}"
+        )
+        out.note(f"gpu: {backend.gpu.reason}")
     gen = engine.generate([turn], params, system=settings.system, attachment=attachment, attach=builder)
     st = gen.stats
     if st.truncated_chars:

@@ -11,7 +11,7 @@ The file is TOML (``starchat paths`` shows where)::
     temperature = 0.1
 
 Environment: ``STARCHAT_MODEL``, ``STARCHAT_TEMPERATURE``, ``STARCHAT_TOP_P``,
-``STARCHAT_MAX_TOKENS``, ``STARCHAT_CTX``, ``STARCHAT_THREADS``, ``STARCHAT_GPU_LAYERS``,
+``STARCHAT_MAX_TOKENS``, ``STARCHAT_CTX``, ``STARCHAT_THREADS``, ``STARCHAT_GPU``,
 ``STARCHAT_SYSTEM``, ``STARCHAT_SEED``, ``STARCHAT_FORMAT``.
 """
 
@@ -38,7 +38,7 @@ class Settings:
     max_tokens: int | None = None  # None: until the reply ends or the context is full
     ctx: int = 4096
     threads: int | None = None  # None: a default from the CPU count
-    gpu_layers: str | int = "auto"  # "auto", or a number of layers (0 = CPU only)
+    gpu: str | int = "auto"  # "auto" (plan from free GPU memory), "off", or a number of layers
     system: str | None = None  # None: the model's default system prompt
     seed: int | None = None
     format: str | None = None  # force a prompt format (see `starchat info`)
@@ -73,13 +73,13 @@ def _check_str(value: Any) -> str:
 
 
 def _check_gpu(value: Any) -> str | int:
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
+    if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
+        return value.strip().lower()
     if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise ValueError('must be "auto" or a number of layers >= 0')
+        return "off" if value == 0 else value
+    raise ValueError('must be "auto", "off" or a number of layers >= 0')
 
 
 def _check_format(value: Any) -> str:
@@ -98,12 +98,14 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_tokens": _check_int(1),
     "ctx": _check_int(64),
     "threads": _check_int(1),
-    "gpu_layers": _check_gpu,
+    "gpu": _check_gpu,
     "system": _check_str,
     "seed": _check_int(0),
     "format": _check_format,
 }
-MODEL_KEYS = ("temperature", "top_p", "max_tokens", "ctx", "system", "format", "gpu_layers")
+MODEL_KEYS = ("temperature", "top_p", "max_tokens", "ctx", "system", "format", "gpu")
+# Older names still accepted: gpu_layers = gpu (file key, STARCHAT_GPU_LAYERS, --gpu-layers).
+ALIASES = {"gpu_layers": "gpu"}
 ENV_PREFIX = "STARCHAT_"
 
 
@@ -131,6 +133,7 @@ def load_config_file(path: Path) -> ConfigFile:
     values: dict[str, Any] = {}
     models: dict[str, dict[str, Any]] = {}
     for key, value in data.items():
+        key = ALIASES.get(key, key)
         if key == "models":
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: key 'models' must be a table ([models.NAME])")
@@ -139,6 +142,7 @@ def load_config_file(path: Path) -> ConfigFile:
                     raise ConfigError(f"{path}: key 'models.{name}' must be a table")
                 models[name] = {}
                 for mkey, mvalue in table.items():
+                    mkey = ALIASES.get(mkey, mkey)
                     where = f"models.{name}.{mkey}"
                     if mkey not in MODEL_KEYS:
                         raise ConfigError(
@@ -159,8 +163,15 @@ def _validate(path: Path | str, key: str, check: Callable[[Any], Any], value: An
         raise ConfigError(f"{path}: key '{key}' {exc}") from None
 
 
+def _validate_flag(key: str, value: Any) -> Any:
+    try:
+        return CHECKS[key](value)
+    except ValueError as exc:
+        raise ConfigError(f"option --{key.replace('_', '-')} {exc}") from None
+
+
 def _parse_env_value(key: str, text: str) -> Any:
-    if key in ("model", "system", "format", "gpu_layers"):
+    if key in ("model", "system", "format", "gpu"):
         return text
     if key in ("temperature", "top_p"):
         try:
@@ -176,11 +187,12 @@ def _parse_env_value(key: str, text: str) -> Any:
 def env_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     environ = os.environ if environ is None else environ
     out: dict[str, Any] = {}
-    for key, check in CHECKS.items():
-        var = ENV_PREFIX + key.upper()
-        if var in environ and environ[var] != "":
+    names = [(k, k) for k in CHECKS] + [(alias, key) for alias, key in ALIASES.items()]
+    for name, key in names:
+        var = ENV_PREFIX + name.upper()
+        if var in environ and environ[var] != "" and key not in out:
             out[key] = _validate(
-                f"environment variable {var}", "value", check, _parse_env_value(key, environ[var])
+                f"environment variable {var}", "value", CHECKS[key], _parse_env_value(key, environ[var])
             )
     return out
 
@@ -193,10 +205,10 @@ def resolve_settings(
 ) -> Settings:
     """Merge defaults < file < file's [models.NAME] < environment < flags (None = not given)."""
     env = env_values(environ)
-    given = {k: v for k, v in flags.items() if v is not None}
+    given = {ALIASES.get(k, k): v for k, v in flags.items() if v is not None}
     for key, value in given.items():
         if key in CHECKS:
-            given[key] = _validate("option", f"--{key.replace('_', '-')}", CHECKS[key], value)
+            given[key] = _validate_flag(key, value)
     model = given.get("model") or env.get("model") or file.values.get("model") or default_model
     merged: dict[str, Any] = {}
     merged.update(file.values)

@@ -42,7 +42,7 @@ def default_threads() -> int:
 class LoadOptions:
     n_ctx: int = 4096
     n_threads: int | None = None
-    gpu_layers: str | int = "auto"  # "auto" | number of layers; 0 = CPU only
+    gpu: str | int = "auto"  # "auto" (planned), "off", or a number of layers
     n_batch: int = 512
     seed: int = 0xFFFFFFFF  # llama.cpp's "random"
     # Flash attention is 7-10% faster decoding on CPU (benchmarks/decode.py); llama-cpp-python
@@ -167,11 +167,42 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
-def resolve_gpu_layers(value: str | int) -> int:
-    """``auto``: every layer when the build can offload, else none (the planner comes later)."""
-    if value == "auto":
-        return -1 if gpu_offload_supported() else 0
-    return int(value)
+@dataclass
+class GpuChoice:
+    n_gpu_layers: int  # llama.cpp's value: -1 all, 0 none, N blocks (+1 = output too)
+    plan: object | None = None  # offload.OffloadPlan when planned from free memory
+    reason: str = ""
+    hint: str | None = None  # e.g. "this machine has an NVIDIA GPU but the build is CPU-only: ..."
+
+
+def choose_gpu_layers(setting: str | int, info, n_ctx: int) -> GpuChoice:  # info: GGUFInfo
+    """``off``/0: CPU only; N: N layers; ``auto``: plan from the GPUs' free memory.
+
+    ``auto`` with a CPU-only build is 0; with an offload build but no way to read free
+    memory (no NVML, no nvidia-smi: ROCm, Vulkan, ...) it is every layer, and an
+    out-of-memory load falls back to fewer (see ``LlamaCppBackend.load``).
+    """
+    if setting in ("off", 0, "0"):
+        return GpuChoice(0, None, "GPU off")
+    if setting != "auto":
+        return GpuChoice(int(setting), None, f"{setting} layers requested")
+    from .hardware import build_info, build_mismatch, detect_gpus
+    from .offload import ModelShape, plan_offload
+
+    build = build_info()
+    gpus = detect_gpus()
+    if not build.gpu_offload:
+        return GpuChoice(0, None, "this llama.cpp build has no GPU offload", build_mismatch(build, gpus))
+    if not gpus:
+        return GpuChoice(-1, None, "offloading every layer (free GPU memory unknown)")
+    plan = plan_offload(
+        ModelShape.from_gguf(info),
+        n_ctx,
+        sum(g.free_bytes for g in gpus),
+        device=gpus[0].name if len(gpus) == 1 else f"{len(gpus)} GPUs",
+        n_devices=len(gpus),
+    )
+    return GpuChoice(plan.n_gpu_layers, plan, plan.describe())
 
 
 class LlamaCppBackend:
@@ -186,9 +217,10 @@ class LlamaCppBackend:
         self.load_seconds = 0.0
         self._unreported_load = 0.0
         self.lock = threading.Lock()
-        self.gpu_layers = 0
+        self.gpu: GpuChoice = GpuChoice(0)
         self.trained_ctx = 0
         self.flash_attn = False
+        self.warnings: list[str] = []  # things the user must hear (out-of-memory retries, ...)
 
     @property
     def loaded(self) -> bool:
@@ -216,43 +248,65 @@ class LlamaCppBackend:
         n_ctx = self.options.n_ctx
         if self.trained_ctx and n_ctx > self.trained_ctx:
             n_ctx = self.trained_ctx
-        self.gpu_layers = resolve_gpu_layers(self.options.gpu_layers)
+        self.gpu = choose_gpu_layers(self.options.gpu, info, n_ctx)
+        if self.gpu.hint:
+            from .hardware import hint_once
+
+            if hint_once("cpu-only-build"):
+                self.warnings.append(self.gpu.hint)
         started = time.perf_counter()
-        _LOG_LINES.clear()
         kwargs = dict(
             model_path=str(self.path),
             n_ctx=n_ctx,
             n_batch=min(self.options.n_batch, n_ctx),
             n_threads=self.options.n_threads or default_threads(),
-            n_gpu_layers=self.gpu_layers,
+            n_gpu_layers=self.gpu.n_gpu_layers,
             seed=self.options.seed,
             flash_attn=self.options.flash_attn,
             verbose=False,
         )
-        try:
-            try:
-                llm = llama_cpp.Llama(**kwargs)
-            except ValueError as exc:
-                if not (kwargs["flash_attn"] and "context" in str(exc).lower()):
-                    raise
-                kwargs["flash_attn"] = False
-                llm = llama_cpp.Llama(**kwargs)
-        except (ValueError, RuntimeError, OSError) as exc:
-            detail = _last_llama_error() or str(exc)
-            if "context" in str(exc).lower():
-                raise ModelLoadError(
-                    f"cannot create a {n_ctx}-token context for {self.path.name} ({detail}): "
-                    "try a smaller --ctx"
-                ) from None
-            raise ModelLoadError(
-                f"cannot load {self.path}: {detail}; the file may be truncated or corrupt, "
-                "or need a newer llama-cpp-python (re-download or re-convert it)"
-            ) from None
+        llm = self._load_with_fallbacks(llama_cpp.Llama, kwargs, info.block_count or 0)
         self.flash_attn = bool(kwargs["flash_attn"])
         self.load_seconds = self._unreported_load = time.perf_counter() - started
         self._llm = llm
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         return llm
+
+    def _load_with_fallbacks(self, factory, kwargs: dict, n_layers: int):
+        """Create the llama.cpp model; on failure retry without flash attention, then with
+        fewer GPU layers (out of memory), before giving up with a one-line error."""
+        from .offload import fewer_layers
+
+        while True:
+            _LOG_LINES.clear()
+            try:
+                return factory(**kwargs)
+            except (ValueError, RuntimeError, OSError) as exc:
+                detail = _last_llama_error() or str(exc)
+                is_context = "context" in str(exc).lower()
+                if is_context and kwargs["flash_attn"]:
+                    kwargs["flash_attn"] = False
+                    continue
+                layers = kwargs["n_gpu_layers"]
+                if layers != 0 and gpu_offload_supported():
+                    smaller = fewer_layers(layers, n_layers)
+                    shown = "all" if layers < 0 else str(layers)
+                    self.warnings.append(
+                        f"loading with {shown} GPU layers failed ({detail}): retried with {smaller}"
+                    )
+                    kwargs["n_gpu_layers"] = smaller
+                    self.gpu = GpuChoice(smaller, None, f"{smaller} layers after an out-of-memory retry")
+                    kwargs["flash_attn"] = self.options.flash_attn
+                    continue
+                if is_context:
+                    raise ModelLoadError(
+                        f"cannot create a {kwargs['n_ctx']}-token context for {self.path.name} ({detail}): "
+                        "try a smaller --ctx"
+                    ) from None
+                raise ModelLoadError(
+                    f"cannot load {self.path}: {detail}; the file may be truncated or corrupt, "
+                    "or need a newer llama-cpp-python (re-download or re-convert it)"
+                ) from None
 
     # -- vocabulary ----------------------------------------------------------------
     @property

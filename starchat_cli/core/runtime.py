@@ -61,7 +61,7 @@ def make_engine(choice: ModelChoice, settings: Settings) -> Engine:
         LoadOptions(
             n_ctx=settings.ctx,
             n_threads=settings.threads,
-            gpu_layers=settings.gpu_layers,
+            gpu=settings.gpu,
         ),
     )
     forced = settings.format
