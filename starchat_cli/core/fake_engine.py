@@ -1,0 +1,137 @@
+"""A stand-in for :class:`~starchat_cli.core.engine.Engine` with the same generate() surface.
+
+Used by the TUI tests and ``benchmarks/tui_stream.py``: it answers instantly and
+deterministically, one chunk per word, so a test sees exactly what the UI did with it.
+
+    engine = FakeEngine("Hello **world**")
+    engine = FakeEngine(lambda turns: "echo: " + turns[-1].content)
+    engine = FakeEngine("a b c d", hold_after=2)   # blocks after 2 chunks until engine.release is set
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Callable, Iterator, Sequence
+
+from .engine import GenerationParams, Stats
+from .fit import FitResult
+from .prompts import Message
+
+Reply = str | Callable[[Sequence[Message]], str]
+
+
+def split_chunks(text: str) -> list[str]:
+    """One chunk per word (with its trailing spaces/newlines): roughly one per token."""
+    return re.findall(r"\s*\S+\s*|\s+", text)
+
+
+class FakeGeneration:
+    """Iterates text chunks; ``stats`` and ``text`` like the real Generation; ``close()`` cancels."""
+
+    def __init__(self, chunks: Iterator[str], stats: Stats) -> None:
+        self._chunks = chunks
+        self.stats = stats
+        self.fit = FitResult(tokens=[], messages=[])
+        self._parts: list[str] = []
+
+    def __iter__(self) -> FakeGeneration:
+        return self
+
+    def __next__(self) -> str:
+        chunk = next(self._chunks)
+        self._parts.append(chunk)
+        return chunk
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        if not self.stats.stop_reason:
+            self.stats.stop_reason = "cancelled"
+
+
+class FakeEngine:
+    """Replies with ``reply`` (text, or a function of the turns), chunk by chunk.
+
+    ``n_ctx``: context size; a conversation over ``n_ctx - reserve`` estimated tokens
+    (4 characters each) drops its oldest turn pairs, reported in ``stats.dropped_turns``
+    as the real engine does. ``hold_after``: block after that many chunks until
+    ``release`` is set (for stop tests, without any sleeps).
+    """
+
+    def __init__(
+        self,
+        reply: Reply = "Hello from the fake model.",
+        *,
+        n_ctx: int = 2048,
+        reserve: int = 256,
+        hold_after: int | None = None,
+        chunks: list[str] | None = None,
+        tokens_per_second: float = 1000.0,
+    ) -> None:
+        self.reply = reply
+        self.n_ctx = n_ctx
+        self.reserve = reserve
+        self.hold_after = hold_after
+        self.fixed_chunks = chunks
+        self.release = threading.Event()
+        self.started = threading.Event()  # set when a generation has produced its first chunk
+        self.held = threading.Event()  # set while a generation waits on ``release``
+        self.calls: list[tuple[list[Message], str | None]] = []
+        self.tps = tokens_per_second
+        self.default_system: str | None = None
+
+    @staticmethod
+    def count(text: str) -> int:
+        return len(text) // 4 + 4
+
+    def generate(
+        self,
+        turns: Sequence[Message],
+        params: GenerationParams | None = None,
+        *,
+        system: str | None = None,
+        **_: object,
+    ) -> FakeGeneration:
+        turns = list(turns)
+        self.calls.append((turns, system))
+        budget = self.n_ctx - self.reserve
+        dropped = 0
+        kept = turns
+        sys_tokens = self.count(system) if system else 0
+        while len(kept) > 1 and sys_tokens + sum(self.count(m.content) for m in kept) > budget:
+            kept = kept[2:]
+            dropped += 1
+        stats = Stats(n_ctx=self.n_ctx, dropped_turns=dropped)
+        stats.prompt_tokens = sys_tokens + sum(self.count(m.content) for m in kept)
+        text = self.reply(kept) if callable(self.reply) else self.reply
+        chunks = list(self.fixed_chunks) if self.fixed_chunks is not None else split_chunks(text)
+        limit = params.max_tokens if params is not None else None
+        return FakeGeneration(self._run(chunks, stats, limit), stats)
+
+    def _run(self, chunks: list[str], stats: Stats, limit: int | None) -> Iterator[str]:
+        try:
+            for i, chunk in enumerate(chunks):
+                if self.hold_after is not None and i == self.hold_after:
+                    self.held.set()
+                    self.release.wait()
+                stats.generated_tokens += 1
+                stats.decode_seconds = (stats.generated_tokens - 1) / self.tps
+                if i == 0:
+                    self.started.set()
+                yield chunk
+                if limit is not None and stats.generated_tokens >= limit:
+                    stats.stop_reason = "length"
+                    return
+            stats.stop_reason = "stop"
+        finally:
+            if not stats.stop_reason:
+                stats.stop_reason = "cancelled"
+
+
+__all__ = ["FakeEngine", "FakeGeneration", "split_chunks"]

@@ -1,0 +1,483 @@
+"""The chat TUI driven through Textual's pilot, with a fast fake engine (no model, no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from starchat_cli.core.edits import UndoJournal
+from starchat_cli.core.errors import StarchatError
+from starchat_cli.core.fake_engine import FakeEngine, split_chunks
+from starchat_cli.core.prompts import Message
+from starchat_cli.core.sessions import SessionStore
+from starchat_cli.tui.app import ChatApp, make_app, normalize_turns
+from starchat_cli.tui.screens import ConfirmScreen, DiffScreen, InsertScreen, SessionsScreen
+from starchat_cli.tui.widgets import AssistantMessage, ChatInput, CodeActions, Note, UserMessage
+
+pytestmark = pytest.mark.anyio
+
+SIZE = (100, 32)
+CODE_REPLY = "Here you go:\n\n```python\n# file: app.py\nprint('hello')\n```\n\nRun it with python."
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    return root
+
+
+def build(engine: FakeEngine, **kwargs) -> ChatApp:
+    app = make_app(engine, model_name="fake", store=SessionStore(), **kwargs)
+    app.notes = []  # type: ignore[attr-defined]
+    original = app.notify
+
+    def notify(message, **kw):
+        app.notes.append(str(message))  # type: ignore[attr-defined]
+        return original(message, **kw)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return app
+
+
+async def settle(pilot) -> None:
+    """Let the worker finish and the UI process everything it posted."""
+    await pilot.app.workers.wait_for_complete()
+    for _ in range(200):
+        await pilot.pause()
+        if not pilot.app.generating:
+            break
+    await pilot.pause()
+
+
+async def send(pilot, text: str) -> None:
+    pilot.app.input.text = text
+    pilot.app.input.focus()
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+def status(app: ChatApp) -> str:
+    return str(app.query_one("#status").render())
+
+
+async def test_a_reply_streams_in_and_both_messages_are_saved():
+    engine = FakeEngine("Hello **there**, a *short* reply.")
+    app = build(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "hi model")
+        replies = app.query(AssistantMessage)
+        assert [r.text for r in replies] == ["Hello **there**, a *short* reply."]
+        assert [u.render().plain for u in app.query(UserMessage)] == ["hi model"]  # type: ignore[union-attr]
+        msgs = app.store.messages(app.session.id)
+        assert [(m.role, m.content, m.stopped) for m in msgs] == [
+            ("user", "hi model", False),
+            ("assistant", "Hello **there**, a *short* reply.", False),
+        ]
+        assert msgs[1].stats["generated_tokens"] == len(split_chunks(engine.reply))
+        s = status(app)
+        assert "fake" in s and "ctx " in s and "/2,048" in s and "1000.0 tok/s" in s
+        assert engine.calls[-1][0] == [Message("user", "hi model")]
+
+
+async def test_the_second_turn_sends_the_whole_conversation():
+    engine = FakeEngine(lambda turns: f"reply {len(turns)}")
+    app = build(engine, system="be terse")
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "one")
+        await send(pilot, "two")
+        turns, system = engine.calls[-1]
+        assert [(t.role, t.content) for t in turns] == [
+            ("user", "one"),
+            ("assistant", "reply 1"),
+            ("user", "two"),
+        ]
+        assert system == "be terse"
+        assert app.store.get(app.session.id).system == "be terse"
+
+
+async def test_esc_stops_and_keeps_the_partial_reply_marked_stopped():
+    engine = FakeEngine("one two three four five six", hold_after=3)
+    app = build(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        app.input.text = "count"
+        await pilot.press("enter")
+        for _ in range(500):
+            if engine.held.is_set():
+                break
+            await pilot.pause()
+        assert engine.held.is_set() and app.generating
+        # The UI stays usable mid-stream: typing goes into the input.
+        await pilot.press("o", "k")
+        assert app.input.text == "ok"
+        await pilot.press("escape")
+        engine.release.set()
+        await settle(pilot)
+        reply = app.query_one(AssistantMessage)
+        assert reply.text == "one two three " and reply.stopped and reply.has_class("-stopped")
+        saved = app.store.messages(app.session.id)[-1]
+        assert (saved.content, saved.stopped) == ("one two three ", True)
+        assert "stopped" in status(app)
+        assert not app.generating
+
+
+async def test_a_session_is_resumed_with_its_history():
+    store = SessionStore()
+    s = store.create("fake", system="sys")
+    store.add_message(s.id, "user", "first question")
+    store.add_message(
+        s.id, "assistant", "first answer", stats={"prompt_tokens": 10, "generated_tokens": 5, "n_ctx": 2048}
+    )
+    store.add_message(s.id, "user", "second question")
+    store.add_message(s.id, "assistant", "cut", stopped=True)
+    store.close()
+    engine = FakeEngine("third answer")
+    app = build(engine, session_id=s.id[:5])
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert [w.text for w in app.query(AssistantMessage)] == ["first answer", "cut"]
+        assert app.query(AssistantMessage)[1].has_class("-stopped")
+        await send(pilot, "third question")
+        turns, system = engine.calls[-1]
+        assert [t.content for t in turns] == [
+            "first question",
+            "first answer",
+            "second question",
+            "cut",
+            "third question",
+        ]
+        assert system == "sys"
+        assert app.store.get(s.id).message_count == 6
+
+
+def test_normalize_turns_merges_a_user_turn_left_without_reply():
+    turns = [Message("assistant", "x"), Message("user", "a"), Message("user", "b")]
+    assert normalize_turns(turns) == [Message("user", "a\n\nb")]
+
+
+async def test_context_overflow_is_shown():
+    store = SessionStore()
+    s = store.create("fake")
+    for i in range(6):
+        store.add_message(s.id, "user", f"question {i} " + "x" * 200)
+        store.add_message(s.id, "assistant", f"answer {i} " + "y" * 200)
+    engine = FakeEngine("ok", n_ctx=600, reserve=100)
+    app = build(engine, session_id=s.id)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "latest question")
+        notes = [n.render().plain for n in app.query(Note)]  # type: ignore[union-attr]
+        warning = [n for n in notes if "outgrew" in n]
+        assert warning and "600-token context" in warning[0]
+        dropped = app.store.messages(s.id)[-1].stats["dropped_turns"]
+        assert dropped > 0 and f"the {dropped} oldest turn" in warning[0]
+        assert any("dropped" in n for n in app.notes)
+
+
+async def test_sessions_screen_searches_and_opens(work):
+    store = SessionStore()
+    a = store.create("fake")
+    store.add_message(a.id, "user", "how to parse json in rust")
+    store.add_message(a.id, "assistant", "use serde_json")
+    b = store.create("fake")
+    store.add_message(b.id, "user", "python decorators please")
+    store.close()
+    app = build(FakeEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SessionsScreen)
+        olist = screen.query_one("#session-list")
+        assert olist.option_count == 2
+        await pilot.press(*"serde")
+        await pilot.pause()
+        assert olist.option_count == 1 and olist.get_option_at_index(0).id == a.id
+        assert "use [serde]_json" in str(olist.get_option_at_index(0).prompt)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.session is not None and app.session.id == a.id
+        assert [w.text for w in app.query(AssistantMessage)] == ["use serde_json"]
+
+
+async def test_sessions_screen_renames_and_deletes():
+    store = SessionStore()
+    a = store.create("fake")
+    store.add_message(a.id, "user", "old title")
+    store.close()
+    app = build(FakeEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        await pilot.press("down")  # into the list
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        app.screen.query_one("#prompt-input").value = "Renamed chat"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.store.get(a.id).title == "Renamed chat"
+        await pilot.press("delete")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.store.list() == []
+
+
+async def open_insert(pilot, command: str = "") -> InsertScreen:
+    if command:
+        pilot.app.input.text = command
+        pilot.app.input.focus()
+        await pilot.press("enter")
+    else:
+        await pilot.press("ctrl+s")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, InsertScreen)
+    return pilot.app.screen
+
+
+async def test_save_a_code_block_with_diff_confirm_and_undo(work):
+    app = build(FakeEngine(CODE_REPLY), root=work)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "write hello")
+        actions = app.query(CodeActions)
+        assert len(actions) == 1 and actions[0].suggested == "app.py"
+        screen = await open_insert(pilot)
+        assert screen.query_one("#insert-path").value == "app.py"  # the reply's suggestion, not yet written
+        assert not (work / "app.py").exists()
+        await pilot.press("enter")  # preview the diff
+        await pilot.pause()
+        assert isinstance(app.screen, DiffScreen)
+        diff = app.screen.plan.diff()
+        assert "+++ b/app.py" in diff and "+print('hello')" in diff
+        assert not (work / "app.py").exists()  # still nothing written
+        await pilot.press("y")
+        await pilot.pause()
+        assert (work / "app.py").read_text() == "# file: app.py\nprint('hello')\n"
+        assert any("wrote app.py" in n for n in app.notes)
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert not (work / "app.py").exists()
+        assert any("undone" in n for n in app.notes)
+
+
+async def test_cancelling_the_diff_writes_nothing(work):
+    app = build(FakeEngine(CODE_REPLY), root=work)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "write hello")
+        await open_insert(pilot)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("n")
+        await pilot.pause()
+        assert not (work / "app.py").exists() and "nothing written" in app.notes
+
+
+async def test_insert_after_an_anchor_in_an_existing_file(work):
+    target = work / "main.py"
+    target.write_bytes(b"import os\r\n\r\ndef main():\r\n    pass\r\n")
+    reply = "Add this:\n\n```python\nimport sys\n```\n"
+    app = build(FakeEngine(reply), root=work)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "add an import")
+        screen = await open_insert(pilot, "/insert 1")
+        screen.query_one("#insert-path").value = "main.py"
+        screen.query_one("#insert-mode").value = "after"
+        await pilot.pause()
+        where = screen.query_one("#insert-where")
+        assert where.display and "after" in where.placeholder
+        where.value = "import os"
+        await pilot.click("#insert-preview-diff")
+        await pilot.pause()
+        assert isinstance(app.screen, DiffScreen)
+        assert " import os\n+import sys\n" in app.screen.plan.diff()
+        await pilot.press("y")
+        await pilot.pause()
+        assert target.read_bytes() == b"import os\r\nimport sys\r\n\r\ndef main():\r\n    pass\r\n"
+
+
+async def test_a_file_changed_after_the_diff_is_refused(work):
+    target = work / "app.py"
+    target.write_text("original\n")
+    app = build(FakeEngine(CODE_REPLY), root=work)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "write hello")
+        screen = await open_insert(pilot)
+        screen.query_one("#insert-mode").value = "append"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DiffScreen)
+        target.write_text("edited meanwhile\n")
+        await pilot.press("y")
+        await pilot.pause()
+        assert target.read_text() == "edited meanwhile\n"
+        assert any("changed on disk" in n for n in app.notes)
+        assert UndoJournal().entries() == []
+
+
+async def test_binary_file_is_refused(work):
+    (work / "app.py").write_bytes(b"\x00\x01binary")
+    app = build(FakeEngine(CODE_REPLY), root=work)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "write hello")
+        screen = await open_insert(pilot)
+        screen.query_one("#insert-mode").value = "append"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, DiffScreen)
+        assert any("binary" in n for n in app.notes)
+
+
+@pytest.mark.parametrize("answer", ["n", "y"])
+async def test_paths_outside_the_working_directory_need_a_second_yes(work, answer):
+    outside = work.parent / "outside.py"
+    app = build(FakeEngine(CODE_REPLY), root=work)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "write hello")
+        screen = await open_insert(pilot, "/save")
+        screen.query_one("#insert-path").value = "../outside.py"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "outside the working directory" in app.screen.question
+        await pilot.press(answer)
+        await pilot.pause()
+        if answer == "n":
+            assert not isinstance(app.screen, DiffScreen) and not outside.exists()
+        else:
+            assert isinstance(app.screen, DiffScreen)
+            await pilot.press("y")
+            await pilot.pause()
+            assert outside.read_text().endswith("print('hello')\n")
+
+
+async def test_undo_after_a_restart(work):
+    app = build(FakeEngine(CODE_REPLY), root=work)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "write hello")
+        await open_insert(pilot)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+    assert (work / "app.py").exists()
+    app2 = build(FakeEngine(), root=work)
+    async with app2.run_test(size=SIZE) as pilot:
+        app2.input.text = "/undo"
+        await pilot.press("enter")
+        await pilot.pause()
+    assert not (work / "app.py").exists()
+
+
+async def test_copy_code_block(monkeypatch):
+    copied: list[str] = []
+    monkeypatch.setattr("starchat_cli.tui.app.system_copy", lambda text: False)
+    app = build(FakeEngine(CODE_REPLY))
+    monkeypatch.setattr(app, "copy_to_clipboard", copied.append)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "write hello")
+        await pilot.click("#copy-1")
+        await pilot.pause()
+        assert copied == ["# file: app.py\nprint('hello')\n"]
+        assert any("OSC 52" in n for n in app.notes)
+
+
+async def test_input_newline_key_and_history():
+    app = build(FakeEngine("ok"))
+    async with app.run_test(size=SIZE) as pilot:
+        inp = app.query_one(ChatInput)
+        await pilot.press("a", "ctrl+j", "b")
+        assert inp.text == "a\nb"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.store.messages(app.session.id)[0].content == "a\nb"
+        await send(pilot, "second")
+        assert inp.text == ""
+        await pilot.press("up")
+        assert inp.text == "second"
+        await pilot.press("up")
+        assert inp.text == "a\nb"
+        await pilot.press("down", "down")
+        assert inp.text == ""
+
+
+async def test_commands(work):
+    app = build(FakeEngine("reply"), root=work)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "/system you are a pirate")
+        assert app.system == "you are a pirate"
+        await send(pilot, "ahoy")
+        first = app.session.id
+        assert app.store.get(first).system == "you are a pirate"
+        await send(pilot, "/rename Pirate talk")
+        assert app.store.get(first).title == "Pirate talk"
+        await send(pilot, "/export out/chat.md")
+        assert (work / "out" / "chat.md").read_text().startswith("# Pirate talk\n")
+        await send(pilot, "/clear")
+        assert app.session is None and app.system == "you are a pirate" and not app.query(AssistantMessage)
+        await send(pilot, "/new")
+        assert app.system is None
+        await send(pilot, "/bogus")
+        assert any("unknown command /bogus" in n for n in app.notes)
+        await send(pilot, "/help")
+        assert app.screen.__class__.__name__ == "HelpScreen"
+
+
+async def test_model_switch_through_the_factory():
+    made: list[str] = []
+
+    def factory(name: str):
+        if name == "missing":
+            raise StarchatError("unknown model 'missing'")
+        made.append(name)
+        return name, FakeEngine(f"from {name}")
+
+    app = build(FakeEngine("from first"), engine_factory=factory)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "/model other")
+        await settle(pilot)
+        assert made == ["other"] and app.model_name == "other"
+        await send(pilot, "hi")
+        assert app.query(AssistantMessage)[-1].text == "from other"
+        assert app.store.get(app.session.id).model == "other"
+        await send(pilot, "/model missing")
+        await settle(pilot)
+        assert app.model_name == "other" and any("unknown model" in n for n in app.notes)
+
+
+async def test_an_engine_error_is_shown_not_raised():
+    class Broken(FakeEngine):
+        def generate(self, turns, params=None, *, system=None, **_):
+            raise StarchatError("the question does not fit")
+
+    app = build(Broken())
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "hello")
+        notes = [n.render().plain for n in app.query(Note)]  # type: ignore[union-attr]
+        assert any("does not fit" in n for n in notes)
+        assert not app.generating
+        # the user's message is kept; a retry merges into one user turn
+        await send(pilot, "again")
+        assert [m.role for m in app.store.messages(app.session.id)] == ["user", "user"]
+
+
+async def test_command_palette_has_chat_commands():
+    app = build(FakeEngine())
+    async with app.run_test(size=SIZE) as pilot:
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"New session", "Sessions", "Undo last file write", "Stop reply"} <= set(titles)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "CommandPalette"
+
+
+def test_bindings_have_ids():
+    ids = {b.id for b in ChatApp.BINDINGS}  # type: ignore[union-attr]
+    assert {"chat.stop", "chat.new", "chat.sessions", "chat.undo", "chat.help"} <= ids
