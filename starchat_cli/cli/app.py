@@ -35,6 +35,14 @@ class StarchatGroup(TyperGroup):
             print(file=sys.stderr)
             say_error("interrupted")
             ctx.exit(ExitCode.INTERRUPTED)
+        except Exception as exc:
+            if type(exc).__module__.startswith(("typer", "click")) or os.environ.get("STARCHAT_DEBUG"):
+                raise  # Exit, Abort, usage errors: Click reports those itself
+            say_error(
+                f"unexpected {type(exc).__name__}: {exc} (a bug: please report it; "
+                "STARCHAT_DEBUG=1 shows the traceback)"
+            )
+            ctx.exit(ExitCode.ERROR)
 
 
 HELP = """\
@@ -78,11 +86,12 @@ def _root(
 
 
 def _register() -> None:
-    from starchat_cli.cli import ask, doctor, models
+    from starchat_cli.cli import ask, doctor, models, serve
 
     ask.register(app)
     models.register(app)
     doctor.register(app)
+    serve.register(app)
 
 
 _register()

@@ -90,6 +90,16 @@ def ask(
         help="GPU offload: auto (as many layers as fit in free GPU memory), off, or a number of layers. [default: auto]",
         show_default=False,
     ),
+    endpoint: Optional[str] = typer.Option(
+        None,
+        "--endpoint",
+        "-e",
+        help="Use an OpenAI-compatible server (URL, or a profile name from the config) instead of a local model. [env: STARCHAT_ENDPOINT]",
+        show_default=False,
+    ),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", help="Bearer key for --endpoint. [env: STARCHAT_API_KEY]", show_default=False
+    ),
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Say which model file, format and GPU offload plan are used (stderr)."
     ),
@@ -106,7 +116,7 @@ def ask(
     from starchat_cli.core.inputs import attach, decode_text, guess_language
     from starchat_cli.core.markdown import extract_code_blocks
     from starchat_cli.core.prompts import Message
-    from starchat_cli.core.runtime import choose_model, load_settings, make_engine
+    from starchat_cli.core.runtime import load_settings, open_engine
 
     if json_out and code:
         raise typer.BadParameter("--json and --code do not go together (the JSON has the code blocks)")
@@ -121,6 +131,8 @@ def ask(
         "threads": threads,
         "gpu": gpu,
         "format": prompt_format,
+        "endpoint": endpoint,
+        "api_key": api_key,
     }
     settings, explicit = load_settings(flags)
     text_q = " ".join(question or []).strip()
@@ -131,11 +143,11 @@ def ask(
             'nothing to ask: give a question (starchat ask "...") or pipe text in (cat file | starchat ask "...")'
         )
 
-    choice = choose_model(settings, explicit)
+    opened = open_engine(settings, explicit)
     out = Output(raw=raw or code or json_out)
-    if choice.note:
-        out.note(choice.note)
-    engine = make_engine(choice, settings)
+    if opened.note:
+        out.note(opened.note)
+    engine = opened.engine
 
     if stdin_text.strip():
         language = lang if lang is not None else guess_language(stdin_text)
@@ -160,13 +172,13 @@ def ask(
         top_p=settings.top_p,
         seed=settings.seed,
     )
-    with out.loading(choice.model.name, engine.backend.loaded):
+    with out.loading(opened.name, engine.backend.loaded):
         engine.backend.load()
     for warning in engine.backend.warnings:
         out.note(warning)
     if verbose:
         backend = engine.backend
-        out.note(f"model {choice.model.name}: {choice.model.path}")
+        out.note(f"model {opened.name or engine.model}: {opened.location}")
         out.note(
             f"format {engine.prompt_format.name}; context {backend.n_ctx} tokens; "
             f"flash attention {'on' if backend.flash_attn else 'off'}"
@@ -209,8 +221,8 @@ def ask(
     if json_out:
         blocks = extract_code_blocks(gen.text)
         payload = {
-            "model": choice.model.name,
-            "path": str(choice.model.path),
+            "model": opened.name or engine.model,
+            "path": opened.location,
             "format": engine.prompt_format.name,
             "text": gen.text,
             "code_blocks": [{"language": b.language, "code": b.code} for b in blocks],

@@ -12,13 +12,19 @@ The file is TOML (``starchat paths`` shows where)::
 
 Environment: ``STARCHAT_MODEL``, ``STARCHAT_TEMPERATURE``, ``STARCHAT_TOP_P``,
 ``STARCHAT_MAX_TOKENS``, ``STARCHAT_CTX``, ``STARCHAT_THREADS``, ``STARCHAT_GPU``,
-``STARCHAT_SYSTEM``, ``STARCHAT_SEED``, ``STARCHAT_FORMAT``.
+``STARCHAT_SYSTEM``, ``STARCHAT_SEED``, ``STARCHAT_FORMAT``, ``STARCHAT_ENDPOINT``,
+``STARCHAT_API_KEY``. Remote servers can be named::
+
+    [endpoints.gpu-box]
+    url = "http://gpu-box:8000/v1"
+    api_key = "..."
+    model = "starchat2"
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -42,6 +48,8 @@ class Settings:
     system: str | None = None  # None: the model's default system prompt
     seed: int | None = None
     format: str | None = None  # force a prompt format (see `starchat info`)
+    endpoint: str | None = None  # an OpenAI-compatible server URL, or a profile name
+    api_key: str | None = None  # its Bearer key
 
 
 def _check_float(lo: float, hi: float) -> Callable[[Any], float]:
@@ -102,7 +110,10 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "system": _check_str,
     "seed": _check_int(0),
     "format": _check_format,
+    "endpoint": _check_str,
+    "api_key": _check_str,
 }
+ENDPOINT_KEYS = ("url", "api_key", "model")
 MODEL_KEYS = ("temperature", "top_p", "max_tokens", "ctx", "system", "format", "gpu")
 # Older names still accepted: gpu_layers = gpu (file key, STARCHAT_GPU_LAYERS, --gpu-layers).
 ALIASES = {"gpu_layers": "gpu"}
@@ -114,6 +125,7 @@ class ConfigFile:
     path: Path
     values: dict[str, Any]
     models: dict[str, dict[str, Any]]
+    endpoints: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def load_config_file(path: Path) -> ConfigFile:
@@ -132,8 +144,23 @@ def load_config_file(path: Path) -> ConfigFile:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     values: dict[str, Any] = {}
     models: dict[str, dict[str, Any]] = {}
+    endpoints: dict[str, dict[str, str]] = {}
     for key, value in data.items():
         key = ALIASES.get(key, key)
+        if key == "endpoints":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: key 'endpoints' must be a table ([endpoints.NAME])")
+            for name, table in value.items():
+                if not isinstance(table, dict) or "url" not in table:
+                    raise ConfigError(f"{path}: key 'endpoints.{name}' must be a table with a url")
+                for ekey, evalue in table.items():
+                    if ekey not in ENDPOINT_KEYS:
+                        raise ConfigError(
+                            f"{path}: unknown key 'endpoints.{name}.{ekey}' (endpoint keys: {', '.join(ENDPOINT_KEYS)})"
+                        )
+                    _validate(path, f"endpoints.{name}.{ekey}", _check_str, evalue)
+                endpoints[name] = dict(table)
+            continue
         if key == "models":
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: key 'models' must be a table ([models.NAME])")
@@ -153,7 +180,7 @@ def load_config_file(path: Path) -> ConfigFile:
         if key not in CHECKS:
             raise ConfigError(f"{path}: unknown key '{key}' (known keys: {', '.join(CHECKS)}, [models.NAME])")
         values[key] = _validate(path, key, CHECKS[key], value)
-    return ConfigFile(path, values, models)
+    return ConfigFile(path, values, models, endpoints)
 
 
 def _validate(path: Path | str, key: str, check: Callable[[Any], Any], value: Any) -> Any:
@@ -171,7 +198,7 @@ def _validate_flag(key: str, value: Any) -> Any:
 
 
 def _parse_env_value(key: str, text: str) -> Any:
-    if key in ("model", "system", "format", "gpu"):
+    if key in ("model", "system", "format", "gpu", "endpoint", "api_key"):
         return text
     if key in ("temperature", "top_p"):
         try:
@@ -216,6 +243,19 @@ def resolve_settings(
     merged.update(env)
     merged.update(given)
     merged["model"] = model
+    endpoint = merged.get("endpoint")
+    if endpoint and "://" not in endpoint:  # a profile name: [endpoints.NAME]
+        profile = file.endpoints.get(endpoint)
+        if profile is None:
+            raise ConfigError(
+                f"endpoint {endpoint!r} is neither a URL nor a profile in {file.path} "
+                f"(profiles: {', '.join(file.endpoints) or 'none'})"
+            )
+        merged["endpoint"] = profile["url"]
+        if not given.get("api_key") and profile.get("api_key"):
+            merged["api_key"] = profile["api_key"]
+        if not (given.get("model") or env.get("model")) and profile.get("model"):
+            merged["model"] = profile["model"]
     known = {f.name for f in fields(Settings)}
     return replace(Settings(), **{k: v for k, v in merged.items() if k in known})
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from .errors import ModelLoadError, StarchatError
+from .errors import ContextOverflowError, InputError, ModelLoadError, StarchatError
 from .fit import FitResult, fit_prompt
 from .prompts import JinjaFormat, Message, PromptFormat, get_format
 from .stops import StopTextFilter
@@ -57,6 +57,7 @@ class GenerationParams:
     temperature: float = 0.2
     top_p: float = 0.95
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # extra plain-text stops (e.g. an API request's "stop")
 
 
 @dataclass
@@ -535,15 +536,48 @@ class Engine:
         chunks = self._run(fit.tokens, params, stats, started, n_ctx)
         return Generation(chunks, stats, fit)
 
+    def complete(self, prompt: str, params: GenerationParams | None = None) -> Generation:
+        """Continue raw ``prompt`` text (no chat template): the /v1/completions path.
+
+        Stops at end-of-generation tokens, ``params.stop`` and ``max_tokens``; a prompt
+        that leaves no room in the context is a :class:`ContextOverflowError`.
+        """
+        params = params or GenerationParams()
+        started = time.perf_counter()
+        self.backend.load()
+        stats = Stats(load_seconds=self.backend.take_load_seconds())
+        n_ctx = self.backend.n_ctx
+        stats.n_ctx = n_ctx
+        tokens = self.backend.tokenize(prompt)
+        bos = self.backend.bos_id
+        if self.backend.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
+            tokens.insert(0, bos)
+        if not tokens:
+            raise InputError("the prompt is empty")
+        if len(tokens) >= n_ctx:
+            raise ContextOverflowError(
+                f"the prompt needs {len(tokens)} tokens but the context holds {n_ctx}: shorten it or raise --ctx"
+            )
+        stats.prompt_tokens = len(tokens)
+        chunks = self._run(tokens, params, stats, started, n_ctx, chat=False)
+        return Generation(chunks, stats, FitResult(tokens, []))
+
     def _run(
-        self, tokens: list[int], params: GenerationParams, stats: Stats, started: float, n_ctx: int
+        self,
+        tokens: list[int],
+        params: GenerationParams,
+        stats: Stats,
+        started: float,
+        n_ctx: int,
+        chat: bool = True,
     ) -> Iterator[str]:
         backend = self.backend
         stop_ids, extra_texts = self._stops()
         fmt = self.prompt_format
-        stop_filter = StopTextFilter((*extra_texts,))
+        texts = (*extra_texts, *params.stop) if chat else tuple(params.stop)
+        stop_filter = StopTextFilter(texts)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        strip_newline = fmt.strip_leading_newline
+        strip_newline = fmt.strip_leading_newline and chat
         limit = params.max_tokens
         with backend.lock:
             chain = backend.make_sampler(params)

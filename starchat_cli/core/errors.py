@@ -19,6 +19,8 @@ class ExitCode:
     INPUT = 6  # empty input, binary stdin, unreadable --file
     CONTEXT = 7  # the question does not fit in the context window
     NO_CODE = 8  # --code, but the answer had no fenced code block
+    CONVERT = 9  # a checkpoint cannot be converted or quantized (bad input, unsupported)
+    REMOTE = 10  # a remote endpoint cannot be reached, refuses the key, or answers an error
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
 
@@ -56,3 +58,9 @@ class ContextOverflowError(StarchatError):
 
 class NoCodeError(StarchatError):
     exit_code = ExitCode.NO_CODE
+
+
+class ConversionError(StarchatError):
+    """A checkpoint cannot be converted, or a GGUF cannot be quantized: bad or unsupported input."""
+
+    exit_code = ExitCode.CONVERT

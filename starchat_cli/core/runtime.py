@@ -72,3 +72,26 @@ def make_engine(choice: ModelChoice, settings: Settings) -> Engine:
         return Engine(backend, get_format(model.spec.prompt_format), system)
     # A file with no catalog entry (or --format gguf): its own template, else a guess.
     return Engine(backend, None, system, forced_format=forced)
+
+
+@dataclass
+class Opened:
+    """An engine ready to generate, local or remote, and how to name it to the user."""
+
+    engine: Any  # Engine | RemoteEngine: the same generate() surface
+    name: str
+    location: str  # a file path or a URL
+    note: str | None = None
+    remote: bool = False
+
+
+def open_engine(settings: Settings, explicit: bool) -> Opened:
+    """The engine for these settings: a remote endpoint when one is set, else a local model."""
+    if settings.endpoint:
+        from .remote import RemoteEngine
+
+        model = settings.model if explicit or settings.model != DEFAULT_MODEL else None
+        engine = RemoteEngine(settings.endpoint, settings.api_key, model)
+        return Opened(engine, model or "", engine.base, None, remote=True)
+    choice = choose_model(settings, explicit)
+    return Opened(make_engine(choice, settings), choice.model.name, str(choice.model.path), choice.note)

@@ -1,0 +1,140 @@
+"""``starchat serve``: the local model behind an OpenAI-compatible HTTP API."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+
+SERVE_HELP = """\
+Serve a model over an OpenAI-compatible HTTP API (for editors, scripts, other tools).
+
+\b
+  starchat serve -m starchat2                      # http://127.0.0.1:8080/v1
+  curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+       -d '{"messages": [{"role": "user", "content": "hello"}]}'
+
+Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions (stream or not),
+POST /v1/completions. It binds to loopback by default; binding any other address
+requires --api-key (clients then send "Authorization: Bearer KEY"). Ctrl-C stops it.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve", help=SERVE_HELP)(serve)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model to serve. [default: starchat2]", show_default=False
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind; anything but loopback needs --api-key."
+    ),
+    port: int = typer.Option(8080, "--port", "-p", help="TCP port."),
+    api_key: Optional[str] = typer.Option(
+        None,
+        "--api-key",
+        help="Require this Bearer key on every request. [env: STARCHAT_API_KEY]",
+        show_default=False,
+    ),
+    ctx: Optional[int] = typer.Option(
+        None, "--ctx", "-c", help="Context window in tokens. [default: 4096]", show_default=False
+    ),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads.", show_default=False),
+    gpu: Optional[str] = typer.Option(
+        None,
+        "--gpu",
+        "--gpu-layers",
+        help="GPU offload: auto, off, or a number of layers.",
+        show_default=False,
+    ),
+    max_tokens_limit: int = typer.Option(
+        4096, "--max-tokens-limit", help="Largest max_tokens a request may ask for."
+    ),
+    max_body: int = typer.Option(1 << 20, "--max-body", help="Largest request body in bytes."),
+) -> None:
+    import socket
+
+    from starchat_cli.core.errors import ConfigError, StarchatError
+    from starchat_cli.core.runtime import choose_model, load_settings, make_engine
+
+    key = api_key or os.environ.get("STARCHAT_API_KEY") or None
+    if not is_loopback(host) and not key:
+        raise ConfigError(
+            f"binding {host} exposes the model to the network: add --api-key KEY (or set STARCHAT_API_KEY)"
+        )
+    if not 0 < port < 65536:
+        raise ConfigError(f"option --port must be from 1 to 65535, not {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise StarchatError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port"
+            ) from None
+
+    settings, explicit = load_settings({"model": model, "ctx": ctx, "threads": threads, "gpu": gpu})
+    choice = choose_model(settings, explicit)
+    if choice.note:
+        print(f"starchat: {choice.note}", file=sys.stderr)
+    engine = make_engine(choice, settings)
+    engine.backend.load()
+    for warning in engine.backend.warnings:
+        print(f"starchat: {warning}", file=sys.stderr)
+
+    import uvicorn
+
+    from starchat_cli.server.app import ServerConfig, make_app
+
+    spec = choice.model.spec
+    aliases = tuple(
+        {choice.model.path.name, choice.model.path.stem, *([spec.name] if spec else [])} - {choice.model.name}
+    )
+    config = ServerConfig(
+        model_name=choice.model.name,
+        aliases=aliases,
+        api_key=key,
+        max_body_bytes=max_body,
+        max_tokens_limit=max_tokens_limit,
+        default_temperature=settings.temperature,
+        default_top_p=settings.top_p,
+    )
+    app = make_app(engine, config)
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"starchat: serving {choice.model.name} at http://{shown}:{port}/v1 "
+        f"(context {engine.backend.n_ctx} tokens{', API key required' if key else ''}); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host.strip("[]"),
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+            access_log=False,
+        )
+    )
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises Ctrl-C after its graceful shutdown: stopping is the normal end here
+    print("starchat: server stopped", file=sys.stderr)

@@ -1,0 +1,308 @@
+"""`starchat serve` on a real loopback port with the demo model, and `ask --endpoint`.
+
+Clients no one here wrote (the `openai` package, httpx) talk to our server, and our
+remote backend talks to llama-cpp-python's own OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from starchat_cli.cli.app import app
+from starchat_cli.core.errors import ExitCode
+
+from .conftest import REPO, run_starchat
+
+pytestmark = pytest.mark.e2e
+
+KEY = "test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, deadline: float = 120) -> None:
+    end = time.time() + deadline
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stderr.read().decode()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never became healthy")
+
+
+@pytest.fixture(scope="module")
+def server(demo_gguf, tmp_path_factory):
+    port = free_port()
+    env = {**os.environ, "STARCHAT_HOME": str(tmp_path_factory.mktemp("serve-home"))}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "starchat_cli",
+            "serve",
+            "-m",
+            "demo",
+            "--port",
+            str(port),
+            "--api-key",
+            KEY,
+            "--max-tokens-limit",
+            "3000",
+            "--max-body",
+            "100000",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(f"{base}/health", proc)
+    yield base
+    proc.send_signal(signal.SIGINT)  # Ctrl-C shuts it down cleanly
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err and b"server stopped" in err
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def openai_client(base: str):
+    import openai
+
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0)
+
+
+def test_openai_client_chat_streaming_and_not(server):
+    client = openai_client(server)
+    messages = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+    whole = client.chat.completions.create(model="demo", messages=messages, max_tokens=40, temperature=0)
+    text = whole.choices[0].message.content
+    assert text and whole.choices[0].finish_reason in ("stop", "length")
+    assert whole.usage.completion_tokens <= 40 and whole.usage.prompt_tokens > 10
+    stream = client.chat.completions.create(
+        model="demo", messages=messages, max_tokens=40, temperature=0, stream=True
+    )
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len(pieces) > 5
+    assert "".join(pieces) == text  # greedy: the same reply either way
+
+
+def test_openai_client_completions(server):
+    client = openai_client(server)
+    res = client.completions.create(model="demo", prompt="def add(a, b):\n", max_tokens=16, temperature=0)
+    assert res.choices[0].text
+    assert res.usage.completion_tokens == 16 or res.choices[0].finish_reason == "stop"
+
+
+def test_models_and_health(server):
+    res = httpx.get(f"{server}/v1/models", headers=auth())
+    assert res.status_code == 200 and res.json()["data"][0]["id"] == "demo"
+    health = httpx.get(f"{server}/health").json()
+    assert health["status"] == "ok" and health["loaded"] is True
+
+
+@pytest.mark.parametrize(
+    "headers, status, code",
+    [({}, 401, "invalid_api_key"), ({"Authorization": "Bearer wrong"}, 401, "invalid_api_key")],
+    ids=["missing key", "wrong key"],
+)
+def test_api_key_is_required(server, headers, status, code):
+    res = httpx.post(
+        f"{server}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "x"}]},
+        headers=headers,
+    )
+    assert res.status_code == status and res.json()["error"]["code"] == code
+    assert httpx.get(f"{server}/v1/models", headers=headers).status_code == 401
+
+
+def test_error_shapes(server):
+    url = f"{server}/v1/chat/completions"
+    bad = httpx.post(url, content=b"{not json", headers={**auth(), "Content-Type": "application/json"})
+    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
+    unknown = httpx.post(
+        url, json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}, headers=auth()
+    )
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    big = httpx.post(url, content=b'{"messages": "' + b"x" * 200_000 + b'"}', headers=auth())
+    assert big.status_code == 413
+    too_many = httpx.post(
+        url, json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 5000}, headers=auth()
+    )
+    assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "max_tokens"
+    no_user = httpx.post(url, json={"messages": [{"role": "assistant", "content": "x"}]}, headers=auth())
+    assert no_user.status_code == 400 and no_user.json()["error"]["type"] == "invalid_request_error"
+    huge_prompt = httpx.post(
+        url,
+        json={"messages": [{"role": "user", "content": "word " * 9000}], "max_tokens": 10},
+        headers=auth(),
+    )
+    assert huge_prompt.status_code == 400 and huge_prompt.json()["error"]["code"] == "context_length_exceeded"
+    assert httpx.get(f"{server}/v1/nothing").json()["error"]["code"] == "not_found"
+
+
+def test_twenty_concurrent_requests_all_answered(server):
+    results: list[tuple[int, str]] = []
+
+    def one(i: int) -> None:
+        res = httpx.post(
+            f"{server}/v1/chat/completions",
+            json={
+                "messages": [{"role": "user", "content": f"Say the number {i}."}],
+                "max_tokens": 8,
+                "temperature": 0,
+            },
+            headers=auth(),
+            timeout=300,
+        )
+        results.append((res.status_code, res.json()["choices"][0]["message"]["content"]))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert len(results) == 20
+    assert all(status == 200 and text for status, text in results)
+
+
+def test_disconnect_mid_stream_frees_the_model(server):
+    before = httpx.get(f"{server}/health").json()["generations"]["cancelled"]
+    body = {
+        "messages": [{"role": "user", "content": "Write a very long story."}],
+        "max_tokens": 2500,
+        "stream": True,
+    }
+    with httpx.Client(timeout=60) as client:
+        with client.stream("POST", f"{server}/v1/chat/completions", json=body, headers=auth()) as res:
+            lines = res.iter_lines()
+            got = [next(lines) for _ in range(6)]
+            assert any('"content"' in line for line in got)
+        # Leaving the block closes the connection mid-stream.
+    end = time.time() + 120
+    while time.time() < end:
+        health = httpx.get(f"{server}/health").json()["generations"]
+        if health["cancelled"] > before and health["in_flight"] == 0:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"the abandoned generation was not cancelled: {health}")
+    after = httpx.post(
+        f"{server}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+        headers=auth(),
+        timeout=60,
+    )
+    assert after.status_code == 200
+
+
+def test_ask_endpoint_against_our_server(server):
+    res = run_starchat(["ask", "--endpoint", server, "--api-key", KEY, "-t", "0", "-n", "12", "--json", "hi"])
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["model"] == "demo" and data["path"] == f"{server}/v1" and data["text"]
+    assert data["stats"]["generated_tokens"] >= 1
+    wrong = run_starchat(["ask", "--endpoint", server, "--api-key", "nope", "hi"])
+    assert wrong.returncode == ExitCode.REMOTE and b"pass --api-key" in wrong.stderr
+
+
+def test_endpoint_profile_from_the_config(server, isolated_home):
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    (isolated_home / "config.toml").write_text(
+        f'[endpoints.box]\nurl = "{server}"\napi_key = "{KEY}"\nmodel = "demo"\n'
+    )
+    res = CliRunner().invoke(app, ["ask", "-e", "box", "-t", "0", "-n", "4", "--json", "hi"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["model"] == "demo"
+    res = CliRunner().invoke(app, ["ask", "-e", "nobox", "hi"])
+    assert res.exit_code == ExitCode.CONFIG and "profiles: box" in res.stderr
+
+
+def test_unreachable_endpoint():
+    res = CliRunner().invoke(app, ["ask", "--endpoint", f"http://127.0.0.1:{free_port()}", "hi"])
+    assert res.exit_code == ExitCode.REMOTE and "is the server running?" in res.stderr
+
+
+def test_text_stop_is_sent_and_enforced_for_catalog_models():
+    from starchat_cli.core.remote import RemoteEngine
+
+    engine = RemoteEngine("http://127.0.0.1:9", model="starcoder2-instruct")
+    assert "###" in engine.stops and "<|endoftext|>" in engine.stops
+    assert RemoteEngine("http://127.0.0.1:9", model="my-model").stops == ()
+
+
+def test_serve_refuses_a_public_address_without_a_key():
+    res = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--port", str(free_port())])
+    assert res.exit_code == ExitCode.CONFIG and "--api-key" in res.stderr
+
+
+def test_serve_port_in_use():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = CliRunner().invoke(app, ["serve", "-m", "demo", "--port", str(port)])
+    assert res.exit_code == 1 and "pick another --port" in res.stderr
+
+
+def test_ask_endpoint_against_llama_cpp_python_server(demo_gguf, tmp_path):
+    """A second engine no one here wrote: llama-cpp-python's own OpenAI-compatible server."""
+    import llama_cpp.server.app  # noqa: F401  (llama-cpp-python[server] is in the test extra)
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(demo_gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--verbose",
+            "false",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/v1/models", proc)
+        res = run_starchat(
+            ["ask", "--endpoint", f"http://127.0.0.1:{port}", "-t", "0", "-n", "12", "--json", "Say hello."]
+        )
+        assert res.returncode == 0, res.stderr
+        data = json.loads(res.stdout)
+        assert data["text"] and Path(data["model"]).name == demo_gguf.name
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
