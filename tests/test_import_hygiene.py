@@ -12,12 +12,16 @@ import sys
 
 import pytest
 
+import converters
 import starchat_cli.core
 
 UI = ("textual", "typer", "rich", "click")
 HEAVY = ("llama_cpp", "torch", "textual", "transformers", "numpy", "gguf", "huggingface_hub", "jinja2")
 
 CORE_MODULES = sorted(f"starchat_cli.core.{m.name}" for m in pkgutil.iter_modules(starchat_cli.core.__path__))
+CONVERTER_MODULES = sorted(
+    ["converters", *(f"converters.{m.name}" for m in pkgutil.iter_modules(converters.__path__))]
+)
 
 
 def loaded_after(code: str) -> set[str]:
@@ -36,6 +40,20 @@ def test_core_module_imports_no_ui(module):
     assert not loaded & set(UI), f"{module} pulled in {sorted(loaded & set(UI))}"
 
 
+def test_converter_modules_are_discovered():
+    assert {"converters.convert", "converters.quantize", "converters.safetensors_io"} <= set(
+        CONVERTER_MODULES
+    )
+
+
+@pytest.mark.parametrize("module", CONVERTER_MODULES)
+def test_converter_module_imports_no_ui(module):
+    """converters/ is a library: no typer/rich/textual, and torch only for .bin checkpoints."""
+    loaded = loaded_after(f"import {module}")
+    assert not loaded & set(UI), f"{module} pulled in {sorted(loaded & set(UI))}"
+    assert not loaded & {"torch", "transformers", "llama_cpp"}, sorted(loaded & set(HEAVY))
+
+
 def test_core_engine_does_not_import_llama_cpp_until_used():
     assert "llama_cpp" not in loaded_after("import starchat_cli.core.engine, starchat_cli.core.runtime")
 
@@ -51,7 +69,7 @@ def test_help_imports_nothing_heavy():
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
-@pytest.mark.parametrize("command", ["ask", "list", "info", "add", "rm", "paths", "doctor"])
+@pytest.mark.parametrize("command", ["ask", "list", "info", "add", "rm", "paths", "doctor", "convert", "quantize"])
 def test_subcommand_help_imports_nothing_heavy(command):
     probe = (
         "import sys\n"

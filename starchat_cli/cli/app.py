@@ -86,18 +86,28 @@ def _root(
 
 
 def _register() -> None:
-    from starchat_cli.cli import ask, doctor, models, serve
+    from starchat_cli.cli import ask, chat, doctor, models, serve
 
     ask.register(app)
     models.register(app)
     doctor.register(app)
     serve.register(app)
+    chat.register(app)
 
 
 _register()
 
 
+def _is_terminal() -> bool:
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def main() -> None:
+    if len(sys.argv) == 1 and _is_terminal():
+        sys.argv.append("chat")  # a bare `starchat` on a terminal opens the chat; piped, it prints help
     try:
         app(prog_name="starchat")
     except BrokenPipeError:

@@ -1,0 +1,246 @@
+"""``starchat chat`` (the Textual TUI) and ``starchat sessions list|show|search|rm|export``.
+
+textual and the engine are imported inside the commands, so ``starchat --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+CHAT_HELP = """\
+Open the full-screen chat: multi-turn sessions, streamed Markdown replies, code blocks
+you can copy, save or insert into files (diff preview, confirm, undo).
+
+\b
+  starchat chat                      a new session with the default model
+  starchat chat -m demo --system "Answer in one paragraph."
+  starchat chat --session 3f2a       resume a saved session (an id prefix is enough)
+
+Keys: Enter sends, Ctrl+J adds a line, Esc stops a reply, Ctrl+O sessions, F1 help.
+"""
+
+SESSIONS_HELP = """\
+Saved chat sessions (SQLite, under the data dir: `starchat paths`).
+
+\b
+  starchat sessions list
+  starchat sessions search "quicksort rust"
+  starchat sessions show 3f2a
+  starchat sessions export 3f2a -o chat.md
+  starchat sessions rm 3f2a
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("chat", help=CHAT_HELP, no_args_is_help=False)(chat)
+    sessions = typer.Typer(help=SESSIONS_HELP, no_args_is_help=True, rich_markup_mode=None)
+    sessions.command("list", help="List sessions, most recent first.")(sessions_list)
+    sessions.command("show", help="Print a session as Markdown.")(sessions_show)
+    sessions.command("search", help="Full-text search over every message.")(sessions_search)
+    sessions.command("rm", help="Delete sessions.")(sessions_rm)
+    sessions.command("export", help="Export a session to a Markdown file.")(sessions_export)
+    app.add_typer(sessions, name="sessions")
+
+
+def chat(
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model name, NAME:QUANT or path to a .gguf file. [env: STARCHAT_MODEL; default: starchat2]",
+        show_default=False,
+    ),
+    session: Optional[str] = typer.Option(
+        None,
+        "--session",
+        "-S",
+        help="Resume a saved session (its id, or a unique prefix).",
+        show_default=False,
+    ),
+    new: bool = typer.Option(False, "--new", help="Start a new session (the default)."),
+    system: Optional[str] = typer.Option(
+        None, "--system", "-s", help="System prompt for this session.", show_default=False
+    ),
+    temperature: Optional[float] = typer.Option(
+        None,
+        "--temperature",
+        "-t",
+        help="Sampling temperature; 0 = greedy. [default: 0.2]",
+        show_default=False,
+    ),
+    max_tokens: Optional[int] = typer.Option(
+        None,
+        "--max-tokens",
+        "-n",
+        help="Longest reply in tokens. [default: until it ends]",
+        show_default=False,
+    ),
+    ctx: Optional[int] = typer.Option(
+        None, "--ctx", "-c", help="Context window in tokens. [default: 4096]", show_default=False
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="CPU threads. [default: usable cores]", show_default=False
+    ),
+    gpu: Optional[str] = typer.Option(
+        None,
+        "--gpu",
+        "--gpu-layers",
+        help="GPU offload: auto, off, or a number of layers. [default: auto]",
+        show_default=False,
+    ),
+    prompt_format: Optional[str] = typer.Option(
+        None,
+        "--format",
+        help="Force a prompt format: chatml, starchat, starcoder2-instruct, gguf.",
+        show_default=False,
+    ),
+) -> None:
+    from starchat_cli.core.engine import GenerationParams
+    from starchat_cli.core.errors import InputError
+    from starchat_cli.core.runtime import choose_model, load_settings, make_engine
+    from starchat_cli.core.sessions import SessionStore
+
+    if session and new:
+        raise typer.BadParameter("--session and --new do not go together")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise InputError('starchat chat needs a terminal; for pipes and scripts use starchat ask "..."')
+    store = SessionStore()
+    resumed = store.get(session) if session else None
+    flags = {
+        "model": model or (resumed.model if resumed is not None and resumed.model else None),
+        "system": system,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "ctx": ctx,
+        "threads": threads,
+        "gpu": gpu,
+        "format": prompt_format,
+    }
+    settings, explicit = load_settings(flags)
+    choice = choose_model(settings, explicit or resumed is not None)
+    engine = make_engine(choice, settings)
+    if choice.note:
+        print(f"starchat: {choice.note}", file=sys.stderr)
+
+    def factory(name: str):
+        s2, _ = load_settings({**flags, "model": name})
+        other = choose_model(s2, True)
+        return other.model.name, make_engine(other, s2)
+
+    from starchat_cli.tui.app import make_app
+
+    params = GenerationParams(
+        max_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=settings.seed,
+    )
+    app = make_app(
+        engine,
+        model_name=choice.model.name,
+        store=store,
+        session_id=resumed.id if resumed is not None else None,
+        system=settings.system,
+        params=params,
+        engine_factory=factory,
+    )
+    try:
+        app.run()
+    finally:
+        store.close()
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def sessions_list(
+    limit: Optional[int] = typer.Option(
+        None, "--limit", "-l", help="Show at most N sessions.", show_default=False
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    from starchat_cli.core.sessions import SessionStore
+
+    with SessionStore() as store:
+        rows = store.list(limit)
+    if json_out:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        return
+    if not rows:
+        print("no saved sessions yet: start one with `starchat chat`", file=sys.stderr)
+        return
+    for s in rows:
+        print(
+            f"{s.id}  {_when(s.updated)}  {s.message_count:>4} msgs  {s.model:<18}  {s.title or '(untitled)'}"
+        )
+
+
+def sessions_show(session_id: str = typer.Argument(..., help="Session id or unique prefix.")) -> None:
+    from starchat_cli.core.sessions import SessionStore
+
+    with SessionStore() as store:
+        sys.stdout.write(store.to_markdown(session_id))
+
+
+def sessions_search(
+    query: List[str] = typer.Argument(..., help="Words to find (all must match; the last one as a prefix)."),
+    limit: int = typer.Option(20, "--limit", "-l", help="Show at most N matches."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    from starchat_cli.core.sessions import SessionStore
+
+    with SessionStore() as store:
+        hits = store.search(" ".join(query), limit=limit)
+    if json_out:
+        print(json.dumps([h.__dict__ for h in hits], indent=2))
+        return
+    if not hits:
+        print("no matches", file=sys.stderr)
+        raise typer.Exit(1)
+    for h in hits:
+        snippet = " ".join(h.snippet.split())
+        print(f"{h.session_id}  {h.title or '(untitled)'}\n    {h.role}: {snippet}")
+
+
+def sessions_rm(session_ids: List[str] = typer.Argument(..., help="Session ids or unique prefixes.")) -> None:
+    from starchat_cli.core.sessions import SessionStore
+
+    with SessionStore() as store:
+        found = [store.get(sid) for sid in session_ids]  # all or nothing: check every id first
+        for s in found:
+            store.delete(s.id)
+            print(f"deleted {s.id}  {s.title or '(untitled)'}")
+
+
+def sessions_export(
+    session_id: str = typer.Argument(..., help="Session id or unique prefix."),
+    output: Optional[Path] = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="File to write (- for stdout). [default: starchat-ID.md]",
+        show_default=False,
+    ),
+) -> None:
+    from starchat_cli.core.sessions import SessionStore
+
+    with SessionStore() as store:
+        s = store.get(session_id)
+        if output is not None and str(output) == "-":
+            sys.stdout.write(store.to_markdown(s.id))
+            return
+        target = store.export_markdown(s.id, output or Path(f"starchat-{s.id}.md"))
+    print(f"exported {s.id} to {target}", file=sys.stderr)
+
+
+__all__ = ["chat", "register"]

@@ -1,0 +1,198 @@
+"""Tiny random StarCoder / StarCoder2 checkpoints built with transformers, for converter tests.
+
+The tokenizer is a byte-level BPE trained with the ``tokenizers`` library using
+StarCoder's pre-tokenizer (digits split one by one, then ByteLevel without a prefix
+space), StarCoder's leading special tokens (``<|endoftext|>`` = 0, FIM tokens) and each
+seed model's added chat tokens (../shared/MODELS.md). Weights are seeded and float32;
+norms and biases are randomised too, so a swapped or dropped tensor changes the logits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+TRAIN_TEXT = """\
+def fibonacci(n: int) -> int:
+    \"\"\"Return the n-th Fibonacci number.\"\"\"
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+class Stack:
+    def __init__(self):
+        self.items = []
+
+    def push(self, item):
+        self.items.append(item)
+
+    def pop(self):
+        if not self.items:
+            raise IndexError("pop from empty stack")
+        return self.items.pop()
+
+
+for (let i = 0; i < 10; i++) { console.log(`value ${i}`); }
+SELECT name, count(*) FROM users WHERE age >= 21 GROUP BY name ORDER BY 2 DESC;
+#include <stdio.h>
+int main(void) { printf("hello, world\\n"); return 0; }
+The quick brown fox jumps over the lazy dog. Write a function that reverses a string.
+How do I sort a list of dictionaries by a key in Python? Use sorted(items, key=lambda d: d["key"]).
+Prices: 3.14159, 2718, 1e-9, 0x1F, 1_000_000. Dates: 2024-03-15T12:00:00Z.
+Ünïcödé tëxt, 日本語のテキスト, русский текст, emoji 🚀🔥✨ and symbols → ≤ ≥ ∑ λ.
+"""
+
+STARCODER_SPECIALS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"]
+CHAT_TOKENS = {
+    "starchat": ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],
+    "chatml": ["<|im_start|>", "<|im_end|>"],
+    "none": [],
+}
+
+
+def build_tokenizer(chat: str, vocab_size: int = 512):
+    """A PreTrainedTokenizerFast like StarCoder's, with the chat tokens of one seed model."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=STARCODER_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([TRAIN_TEXT] * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    if CHAT_TOKENS[chat]:
+        fast.add_special_tokens({"additional_special_tokens": CHAT_TOKENS[chat]})
+    return fast
+
+
+@dataclass
+class TinySpec:
+    arch: str  # "starcoder" | "starcoder2"
+    tied: bool = False
+    chat: str = "starchat"
+    multi_query: bool = True
+    n_embd: int = 256
+    n_layer: int = 2
+    n_head: int = 8
+    n_head_kv: int = 2  # starcoder2 only
+    n_ff: int = 512
+    n_ctx: int = 512
+    extra_vocab: int = 0  # embedding rows beyond the tokenizer (padding)
+    seed: int = 1234
+    scale: float = 0.08  # std of matrix weights: logits spread over a few units
+
+
+def build_model(spec: TinySpec, n_vocab: int):
+    import torch
+    from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM, Starcoder2Config, Starcoder2ForCausalLM
+
+    common = dict(vocab_size=n_vocab, bos_token_id=0, eos_token_id=0, tie_word_embeddings=spec.tied)
+    if spec.arch == "starcoder":
+        config = GPTBigCodeConfig(
+            n_positions=spec.n_ctx,
+            n_embd=spec.n_embd,
+            n_layer=spec.n_layer,
+            n_head=spec.n_head,
+            n_inner=spec.n_ff,
+            multi_query=spec.multi_query,
+            **common,
+        )
+        model = GPTBigCodeForCausalLM(config)
+    else:
+        config = Starcoder2Config(
+            hidden_size=spec.n_embd,
+            intermediate_size=spec.n_ff,
+            num_hidden_layers=spec.n_layer,
+            num_attention_heads=spec.n_head,
+            num_key_value_heads=spec.n_head_kv,
+            max_position_embeddings=spec.n_ctx,
+            rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
+            **common,
+        )
+        model = Starcoder2ForCausalLM(config)
+    gen = torch.Generator().manual_seed(spec.seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+            if p.ndim == 1 and ("norm" in name or "ln_" in name) and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * noise)
+            elif p.ndim == 1:
+                p.copy_(0.05 * noise)
+            else:
+                p.copy_(spec.scale * noise)
+    model.eval()
+    return model
+
+
+def build_checkpoint(
+    out_dir: Path,
+    spec: TinySpec,
+    *,
+    bin_shards: int = 0,
+    max_shard_size: str | None = None,
+    chat_template: str | None = None,
+):
+    """Save a tiny model + tokenizer in ``out_dir``; returns (model, tokenizer).
+
+    ``bin_shards`` > 0 writes PyTorch ``pytorch_model*.bin`` files instead of safetensors
+    (transformers 5 no longer writes them), with an index when there are several.
+    """
+    tokenizer = build_tokenizer(spec.chat)
+    model = build_model(spec, len(tokenizer) + spec.extra_vocab)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if bin_shards:
+        _save_bin(model, out_dir, bin_shards)
+    else:
+        kwargs = {"max_shard_size": max_shard_size} if max_shard_size is not None else {}
+        model.save_pretrained(out_dir, **kwargs)
+    tokenizer.save_pretrained(out_dir)
+    cfg_path = out_dir / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("chat_template", None)
+    if chat_template is not None:
+        cfg["chat_template"] = chat_template
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    (out_dir / "chat_template.jinja").unlink(missing_ok=True)
+    # A misleading generation_config.json, as early StarCoder2-Instruct uploads had: never read.
+    (out_dir / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": 50256, "eos_token_id": 50256})
+    )
+    return model, tokenizer
+
+
+def _save_bin(model, out_dir: Path, n_shards: int) -> None:
+    """The old Hub layout: torch.save'd state dicts, tied weights included as stored tensors."""
+    import torch
+
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(out_dir)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if n_shards == 1:
+        torch.save(state, out_dir / "pytorch_model.bin")
+        return
+    names = list(state)
+    per = -(-len(names) // n_shards)
+    weight_map = {}
+    for i in range(n_shards):
+        file = f"pytorch_model-{i + 1:05d}-of-{n_shards:05d}.bin"
+        part = {n: state[n] for n in names[i * per : (i + 1) * per]}
+        torch.save(part, out_dir / file)
+        weight_map.update(dict.fromkeys(part, file))
+    index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
+    (out_dir / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2))
