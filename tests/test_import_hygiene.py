@@ -69,7 +69,9 @@ def test_help_imports_nothing_heavy():
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
-@pytest.mark.parametrize("command", ["ask", "list", "info", "add", "rm", "paths", "doctor", "convert", "quantize"])
+@pytest.mark.parametrize(
+    "command", ["ask", "list", "info", "add", "rm", "paths", "doctor", "convert", "quantize"]
+)
 def test_subcommand_help_imports_nothing_heavy(command):
     probe = (
         "import sys\n"
