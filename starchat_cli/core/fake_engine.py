@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from typing import Callable, Iterator, Sequence
 
 from .engine import GenerationParams, Stats
@@ -61,7 +62,8 @@ class FakeEngine:
     ``n_ctx``: context size; a conversation over ``n_ctx - reserve`` estimated tokens
     (4 characters each) drops its oldest turn pairs, reported in ``stats.dropped_turns``
     as the real engine does. ``hold_after``: block after that many chunks until
-    ``release`` is set (for stop tests, without any sleeps).
+    ``release`` is set (for stop tests, without any sleeps). ``pace``: emit at most that
+    many chunks per second (benchmarks); by default as fast as they are taken.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class FakeEngine:
         hold_after: int | None = None,
         chunks: list[str] | None = None,
         tokens_per_second: float = 1000.0,
+        pace: float | None = None,
     ) -> None:
         self.reply = reply
         self.n_ctx = n_ctx
@@ -84,6 +87,7 @@ class FakeEngine:
         self.held = threading.Event()  # set while a generation waits on ``release``
         self.calls: list[tuple[list[Message], str | None]] = []
         self.tps = tokens_per_second
+        self.pace = pace  # chunks per second to emit at most; None: as fast as the consumer takes them
         self.default_system: str | None = None
 
     @staticmethod
@@ -115,8 +119,13 @@ class FakeEngine:
         return FakeGeneration(self._run(chunks, stats, limit), stats)
 
     def _run(self, chunks: list[str], stats: Stats, limit: int | None) -> Iterator[str]:
+        start = time.perf_counter()
         try:
             for i, chunk in enumerate(chunks):
+                if self.pace:
+                    wait = start + i / self.pace - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
                 if self.hold_after is not None and i == self.hold_after:
                     self.held.set()
                     self.release.wait()

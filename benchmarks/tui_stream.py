@@ -1,0 +1,271 @@
+"""Streaming speed and responsiveness of ``starchat chat`` (the real Textual app, headless).
+
+What it measures
+----------------
+1. Rendered tokens/s: a fake engine (``starchat_cli.core.fake_engine.FakeEngine``, one
+   chunk per word, no delay) feeds a ``--tokens``-token reply (default 4,000: prose
+   paragraphs and fenced code blocks) as fast as the app takes it into the app built by
+   ``make_app`` and run with ``App.run_test`` (headless: the compositor still lays out
+   and renders every frame). Timed from pressing Enter to the reply saved and the screen
+   idle. Target: >= 2,000 tokens/s. The figure is bounded by Markdown layout, not by the
+   fake: text that arrives while the UI is busy is coalesced into one append.
+2. Keypress latency mid-stream: during another such reply, streamed at ``--pace``
+   tokens/s (default 2,000, so that there is a stream to press keys into: unpaced, a fake
+   outruns the UI and the whole reply lands in a couple of appends), ``--presses`` keys (default
+   20) are pressed at evenly spaced points of the stream; each latency is from posting
+   the key event to the app (as the terminal driver does) to the key handled by the
+   input widget (the character inserted). Median and max are printed. Target: < 50 ms.
+   The same run times every Markdown append (parsing the new tail, updating or mounting
+   its blocks) and compares the cost per appended character in the first and the last
+   quarter of the reply: about 1.0 means the cost per token does not grow with the
+   length of the reply.
+3. TTFT turn 10 / turn 2 on the demo model (SmolLM2-135M, real llama.cpp) with a
+   ~200-token system prompt: ten turns through the same app (greedy, at most
+   ``--reply-tokens`` tokens per reply), time to first token read from each saved reply's
+   stats. Turn 1 pays for the system prompt; later turns reuse llama.cpp's KV cache for
+   the shared prefix, so turn 10 should cost about what turn 2 does. Target: <= 1.3.
+
+Usage::
+
+    python benchmarks/tui_stream.py                # all three
+    python benchmarks/tui_stream.py --skip-model   # only the fake-engine figures
+
+Shares the machine with whatever else runs: on 2 busy cores figures vary by tens of
+percent between runs; the decode-bound part (3) most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def long_reply(tokens: int) -> str:
+    """About ``tokens`` words of Markdown: paragraphs with a fenced code block every few."""
+    words: list[str] = []
+    para = 0
+    while len(words) < tokens:
+        para += 1
+        if para % 4 == 0:
+            words += ["```python\n"]
+            for i in range(8):
+                words += [f"value_{i}", "=", f"compute({i},", f"{para})\n"]
+            words += ["```\n\n"]
+        else:
+            words += [f"word{j}" for j in range(60)] + ["end.\n\n"]
+    return " ".join(words[:tokens])
+
+
+def make(engine, home: Path):
+    from starchat_cli.core.sessions import SessionStore
+    from starchat_cli.tui.app import make_app
+
+    return make_app(engine, model_name="bench", store=SessionStore(home / "sessions.sqlite3"), preload=False)
+
+
+async def wait_done(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    while pilot.app.generating:
+        await pilot.pause()
+    await pilot.pause()
+
+
+async def rendered_tokens_per_second(n_tokens: int, home: Path) -> tuple[float, int, float]:
+    from starchat_cli.core.fake_engine import FakeEngine, split_chunks
+
+    text = long_reply(n_tokens)
+    engine = FakeEngine(text, n_ctx=1_000_000)
+    app = make(engine, home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.input.text = "go"
+        started = time.perf_counter()
+        await pilot.press("enter")
+        await wait_done(pilot)
+        elapsed = time.perf_counter() - started
+        shown = app.query("AssistantMessage").last().text
+        assert shown == text, "the reply on screen differs from the one streamed"
+    chunks = len(split_chunks(text))
+    return chunks / elapsed, chunks, elapsed
+
+
+async def keypress_latency(
+    n_tokens: int, presses: int, pace: float, home: Path
+) -> tuple[list[float], list[float], int]:
+    from textual import events
+    from textual.widgets import Markdown
+
+    from starchat_cli.core.fake_engine import FakeEngine
+    from starchat_cli.tui.widgets import ChatInput
+
+    text = long_reply(n_tokens)
+    engine = FakeEngine(text, n_ctx=1_000_000, pace=pace)
+    app = make(engine, home)
+    handled: dict[str, float] = {}
+    original = ChatInput._on_key
+    original_append = Markdown.append
+    appends: list[tuple[int, int, float]] = []  # (document length before, chars added, seconds) per append
+
+    async def timed_append(self, fragment):
+        before = len(self.source)
+        t0 = time.perf_counter()
+        await original_append(self, fragment)  # parse the new tail and update/mount its blocks
+        if self.has_class("reply-body"):
+            appends.append((before, len(fragment), time.perf_counter() - t0))
+
+    Markdown.append = timed_append  # type: ignore[method-assign]
+
+    async def timed(self, event):
+        await original(self, event)
+        if event.character and event.character.isalpha():
+            handled.setdefault(event.character, time.perf_counter())
+
+    ChatInput._on_key = timed  # type: ignore[method-assign]
+    latencies: list[float] = []
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.input.text = "go"
+            # Keys go in as the terminal driver sends them: posted to the app, not through
+            # pilot.press (which waits for the app to be idle, i.e. for the stream to end).
+            app.post_message(events.Key("enter", "\r"))
+            while not app.generating:
+                await asyncio.sleep(0.0005)
+            letters = "abcdefghijklmnopqrstuvwxyz"
+            for i in range(presses):
+                # Wait until the stream is i/presses of the way through, then press a key.
+                target = int(len(text) * (i + 1) / (presses + 1))
+                while app.generating and len(app.query("AssistantMessage").last().text) < target:
+                    await asyncio.sleep(0.0005)
+                if not app.generating:
+                    break
+                key = letters[i % 26]
+                handled.pop(key, None)
+                t0 = time.perf_counter()
+                app.post_message(events.Key(key, key))
+                while key not in handled and app.generating:
+                    await asyncio.sleep(0.0002)
+                if key in handled:
+                    latencies.append(handled[key] - t0)
+            await wait_done(pilot)
+    finally:
+        ChatInput._on_key = original  # type: ignore[method-assign]
+        Markdown.append = original_append  # type: ignore[method-assign]
+    quarter = len(text) // 4
+    first = [(n, sec) for at, n, sec in appends if at < quarter]
+    last = [(n, sec) for at, n, sec in appends if at >= 3 * quarter]
+    per_char = []
+    if first and last:
+        # Seconds per appended character over each quarter (appends carry varying amounts of text).
+        per_char = [sum(sec for _, sec in part) / sum(n for n, _ in part) for part in (first, last)]
+    return latencies, per_char, len(appends)
+
+
+def system_prompt(backend, target: int = 200) -> str:
+    sentence = (
+        "You are a careful programming assistant. Answer with short, correct code and explain "
+        "any assumption you make about the input, the edge cases and the complexity. "
+    )
+    text = sentence
+    while len(backend.tokenize(text)) < target:
+        text += sentence
+    words = text.split()
+    while len(backend.tokenize(" ".join(words))) > target:
+        words.pop()
+    return " ".join(words)
+
+
+async def ttft_ratio(reply_tokens: int, threads: int | None, home: Path) -> tuple[list[float], int]:
+    from starchat_cli.core.catalog import CATALOG
+    from starchat_cli.core.engine import Engine, GenerationParams, LlamaCppBackend, LoadOptions
+    from starchat_cli.core.prompts import get_format
+    from starchat_cli.core.sessions import SessionStore
+    from starchat_cli.core.store import demo_model_path
+    from starchat_cli.tui.app import make_app
+
+    path = demo_model_path()
+    if path is None:
+        raise SystemExit("the demo model is missing: pip install 'starchat[demo]'")
+    backend = LlamaCppBackend(path, LoadOptions(n_ctx=4096, n_threads=threads))
+    backend.load()
+    engine = Engine(backend, get_format("chatml"), CATALOG["demo"].default_system)
+    system = system_prompt(backend)
+    n_sys = len(backend.tokenize(system))
+    store = SessionStore(home / "ttft.sqlite3")
+    app = make_app(
+        engine,
+        model_name="demo",
+        store=store,
+        system=system,
+        params=GenerationParams(max_tokens=reply_tokens, temperature=0),
+        preload=False,
+    )
+    questions = [
+        "Write a Python function that reverses a string.",
+        "Now make it handle None.",
+        "Add a docstring.",
+        "Write a test for it.",
+        "How would you reverse words instead of characters?",
+        "Write that function.",
+        "What is its complexity?",
+        "Rewrite it without split().",
+        "Add type hints.",
+        "Summarise what we wrote.",
+    ]
+    async with app.run_test(size=(120, 40)) as pilot:
+        for q in questions:
+            app.input.text = q
+            await pilot.press("enter")
+            await wait_done(pilot)
+        msgs = [m for m in store.messages(app.session.id) if m.role == "assistant"]
+    return [float(m.stats["ttft_seconds"]) for m in msgs], n_sys
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=4000, help="reply length for parts 1 and 2")
+    parser.add_argument("--presses", type=int, default=20, help="keys pressed during part 2")
+    parser.add_argument("--pace", type=float, default=2000.0, help="tokens/s the fake streams at in part 2")
+    parser.add_argument("--reply-tokens", type=int, default=48, help="max tokens per demo reply in part 3")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads for part 3")
+    parser.add_argument("--skip-model", action="store_true", help="skip part 3 (the demo model)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        os.environ["STARCHAT_HOME"] = str(home)
+        tps, chunks, elapsed = asyncio.run(rendered_tokens_per_second(args.tokens, home))
+        print(f"rendered: {chunks} tokens in {elapsed:.2f} s = {tps:,.0f} tokens/s (target >= 2,000)")
+        lat, appends, n_appends = asyncio.run(keypress_latency(args.tokens, args.presses, args.pace, home))
+        if appends:
+            print(
+                f"paced at {args.pace:,.0f} tokens/s: {n_appends} Markdown appends; append cost "
+                f"{appends[0] * 1e6:.1f} us/char in the first quarter of the reply, {appends[1] * 1e6:.1f} us/char "
+                f"in the last: ratio {appends[1] / appends[0]:.2f} (1.0 = independent of the reply's length)"
+            )
+        if lat:
+            print(
+                f"keypress latency mid-stream ({len(lat)} keys during a {args.tokens}-token reply): "
+                f"median {statistics.median(lat) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms (target < 50 ms)"
+            )
+        else:
+            print("keypress latency: the reply finished before any key was pressed (raise --tokens)")
+        if not args.skip_model:
+            ttfts, n_sys = asyncio.run(ttft_ratio(args.reply_tokens, args.threads, home))
+            shown = ", ".join(f"{t * 1000:.0f}" for t in ttfts)
+            print(f"demo model, {n_sys}-token system prompt, TTFT per turn (ms): {shown}")
+            ratio = ttfts[9] / ttfts[1]
+            print(
+                f"TTFT turn 10 / turn 2 = {ttfts[9] * 1000:.0f} / {ttfts[1] * 1000:.0f} ms = {ratio:.2f} (target <= 1.3)"
+            )
+
+
+if __name__ == "__main__":
+    main()
