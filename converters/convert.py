@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -40,7 +43,8 @@ _FILE_TYPE = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
 _F32, _F16, _Q8_0, _BF16 = 0, 1, 8, 30
 _Q8_BLOCK, _Q8_BYTES = 32, 34
 
-CHUNK_ELEMENTS = 4 * 1024 * 1024  # rows are converted in chunks of about this many values
+CHUNK_ELEMENTS = 2 * 1024 * 1024  # rows are converted in chunks of about this many values
+MAX_WORKERS = 4  # threads converting chunks (numpy releases the GIL) while the main thread writes
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total) of checkpoint data
 
@@ -149,18 +153,17 @@ def _encode(chunk32: np.ndarray, ggml_type: int) -> np.ndarray:
 
 def _chunks(
     t: _Tensor, transform: Callable[[np.ndarray], np.ndarray] | None
-) -> Iterator[tuple[np.ndarray, int]]:
-    """Encoded pieces of one tensor, with the checkpoint bytes each one consumed."""
+) -> Iterator[tuple[Callable[[], np.ndarray], int]]:
+    """Jobs that each encode one row chunk of a tensor, with the checkpoint bytes each consumes."""
     src = t.reader.array(t.hf_name)
     dtype = t.entry.dtype
+    ggml_type = t.ggml_type
     if transform is not None:
-        yield (
-            _encode(transform(np.array(to_float32(src, dtype), dtype=np.float32)), t.ggml_type),
-            t.entry.n_bytes,
-        )
+        whole = np.array(to_float32(src, dtype), dtype=np.float32)
+        yield (lambda: _encode(transform(whole), ggml_type)), t.entry.n_bytes
         return
-    raw_ok = (dtype == "F32" and t.ggml_type == _F32) or (dtype == "F16" and t.ggml_type == _F16)
-    raw_ok = raw_ok or (dtype == "BF16" and t.ggml_type == _BF16)
+    raw_ok = (dtype == "F32" and ggml_type == _F32) or (dtype == "F16" and ggml_type == _F16)
+    raw_ok = raw_ok or (dtype == "BF16" and ggml_type == _BF16)
     rows = src.shape[0] if src.ndim >= 2 else 1
     per_row = max(1, src.size // max(rows, 1))
     step = max(1, CHUNK_ELEMENTS // per_row) if src.ndim >= 2 else rows
@@ -168,9 +171,28 @@ def _chunks(
     for r0 in range(0, rows, step):
         piece = src[r0 : r0 + step] if src.ndim >= 2 else src
         if raw_ok:
-            yield np.ascontiguousarray(piece), piece.size * item
+            yield (lambda piece=piece: np.ascontiguousarray(piece)), piece.size * item
         else:
-            yield _encode(to_float32(piece, dtype), t.ggml_type), piece.size * item
+            yield (lambda piece=piece: _encode(to_float32(piece, dtype), ggml_type)), piece.size * item
+
+
+def _pipelined(
+    jobs: Iterator[tuple[Callable[[], np.ndarray], int]], pool: Any, depth: int
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Run the jobs on the pool, at most ``depth`` ahead, yielding results in order."""
+    if pool is None:
+        for job, consumed in jobs:
+            yield job(), consumed
+        return
+    pending: deque[tuple[Any, int]] = deque()
+    for job, consumed in jobs:
+        pending.append((pool.submit(job), consumed))
+        if len(pending) >= depth:
+            future, done = pending.popleft()
+            yield future.result(), done
+    while pending:
+        future, done = pending.popleft()
+        yield future.result(), done
 
 
 def _check_disk(out_dir: Path, needed: int) -> None:
@@ -284,6 +306,8 @@ def _convert(
     os.close(fd)
     tmp = Path(tmp_name)
     writer = None
+    workers = min(MAX_WORKERS, os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="starchat-convert") if workers > 1 else None
     try:
         writer = gguf.GGUFWriter(tmp, plan.arch)
         _write_metadata(writer, plan, vocab, outtype, name or hf.resolve().name)
@@ -296,7 +320,7 @@ def _convert(
                 raw_dtype=gguf.GGMLQuantizationType(t.ggml_type),
             )
         writer.write_header_to_file()
-        writer.write_kv_data_to_file()
+        _write_kv(writer)
         writer.write_ti_data_to_file()
         assert writer.fout is not None
         fout = writer.fout[0]
@@ -311,10 +335,15 @@ def _convert(
             if fout.tell() != data_start + offset:
                 raise AssertionError(f"GGUF layout drifted at {t.name}")
             written = 0
-            for piece, consumed in _chunks(t, plan.transforms.get(t.name)):
+            jobs = _chunks(t, plan.transforms.get(t.name))
+            read = 0
+            for piece, consumed in _pipelined(jobs, pool, workers + 1):
                 fout.write(memoryview(piece).cast("B"))
                 written += piece.nbytes
                 done += consumed
+                read += consumed
+                if consumed < t.entry.n_bytes:
+                    t.reader.release(t.hf_name, 0, read)  # keep only in-flight chunks resident
                 if progress is not None:
                     progress(done, total)
             if written != t.out_bytes:
@@ -328,6 +357,9 @@ def _convert(
         writer = None
         os.replace(tmp, out)
     except BaseException as exc:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = None
         if writer is not None:
             try:
                 writer.close()
@@ -337,6 +369,9 @@ def _convert(
         if isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT
             raise StarchatError(f"disk full while writing {out}: free some space and try again") from exc
         raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     return ConvertResult(
         path=out,
         arch=plan.arch,
@@ -377,3 +412,43 @@ def _write_metadata(writer: Any, plan: ArchPlan, vocab: Vocab, outtype: str, nam
     writer.add_add_eos_token(vocab.add_eos)
     if vocab.chat_template is not None:
         writer.add_chat_template(vocab.chat_template)
+
+
+def _write_kv(writer: Any) -> None:
+    """``GGUFWriter.write_kv_data_to_file`` with fast paths for the big arrays.
+
+    The writer packs every token and merge through several Python calls (about a second for
+    a 49k vocabulary); string and int32 arrays are packed here in bulk, byte-identical
+    (the tests read the files back with gguf's reader and llama.cpp). Anything unexpected
+    falls back to the writer's own method.
+    """
+    from gguf.constants import GGUFValueType
+    from gguf.gguf_writer import WriterState
+
+    if (
+        getattr(writer, "state", None) is not WriterState.HEADER
+        or len(writer.kv_data) != 1
+        or not writer.fout
+    ):
+        writer.write_kv_data_to_file()
+        return
+    parts: list[bytes] = []
+    for key, val in writer.kv_data[0].items():
+        kb = key.encode("utf-8")
+        parts.append(struct.pack("<Q", len(kb)) + kb)
+        value = val.value
+        if val.type == GGUFValueType.ARRAY and isinstance(value, (list, tuple)) and value:
+            if val.sub_type in (None, GGUFValueType.STRING) and all(isinstance(v, str) for v in value):
+                pack = struct.Struct("<Q").pack
+                head = struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.STRING, len(value))
+                body = b"".join([pack(len(e)) + e for e in (v.encode("utf-8") for v in value)])
+                parts.append(head + body)
+                continue
+            if val.sub_type in (None, GGUFValueType.INT32) and all(type(v) is int for v in value):
+                head = struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.INT32, len(value))
+                parts.append(head + np.asarray(value, dtype="<i4").tobytes())
+                continue
+        parts.append(writer._pack_val(value, val.type, add_vtype=True, sub_type=val.sub_type))
+    writer.fout[0].write(b"".join(parts))
+    writer.flush()
+    writer.state = WriterState.KV_DATA

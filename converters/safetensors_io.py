@@ -67,7 +67,7 @@ class TensorEntry:
 def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
     """A float32 copy (or view, for F32) of stored values; BF16 is the top half of an F32."""
     if dtype == "BF16":
-        return (array.astype(np.uint32) << 16).view(np.float32)
+        return np.left_shift(array, 16, dtype=np.uint32).view(np.float32)  # one pass, no temporaries
     if dtype == "F32":
         return array
     return array.astype(np.float32)
@@ -165,14 +165,17 @@ class SafetensorsFile:
         flat = np.frombuffer(mm, dtype=np_dtype, count=entry.n_elements, offset=entry.start)
         return flat.reshape(entry.shape)
 
-    def release(self, name: str) -> None:
-        """Drop the tensor's pages from this process's resident set (they stay in the page cache)."""
+    def release(self, name: str, begin: int = 0, end: int | None = None) -> None:
+        """Drop the tensor's pages (or bytes ``begin:end`` of it) from this process's resident
+        set; they stay in the page cache. Only whole pages inside the range are dropped."""
         entry = self.tensors[name]
         if self._mm is None or not hasattr(self._mm, "madvise"):
             return
         page = mmap.PAGESIZE
-        start = entry.start // page * page
-        length = entry.end - start
+        lo = entry.start + begin
+        hi = entry.end if end is None else min(entry.end, entry.start + end)
+        start = lo // page * page if begin == 0 else -(-lo // page) * page
+        length = (hi if end is None else hi // page * page) - start
         if length > 0:
             try:
                 self._mm.madvise(getattr(mmap, "MADV_DONTNEED", 4), start, length)

@@ -70,8 +70,9 @@ class TorchBinFile:
             return t.view(torch.int16).numpy().view(np.uint16)
         return t.numpy()
 
-    def release(self, name: str) -> None:
-        self._state.pop(name, None)
+    def release(self, name: str, begin: int = 0, end: int | None = None) -> None:
+        if end is None:
+            self._state.pop(name, None)
 
     def close(self) -> None:
         self._state.clear()
