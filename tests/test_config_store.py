@@ -70,7 +70,7 @@ def test_missing_config_file_is_empty(tmp_path):
         ("temperature = 'hot'\n", "key 'temperature' must be a number"),
         ("top_p = 3\n", "key 'top_p' must be from 0.0 to 1.0"),
         ("ctx = 10\n", "key 'ctx' must be >= 64"),
-        ("gpu = 'lots'\n", "key 'gpu' must be \"auto\", \"off\""),
+        ("gpu = 'lots'\n", 'key \'gpu\' must be "auto", "off"'),
         ("gpu_layers = -1\n", "key 'gpu' must be"),
         ("format = 'alpaca'\n", "key 'format' must be one of"),
         ("[models.demo]\ncolor = 1\n", "unknown key 'models.demo.color'"),

@@ -70,7 +70,7 @@ def test_help_imports_nothing_heavy():
 
 
 @pytest.mark.parametrize(
-    "command", ["ask", "list", "info", "add", "rm", "paths", "doctor", "convert", "quantize"]
+    "command", ["ask", "list", "info", "add", "rm", "paths", "doctor", "convert", "quantize", "serve", "pull"]
 )
 def test_subcommand_help_imports_nothing_heavy(command):
     probe = (

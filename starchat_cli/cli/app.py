@@ -86,12 +86,13 @@ def _root(
 
 
 def _register() -> None:
-    from starchat_cli.cli import ask, chat, convert, doctor, models, serve
+    from starchat_cli.cli import ask, chat, convert, doctor, models, pull, serve
 
     ask.register(app)
     models.register(app)
     doctor.register(app)
     serve.register(app)
+    pull.register(app)
     convert.register(app)
     chat.register(app)
 

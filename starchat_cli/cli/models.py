@@ -124,13 +124,14 @@ def list_models(
                     r["name"],
                     r["family"] or "-",
                     r["quant"] or "-",
+                    r["source"],
                     human_bytes(r["size"]) if r["size"] is not None else "?",
                     str(r["context"] or "-"),
                     r["path"] + (f"  [{r['problem']}]" if r["problem"] else ""),
                 ]
                 for r in rows
             ],
-            ["NAME", "FAMILY", "QUANT", "SIZE", "CONTEXT", "PATH"],
+            ["NAME", "FAMILY", "QUANT", "SOURCE", "SIZE", "CONTEXT", "PATH"],
         )
     )
 
@@ -266,7 +267,7 @@ def rm(
 
     store = Store()
     entry = store.get(model)
-    if entry is not None and store._owns(Path(entry.path)) and not yes:
+    if entry is not None and store.owns(entry) and not yes:
         if not sys.stdin or not sys.stdin.isatty():
             raise StarchatError(f"`starchat rm {model}` deletes {entry.path}: add --yes to confirm")
         if not typer.confirm(f"delete {entry.path}?", default=False):

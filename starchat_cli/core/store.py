@@ -200,7 +200,9 @@ class Store:
                 f"{name!r} is a catalog name: use it only for that model (--family {name}), "
                 "or pick another --name"
             )
-        target = path.resolve()
+        # Keep the path as given (absolute), not its resolved target: a file in the
+        # Hugging Face cache is a link named like the file, and split GGUFs are found by name.
+        target = Path(os.path.abspath(path))
         if copy:
             dest = self.paths.models_dir / f"{name.replace('/', '_').replace(':', '-')}.gguf"
             _atomic_copy(target, dest)
@@ -225,15 +227,22 @@ class Store:
             else:
                 raise ModelNotFoundError(f"no local model named {name!r}: see `starchat list`")
         path = Path(entry.path)
-        owned = self._owns(path)
         freed = 0
-        if (owned if delete_file is None else delete_file) and path.exists():
+        if entry.source == "prebuilt" and (delete_file is None or delete_file):
+            from .hub import remove_from_cache
+
+            freed = remove_from_cache(path) if (path.exists() or path.is_symlink()) else 0
+        elif (self._owns(path) if delete_file is None else delete_file) and path.exists():
             freed = path.stat().st_size
             path.unlink()
         if name in entries:
             del entries[name]
             self._save(entries)
         return entry, freed
+
+    def owns(self, entry: Entry) -> bool:
+        """Whether `rm` deletes the file: downloads and files starchat made or copied."""
+        return entry.source == "prebuilt" or self._owns(Path(entry.path))
 
     def _owns(self, path: Path) -> bool:
         """Files in the store's own folder are starchat's to delete; others are only forgotten."""
