@@ -21,8 +21,9 @@ from typing import Callable
 
 from starchat_cli.core.errors import ConversionError, StarchatError
 
-# Types that llama.cpp only makes well with an importance matrix (llama-quantize refuses them without).
-NEEDS_IMATRIX = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S")
+# Types llama.cpp's quantizer refuses without an importance matrix ("this quantization
+# requires an imatrix"), which starchat does not compute.
+NEEDS_IMATRIX = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "Q2_K_S")
 # Not offered: llama.cpp's "guessed" marker.
 _SKIP = ("GUESSED",)
 

@@ -745,6 +745,32 @@ def test_every_listed_type_is_a_llama_cpp_ftype():
             assert FILE_TYPES[value] == name or (name, FILE_TYPES[value]) == ("F32", "F32")
 
 
+def test_every_quant_type_quantizes_and_loads_or_is_refused_cleanly(built, tmp_path):
+    import llama_cpp
+
+    from converters.quantize import NEEDS_IMATRIX, quant_types, quantize
+
+    src = built("starcoder").gguf("f32")
+    loaded, refused = [], {}
+    for name in quant_types():
+        out = tmp_path / f"{name}.gguf"
+        try:
+            quantize(src, out, name)
+        except ConversionError as exc:
+            refused[name] = exc.message
+            assert not out.exists()
+            continue
+        llm = llama_cpp.Llama(str(out), verbose=False, n_ctx=64, n_threads=2)
+        llm.eval(built("starcoder").ids("def f():"))
+        loaded.append(name)
+        out.unlink()
+    common = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_M", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K"}
+    assert common | {"IQ4_XS", "IQ4_NL", "F16", "BF16"} <= set(loaded), refused
+    for name in NEEDS_IMATRIX:
+        assert "importance matrix" in refused[name]
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
 # -- CLI -----------------------------------------------------------------------------
 
 
