@@ -65,6 +65,7 @@ def test_prebuilt_pull_then_ask(hub, env, demo_bytes, tmp_path):
     assert res.returncode == 0, res.stderr
     assert b"pulled starchat2 (Q4_1, prebuilt)" in res.stdout  # the demo bytes stand in: Q4_1 inside
     assert hub.served[KEY] == len(demo_bytes)
+    assert f"starchat: {Q4}: {len(demo_bytes):,} bytes in".encode() in res.stderr  # piped: a line per file
     snapshot = tmp_path / "hf" / "hub" / "models--bartowski--starchat2-15b-v0.1-GGUF" / "snapshots"
     files = list(snapshot.rglob(Q4))
     assert len(files) == 1 and files[0].is_symlink()

@@ -306,3 +306,37 @@ def test_ask_endpoint_against_llama_cpp_python_server(demo_gguf, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_ctrl_c_closes_in_flight_streams(demo_gguf, tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "starchat_cli", "serve", "-m", "demo", "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, "STARCHAT_HOME": str(tmp_path)},
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(f"{base}/health", proc)
+    body = {
+        "messages": [{"role": "user", "content": "Write a very long story."}],
+        "max_tokens": 2500,
+        "stream": True,
+    }
+    lines: list[str] = []
+    with httpx.Client(timeout=120) as client:
+        with client.stream("POST", f"{base}/v1/chat/completions", json=body) as res:
+            for line in res.iter_lines():
+                lines.append(line)
+                if len(lines) == 6:
+                    proc.send_signal(signal.SIGINT)  # Ctrl-C while the reply streams
+    # The stream ended well before its 2,500 tokens, and properly: a finish chunk and [DONE].
+    content = [ln for ln in lines if '"content"' in ln]
+    assert len(content) < 2000
+    assert lines[-1] == "" or lines[-1] == "data: [DONE]"
+    assert "data: [DONE]" in lines
+    proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert b"Traceback" not in proc.stderr.read()

@@ -123,7 +123,13 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
-    server = uvicorn.Server(
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            app.state.shutting_down.set()  # end in-flight streams now, not after the grace period
+            super().handle_exit(sig, frame)
+
+    server = Server(
         uvicorn.Config(
             app,
             host=host.strip("[]"),

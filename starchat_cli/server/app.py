@@ -397,7 +397,7 @@ def make_app(
         if on_shutdown is not None:
             on_shutdown()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/v1/models", models, methods=["GET"]),
@@ -407,6 +407,10 @@ def make_app(
         exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
         lifespan=lifespan,
     )
+    # The server sets this on Ctrl-C, before it waits for open connections: in-flight
+    # generations stop at their next token and their streams end properly.
+    app.state.shutting_down = shutting_down
+    return app
 
 
 async def _first_item(items: AsyncIterator[Any]) -> Any:
