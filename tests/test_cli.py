@@ -225,3 +225,18 @@ def test_registered_family_gets_catalog_format(tmp_path, demo_gguf):
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["format"] == "starchat"
     assert Path(json.loads(res.stdout)["path"]) == demo_gguf.resolve()
+
+
+def test_an_unexpected_exception_is_one_line(monkeypatch):
+    import starchat_cli.core.runtime as runtime
+
+    def boom(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(runtime, "load_settings", boom)
+    res = invoke("ask", "hi")
+    assert res.exit_code == ExitCode.ERROR
+    assert res.stderr.strip() == (
+        "starchat: error: unexpected ZeroDivisionError: division by zero "
+        "(a bug: please report it; STARCHAT_DEBUG=1 shows the traceback)"
+    )

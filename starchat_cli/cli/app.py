@@ -35,6 +35,8 @@ class StarchatGroup(TyperGroup):
             print(file=sys.stderr)
             say_error("interrupted")
             ctx.exit(ExitCode.INTERRUPTED)
+        except BrokenPipeError:
+            raise  # the reader went away: main() ends quietly
         except Exception as exc:
             if type(exc).__module__.startswith(("typer", "click")) or os.environ.get("STARCHAT_DEBUG"):
                 raise  # Exit, Abort, usage errors: Click reports those itself
