@@ -22,7 +22,9 @@ What it measures
 3. TTFT turn 10 / turn 2 on the demo model (SmolLM2-135M, real llama.cpp) with a
    ~200-token system prompt: ten turns through the same app (greedy, at most
    ``--reply-tokens`` tokens per reply), time to first token read from each saved reply's
-   stats. Turn 1 pays for the system prompt; later turns reuse llama.cpp's KV cache for
+   stats, with half a second between turns (a user reads the reply: the UI settles;
+   without it the next prompt's evaluation competes with drawing the previous reply
+   for the same two cores). Turn 1 pays for the system prompt; later turns reuse llama.cpp's KV cache for
    the shared prefix, so turn 10 should cost about what turn 2 does. Target: <= 1.3.
 
 Usage::
@@ -115,7 +117,7 @@ async def keypress_latency(
     appends: list[tuple[int, int, float]] = []  # (document length before, chars added, seconds) per append
 
     async def timed_append(self, fragment):
-        before = len(self.source)
+        before = len(getattr(self.parent, "text", ""))  # position in the whole reply (segments included)
         t0 = time.perf_counter()
         await original_append(self, fragment)  # parse the new tail and update/mount its blocks
         if self.has_class("reply-body"):
@@ -224,8 +226,12 @@ async def ttft_ratio(reply_tokens: int, threads: int | None, home: Path) -> tupl
             app.input.text = q
             await pilot.press("enter")
             await wait_done(pilot)
+            await asyncio.sleep(THINK_SECONDS)
         msgs = [m for m in store.messages(app.session.id) if m.role == "assistant"]
     return [float(m.stats["ttft_seconds"]) for m in msgs], n_sys
+
+
+THINK_SECONDS = 0.5  # between turns, as a user reading the reply; the UI settles meanwhile
 
 
 def main() -> None:

@@ -481,3 +481,19 @@ async def test_command_palette_has_chat_commands():
 def test_bindings_have_ids():
     ids = {b.id for b in ChatApp.BINDINGS}  # type: ignore[union-attr]
     assert {"chat.stop", "chat.new", "chat.sessions", "chat.undo", "chat.help"} <= ids
+
+
+async def test_a_long_reply_streams_into_bounded_markdown_segments():
+    paragraphs = [f"Paragraph {i} " + "word " * 20 for i in range(40)]
+    text = (
+        "\n\n".join(paragraphs[:20]) + "\n\n```python\nx = 1\n\ny = 2\n```\n\n" + "\n\n".join(paragraphs[20:])
+    )
+    app = build(FakeEngine(text, chunks=[text[i : i + 7] for i in range(0, len(text), 7)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "long please")
+        reply = app.query_one(AssistantMessage)
+        segments = list(reply.query(".reply-body"))
+        assert len(segments) >= 2
+        assert "".join(md.source for md in segments) == text == reply.text
+        # no segment boundary falls inside the code fence
+        assert all(md.source.count("```") % 2 == 0 for md in segments)

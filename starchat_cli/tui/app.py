@@ -395,11 +395,17 @@ class ChatApp(App[None]):
         current = self._current
         if current is None or event.gen_id != current.gen_id:
             return
+        try:
+            await self._finish_reply(current, event)
+        finally:
+            self._current = None  # only now: the reply is saved and drawn in full
+            self.update_status()
+
+    async def _finish_reply(self, current: _Generation, event: ReplyDone) -> None:
         rest = self._take_pending()
         widget = current.widget
         if rest and widget.is_attached:
             await widget.append(rest)
-        self._current = None
         st = event.stats
         if event.error is None or event.text:
             self.store.add_message(
@@ -434,7 +440,6 @@ class ChatApp(App[None]):
         if self.session is not None:
             self.session = self.store.get(self.session.id)
         self.state = "stopped" if event.stopped and not event.error else ""
-        self.update_status()
 
     @property
     def generating(self) -> bool:

@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.widgets import Button, Label, Markdown, Static, TextArea
 from textual.widgets.markdown import MarkdownStream
 
-from starchat_cli.core.markdown import CodeBlock, extract_code_blocks
+from starchat_cli.core.markdown import BlockSplitter, CodeBlock, extract_code_blocks
 
 
 class ChatInput(TextArea):
@@ -125,7 +125,17 @@ class CodeActions(Horizontal):
 
 
 class AssistantMessage(Vertical):
-    """A reply: Markdown streamed in place (only new text is parsed), then its code blocks' actions."""
+    """A reply streamed in place as Markdown; when it is complete, its code blocks' actions.
+
+    Two things keep the cost per token flat as a reply grows: Textual's MarkdownStream
+    parses only the new tail and coalesces fragments that arrive while the UI is busy;
+    and every ``SEGMENT_BLOCKS`` finished blocks (split at a blank line outside a code
+    fence by :class:`~starchat_cli.core.markdown.BlockSplitter`) the stream moves on to a
+    fresh Markdown widget, so neither the parser's document nor the widget being
+    re-laid out keeps growing.
+    """
+
+    SEGMENT_BLOCKS = 16
 
     def __init__(self, text: str = "", *, model: str = "", stopped: bool = False) -> None:
         super().__init__(classes="message assistant")
@@ -133,6 +143,8 @@ class AssistantMessage(Vertical):
         self.text = text
         self.stopped = stopped
         self._stream: MarkdownStream | None = None
+        self._splitter: BlockSplitter | None = None
+        self._segment_blocks = 0
         self.blocks: list[CodeBlock] = []
 
     def compose(self) -> ComposeResult:
@@ -140,22 +152,39 @@ class AssistantMessage(Vertical):
 
     @property
     def body(self) -> Markdown:
-        return self.query_one(".reply-body", Markdown)
+        return self.query(".reply-body").last(Markdown)
 
     def start_stream(self) -> None:
         self.add_class("-streaming")
+        self._splitter = BlockSplitter()
+        self._segment_blocks = 0
         self._stream = Markdown.get_stream(self.body)
 
     async def append(self, text: str) -> None:
         self.text += text
-        if self._stream is not None:
-            await self._stream.write(text)
+        if self._stream is None or self._splitter is None:
+            return
+        finished = self._splitter.feed(text)
+        self._segment_blocks += len(finished)
+        pending = self._splitter.pending
+        if finished and self._segment_blocks >= self.SEGMENT_BLOCKS and len(pending) <= len(text):
+            # The finished blocks end inside this fragment: close the segment there.
+            cut = len(text) - len(pending)
+            await self._stream.write(text[:cut])
+            await self._stream.stop()
+            segment = Markdown("", classes="reply-body")
+            await self.mount(segment)
+            self._stream = Markdown.get_stream(segment)
+            self._segment_blocks = 0
+            text = pending
+        await self._stream.write(text)
 
     async def finish(self, stopped: bool, suggest) -> None:
         """End streaming; mark a stopped reply; add actions for each code block."""
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
+        self._splitter = None
         self.remove_class("-streaming")
         self.stopped = stopped
         await self.show_extras(suggest)
