@@ -7,16 +7,18 @@ compared with transformers on the same token ids.
 Bounds (``scale`` = the largest |logit| transformers produces on the compared positions):
 
 * f32: every tensor is bit-identical to the checkpoint, and logits agree within
-  1e-3 x scale. The 1e-4 x scale target is not reachable through llama.cpp's CPU
-  backend: its GELU is a lookup table indexed by the fp16-rounded input and storing fp16
-  results (``GGML_GELU_FP16``), a relative error up to 2^-11 per activation. With that
-  table reproduced in transformers the gap shrinks to about 1e-4 x scale, the level set
-  by inputs that round to different fp16 neighbours; ``test_f32_gap_is_llama_cpp_gelu``
-  checks that at 2.5e-4 x scale. Measured: 3.5e-4 to 4.5e-4 x scale plain, about 1e-4
-  with the table reproduced. The KV cache is kept F32 so it adds no rounding of its own.
+  1e-3 x scale. The 1e-4 x scale target is not reachable on these random-weight models
+  through llama.cpp's CPU backend: its GELU is a lookup table indexed by the fp16-rounded
+  input and storing fp16 results (``GGML_GELU_FP16``), a relative error up to 2^-11 per
+  activation, and random weights at this scale feed large pre-activations into it. With
+  that table reproduced in transformers the gap shrinks 3-4x, to the level set by inputs
+  that round to different fp16 neighbours; ``test_f32_gap_is_llama_cpp_gelu`` checks that
+  at 2.5e-4 x scale. Measured: 2.8e-4 to 4.1e-4 x scale plain, ~1e-4 with the table
+  reproduced. (Briefly trained tiny models, measured outside the suite, land at
+  4e-5 to 8e-5 x scale.) The KV cache is kept F32 so it adds no rounding of its own.
 * f16: 5e-3 x scale. Weights are rounded to fp16 (2^-12 relative) and llama.cpp also
   rounds each matmul's activations to fp16 for f16 weights, on top of the GELU table;
-  measured about 1.3e-3 x scale over two layers, so the bound leaves a ~4x margin.
+  measured 0.85e-3 to 1.4e-3 x scale over two layers, so the bound leaves a ~4x margin.
 """
 
 from __future__ import annotations
@@ -287,8 +289,11 @@ def test_quantized_models_keep_top1(built, case):
     """Q8_0 and Q4_K_M load and agree with transformers' top-1 on most positions.
 
     A random tiny model has far flatter logits than a trained one (the runner-up is often
-    within a few percent), so these are floors for the worst case, not typical figures.
-    Measured: Q8_0 0.95-0.96, Q4_K_M 0.65-0.69 top-1; HF's top-1 within Q4_K_M's top-5 ~0.99.
+    within a few percent of the top), so these are floors for that worst case. Measured on
+    the four random models: Q8_0 0.95-0.975 top-1, Q4_K_M 0.60-0.745 top-1 and 0.97-0.99
+    "transformers' top-1 is in Q4_K_M's top-5". The same models after 30-40 AdamW steps on
+    the tokenizer corpus (outside the suite: training takes too long on 2 cores) keep
+    0.985-1.0 (Q8_0) and 0.925-0.99 (Q4_K_M) top-1.
     """
     b = built(case)
     ids = b.ids(LONG_TEXT)[:200]
