@@ -196,3 +196,61 @@ def _save_bin(model, out_dir: Path, n_shards: int) -> None:
         weight_map.update(dict.fromkeys(part, file))
     index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
     (out_dir / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2))
+
+
+def write_wide_starcoder2(out_dir: Path, n_layer: int, hidden: int = 1024, ff: int = 8192) -> int:
+    """A random float32 StarCoder2 checkpoint with wide layers (for memory tests, not accuracy).
+
+    Written straight with safetensors (no transformers model): the tokenizer is the tiny
+    one, so the largest tensors are the MLP matrices. Returns the largest tensor's bytes.
+    """
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    tokenizer = build_tokenizer("none")
+    n_vocab = len(tokenizer)
+    heads, kv_heads = 16, 4
+    kv = hidden // heads * kv_heads
+    rng = np.random.default_rng(0)
+    block = (rng.standard_normal(ff * hidden, dtype=np.float32) * 0.02).astype(np.float32)
+
+    def rand(*shape: int):
+        n = int(np.prod(shape))
+        return block[:n].reshape(shape).copy()
+
+    tensors = {"model.embed_tokens.weight": rand(n_vocab, hidden)}
+    for i in range(n_layer):
+        p = f"model.layers.{i}"
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            tensors[f"{p}.{norm}.weight"] = np.ones(hidden, np.float32)
+            tensors[f"{p}.{norm}.bias"] = np.zeros(hidden, np.float32)
+        for name, rows in (("q_proj", hidden), ("k_proj", kv), ("v_proj", kv), ("o_proj", hidden)):
+            tensors[f"{p}.self_attn.{name}.weight"] = rand(rows, hidden)
+            tensors[f"{p}.self_attn.{name}.bias"] = np.zeros(rows, np.float32)
+        tensors[f"{p}.mlp.c_fc.weight"] = rand(ff, hidden)
+        tensors[f"{p}.mlp.c_fc.bias"] = np.zeros(ff, np.float32)
+        tensors[f"{p}.mlp.c_proj.weight"] = rand(hidden, ff)
+        tensors[f"{p}.mlp.c_proj.bias"] = np.zeros(hidden, np.float32)
+    tensors["model.norm.weight"] = np.ones(hidden, np.float32)
+    tensors["model.norm.bias"] = np.zeros(hidden, np.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_dir / "model.safetensors"))
+    largest = max(t.nbytes for t in tensors.values())
+    del tensors
+    config = {
+        "architectures": ["Starcoder2ForCausalLM"],
+        "model_type": "starcoder2",
+        "hidden_size": hidden,
+        "intermediate_size": ff,
+        "num_hidden_layers": n_layer,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "max_position_embeddings": 4096,
+        "vocab_size": n_vocab,
+        "tie_word_embeddings": True,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+    }
+    (out_dir / "config.json").write_text(json.dumps(config))
+    tokenizer.save_pretrained(out_dir)
+    return largest
