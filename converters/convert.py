@@ -30,6 +30,7 @@ from .safetensors_io import (
     SafetensorsFile,
     TensorEntry,
     bf16_from_float32,
+    f16_from_bf16,
     read_index,
     shard_files,
     to_float32,
@@ -172,6 +173,8 @@ def _chunks(
         piece = src[r0 : r0 + step] if src.ndim >= 2 else src
         if raw_ok:
             yield (lambda piece=piece: np.ascontiguousarray(piece)), piece.size * item
+        elif dtype == "BF16" and ggml_type == _F16:  # the common case: bf16 checkpoints to f16
+            yield (lambda piece=piece: f16_from_bf16(piece)), piece.size * item
         else:
             yield (lambda piece=piece: _encode(to_float32(piece, dtype), ggml_type)), piece.size * item
 

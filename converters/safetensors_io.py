@@ -73,6 +73,24 @@ def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
+def f16_from_bf16(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bits -> float16 bits, exactly as ``to_float32(bits).astype(float16)`` but ~3x faster.
+
+    Where both formats are normal (bf16 exponents 113..142, |x| in [2^-14, 65280]) the
+    7-bit mantissa fits the 10-bit one exactly, so only fields move; zeros, values that
+    become f16 subnormals or overflow, infinities and NaNs (a few per thousand weights)
+    go through the float path.
+    """
+    exp = (bits >> 7) & 0xFF
+    out = (bits & 0x8000) | ((bits & 0x7F) << 3) | ((exp - 112) << 10)
+    odd = (exp - 113) > 29  # unsigned: exp < 113 or exp > 142
+    if odd.any():
+        idx = np.flatnonzero(odd)
+        with np.errstate(over="ignore"):
+            out.flat[idx] = to_float32(bits.ravel()[idx], "BF16").astype(np.float16).view(np.uint16)
+    return out
+
+
 def bf16_from_float32(array: np.ndarray) -> np.ndarray:
     """Round float32 to bfloat16 (round to nearest even, NaN kept), as uint16 bits."""
     bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)

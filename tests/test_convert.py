@@ -327,6 +327,44 @@ def test_q8_0_outtype_matches_llama_cpp_quantizer(built):
     assert "blk.0.ffn_up.weight" in same and "blk.1.attn_qkv.weight" in same
 
 
+def test_bf16_to_f16_fast_path_is_exact():
+    from converters.safetensors_io import f16_from_bf16, to_float32
+
+    bits = np.arange(1 << 16, dtype=np.uint16).reshape(256, 256)
+    with np.errstate(over="ignore"):
+        want = to_float32(bits, "BF16").astype(np.float16)
+    got = f16_from_bf16(bits).view(np.float16)
+    nan = np.isnan(want)
+    assert np.array_equal(got[~nan].view(np.uint16), want[~nan].view(np.uint16))
+    assert np.isnan(got[nan]).all()
+
+
+def test_bf16_checkpoint_converts_exactly(built, tmp_path):
+    """A bf16 checkpoint to f16 (fast path) and f32 gives the values transformers sees."""
+    import gguf
+    import torch
+
+    from converters.convert import convert_checkpoint
+
+    b = built("starcoder2-tied-sharded")
+    ckpt = tmp_path / "bf16"
+    b.model.to(torch.bfloat16).save_pretrained(ckpt)
+    b.model.float()
+    shutil.copy(b.dir / "tokenizer.json", ckpt)
+    shutil.copy(b.dir / "tokenizer_config.json", ckpt)
+    state = {k: v.float().numpy() for k, v in b.model.to(torch.bfloat16).state_dict().items()}
+    b.model.float()
+    for outtype in ("f16", "f32"):
+        res = convert_checkpoint(ckpt, tmp_path / f"{outtype}.gguf", outtype)
+        tensors = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(res.path).tensors}
+        got = tensors["blk.0.ffn_up.weight"]
+        want = state["model.layers.0.mlp.c_fc.weight"]
+        # f16 holds every bf16 value exactly except those below 2^-14 (f16 subnormals)
+        assert got.dtype == (np.float16 if outtype == "f16" else np.float32)
+        assert np.array_equal(got, want.astype(got.dtype)), outtype
+        assert np.array_equal(tensors["blk.1.attn_norm.bias"], state["model.layers.1.input_layernorm.bias"])
+
+
 # -- metadata, tokenizer, templates ---------------------------------------------------
 
 
