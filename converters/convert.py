@@ -152,8 +152,48 @@ def _encode(chunk32: np.ndarray, ggml_type: int) -> np.ndarray:
     return quantize(np.ascontiguousarray(chunk32, dtype=np.float32), GGMLQuantizationType.Q8_0)
 
 
+class _Ring:
+    """Reusable chunk buffers, one set per job that can be alive at once.
+
+    Fresh multi-megabyte arrays for every chunk cost a page fault per 4 KB (glibc hands
+    large blocks back to the kernel); reusing a few sets keeps the conversion in user
+    time. A set is reused only after its chunk has been written (see :func:`_pipelined`).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.sets: list[dict[str, np.ndarray]] = [{} for _ in range(size)]
+        self.turn = 0
+
+    def next(self) -> dict[str, np.ndarray]:
+        slot = self.sets[self.turn % len(self.sets)]
+        self.turn += 1
+        return slot
+
+
+def _buffer(slot: dict[str, np.ndarray], key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    n = int(np.prod(shape))
+    arr = slot.get(key)
+    if arr is None or arr.size < n or arr.dtype != dtype:
+        arr = slot[key] = np.empty(max(n, CHUNK_ELEMENTS), dtype)
+    return arr[:n].reshape(shape)
+
+
+def _job(piece: np.ndarray, dtype: str, ggml_type: int, slot: dict[str, np.ndarray]) -> np.ndarray:
+    if dtype == "BF16" and ggml_type == _F16:  # the common case: bf16 checkpoints to f16
+        return f16_from_bf16(piece, _buffer(slot, "out16", piece.shape, np.uint16), slot)
+    if dtype == "F32" and ggml_type == _F16:
+        out = _buffer(slot, "f16", piece.shape, np.float16)
+        np.copyto(out, piece, casting="same_kind")
+        return out
+    if dtype == "BF16" and ggml_type == _F32:
+        out = _buffer(slot, "u32", piece.shape, np.uint32)
+        np.left_shift(piece, 16, out=out, dtype=np.uint32)
+        return out.view(np.float32)
+    return _encode(to_float32(piece, dtype), ggml_type)
+
+
 def _chunks(
-    t: _Tensor, transform: Callable[[np.ndarray], np.ndarray] | None
+    t: _Tensor, transform: Callable[[np.ndarray], np.ndarray] | None, ring: _Ring
 ) -> Iterator[tuple[Callable[[], np.ndarray], int]]:
     """Jobs that each encode one row chunk of a tensor, with the checkpoint bytes each consumes."""
     src = t.reader.array(t.hf_name)
@@ -169,14 +209,15 @@ def _chunks(
     per_row = max(1, src.size // max(rows, 1))
     step = max(1, CHUNK_ELEMENTS // per_row) if src.ndim >= 2 else rows
     item = t.entry.n_bytes // max(src.size, 1)
+    reader, name = t.reader, t.hf_name
     for r0 in range(0, rows, step):
         piece = src[r0 : r0 + step] if src.ndim >= 2 else src
+        reader.prefetch(name, r0 * per_row * item, (r0 + step) * per_row * item)
         if raw_ok:
             yield (lambda piece=piece: np.ascontiguousarray(piece)), piece.size * item
-        elif dtype == "BF16" and ggml_type == _F16:  # the common case: bf16 checkpoints to f16
-            yield (lambda piece=piece: f16_from_bf16(piece)), piece.size * item
         else:
-            yield (lambda piece=piece: _encode(to_float32(piece, dtype), ggml_type)), piece.size * item
+            slot = ring.next()
+            yield (lambda piece=piece, slot=slot: _job(piece, dtype, ggml_type, slot)), piece.size * item
 
 
 def _pipelined(
@@ -311,6 +352,7 @@ def _convert(
     writer = None
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="starchat-convert") if workers > 1 else None
+    ring = _Ring(workers + 2)  # jobs in flight (workers + 1) plus the chunk being written
     try:
         writer = gguf.GGUFWriter(tmp, plan.arch)
         _write_metadata(writer, plan, vocab, outtype, name or hf.resolve().name)
@@ -338,7 +380,7 @@ def _convert(
             if fout.tell() != data_start + offset:
                 raise AssertionError(f"GGUF layout drifted at {t.name}")
             written = 0
-            jobs = _chunks(t, plan.transforms.get(t.name))
+            jobs = _chunks(t, plan.transforms.get(t.name), ring)
             read = 0
             for piece, consumed in _pipelined(jobs, pool, workers + 1):
                 fout.write(memoryview(piece).cast("B"))

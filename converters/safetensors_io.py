@@ -14,6 +14,7 @@ import json
 import mmap
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ DTYPES: dict[str, tuple[Any, int]] = {
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
 
 _MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
+_POPULATE = getattr(mmap, "MADV_POPULATE_READ", 22 if sys.platform.startswith("linux") else 0)
 
 
 @dataclass(frozen=True)
@@ -73,17 +75,38 @@ def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def f16_from_bf16(bits: np.ndarray) -> np.ndarray:
+def f16_from_bf16(bits: np.ndarray, out: np.ndarray | None = None, scratch: dict | None = None) -> np.ndarray:
     """bfloat16 bits -> float16 bits, exactly as ``to_float32(bits).astype(float16)`` but ~3x faster.
 
     Where both formats are normal (bf16 exponents 113..142, |x| in [2^-14, 65280]) the
     7-bit mantissa fits the 10-bit one exactly, so only fields move; zeros, values that
     become f16 subnormals or overflow, infinities and NaNs (a few per thousand weights)
-    go through the float path.
+    go through the float path. ``out`` and ``scratch`` (a dict of reusable arrays) avoid
+    allocating, and page-faulting, fresh memory for every chunk.
     """
-    exp = (bits >> 7) & 0xFF
-    out = (bits & 0x8000) | ((bits & 0x7F) << 3) | ((exp - 112) << 10)
-    odd = (exp - 113) > 29  # unsigned: exp < 113 or exp > 142
+
+    def buf(key: str, dtype: Any) -> np.ndarray:
+        if scratch is None:
+            return np.empty(bits.shape, dtype)
+        arr = scratch.get(key)
+        if arr is None or arr.size < bits.size:
+            arr = scratch[key] = np.empty(bits.size, dtype)
+        return arr[: bits.size].reshape(bits.shape)
+
+    if out is None:
+        out = np.empty(bits.shape, np.uint16)
+    exp, tmp, odd = buf("exp", np.uint16), buf("tmp", np.uint16), buf("odd", np.bool_)
+    np.right_shift(bits, 7, out=exp)
+    exp &= 0xFF
+    np.bitwise_and(bits, 0x7F, out=out)
+    out <<= 3
+    np.bitwise_and(bits, 0x8000, out=tmp)
+    out |= tmp
+    np.subtract(exp, 112, out=tmp)
+    tmp <<= 10
+    out |= tmp
+    np.subtract(exp, 113, out=tmp)
+    np.greater(tmp, 29, out=odd)  # unsigned: exp < 113 or exp > 142
     if odd.any():
         idx = np.flatnonzero(odd)
         with np.errstate(over="ignore"):
@@ -182,6 +205,20 @@ class SafetensorsFile:
         mm = self._map()
         flat = np.frombuffer(mm, dtype=np_dtype, count=entry.n_elements, offset=entry.start)
         return flat.reshape(entry.shape)
+
+    def prefetch(self, name: str, begin: int, end: int) -> None:
+        """Map bytes ``begin:end`` of a tensor in one call (MADV_POPULATE_READ, Linux 5.14+)
+        instead of one page fault per 4 KB; a no-op where unsupported."""
+        if self._mm is None or not _POPULATE:
+            return
+        entry = self.tensors[name]
+        page = mmap.PAGESIZE
+        start = (entry.start + begin) // page * page
+        stop = min(entry.end, entry.start + end)
+        try:
+            self._mm.madvise(_POPULATE, start, stop - start)
+        except (OSError, ValueError):
+            pass
 
     def release(self, name: str, begin: int = 0, end: int | None = None) -> None:
         """Drop the tensor's pages (or bytes ``begin:end`` of it) from this process's resident

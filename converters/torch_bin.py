@@ -70,6 +70,9 @@ class TorchBinFile:
             return t.view(torch.int16).numpy().view(np.uint16)
         return t.numpy()
 
+    def prefetch(self, name: str, begin: int, end: int) -> None:
+        pass
+
     def release(self, name: str, begin: int = 0, end: int | None = None) -> None:
         if end is None:
             self._state.pop(name, None)
