@@ -497,3 +497,30 @@ async def test_a_long_reply_streams_into_bounded_markdown_segments():
         assert "".join(md.source for md in segments) == text == reply.text
         # no segment boundary falls inside the code fence
         assert all(md.source.count("```") % 2 == 0 for md in segments)
+
+
+async def test_switching_sessions_mid_reply_saves_the_partial_reply_where_it_belongs():
+    store = SessionStore()
+    other = store.create("fake")
+    store.add_message(other.id, "user", "an older chat")
+    store.add_message(other.id, "assistant", "older answer")
+    store.close()
+    engine = FakeEngine("alpha beta gamma delta epsilon", hold_after=2)
+    app = build(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        app.input.text = "new question"
+        await pilot.press("enter")
+        for _ in range(500):
+            if engine.held.is_set():
+                break
+            await pilot.pause()
+        first = app.session.id
+        await app.open_session(other.id)  # what choosing it in the sessions screen does
+        engine.release.set()
+        await settle(pilot)
+        assert app.session.id == other.id
+        assert [w.text for w in app.query(AssistantMessage)] == ["older answer"]
+        saved = app.store.messages(first)
+        assert [(m.role, m.stopped) for m in saved] == [("user", False), ("assistant", True)]
+        assert saved[1].content.startswith("alpha beta")
+        assert [t.content for t in app.history] == ["an older chat", "older answer"]

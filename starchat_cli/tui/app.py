@@ -387,8 +387,9 @@ class ChatApp(App[None]):
         if self._current is None or event.gen_id != self._current.gen_id:
             return
         text = self._take_pending()
-        if text:
-            await self._current.widget.append(text)
+        widget = self._current.widget
+        if text and widget.is_attached:  # not when the user switched sessions mid-reply
+            await widget.append(text)
 
     @on(ReplyDone)
     async def _reply_done(self, event: ReplyDone) -> None:
