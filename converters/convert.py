@@ -252,6 +252,13 @@ def _check_disk(out_dir: Path, needed: int) -> None:
         )
 
 
+def default_mode() -> int:
+    """The permission bits a plain ``open(path, "w")`` would give a new file (0666 & ~umask)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def default_output(hf_dir: Path, outtype: str) -> Path:
     return Path.cwd() / f"{hf_dir.resolve().name}-{outtype.upper()}.gguf"
 
@@ -400,6 +407,7 @@ def _convert(
         os.fsync(fout.fileno())
         writer.close()
         writer = None
+        os.chmod(tmp, default_mode())  # mkstemp made it 0600; a model file is as readable as any other
         os.replace(tmp, out)
     except BaseException as exc:
         if pool is not None:

@@ -201,6 +201,9 @@ def quantize(
             raise ConversionError(f"llama.cpp could not quantize {src} to {name}: {detail}")
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        from .convert import default_mode
+
+        os.chmod(tmp, default_mode())
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -771,6 +771,10 @@ def test_quantize_progress_and_default_name(built, tmp_path):
     seen = []
     res = quantize(src, None, "q5_k_m", progress=lambda d, t, n: seen.append((d, t)))
     assert res.path == tmp_path / "tiny-Q5_K_M.gguf" and res.qtype == "Q5_K_M"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert res.path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    assert built("starcoder").gguf("f16").stat().st_mode & 0o777 == 0o666 & ~umask
     assert read_gguf_info(res.path).quant == "Q5_K_M"
     n = len(read_gguf_info(src).tensors)
     assert seen[-1] == (n, n) and len(seen) > n // 2
