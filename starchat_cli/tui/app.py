@@ -11,6 +11,7 @@ what arrived, marked as stopped. Every message is saved when it completes.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -135,6 +136,8 @@ class _Generation:
     session_id: str
     widget: AssistantMessage
     cancel: threading.Event = field(default_factory=threading.Event)
+    sent_at: float = field(default_factory=time.perf_counter)
+    shown: bool = False
 
 
 def normalize_turns(turns: Iterable[Turn]) -> list[Turn]:
@@ -208,6 +211,7 @@ class ChatApp(App[None]):
         self.last_tps = 0.0
         self.state = ""
         self._resume_id = session_id
+        self.first_text_seconds: list[float] = []  # per reply: Enter to its first text on screen
 
     # -- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -299,6 +303,7 @@ class ChatApp(App[None]):
         return self.session
 
     async def send(self, text: str) -> None:
+        sent_at = time.perf_counter()
         session = self._ensure_session()
         self.store.add_message(session.id, "user", text)
         self.session = self.store.get(session.id)
@@ -309,13 +314,15 @@ class ChatApp(App[None]):
         await self.transcript.mount_all([UserMessage(text), widget])
         widget.start_stream()
         self._gen_id += 1
-        self._current = _Generation(self._gen_id, session.id, widget)
+        self._current = _Generation(self._gen_id, session.id, widget, sent_at=sent_at)
         with self._pending_lock:
             self._pending.clear()
             self._chunk_posted = False
         self.state = "generating…"
         self.update_status()
-        self._generate(self._current, normalize_turns(self.history), self.system)
+        # Start the model once the new messages are laid out and drawn: the worker's Python
+        # (prompt fitting, sampling) would otherwise wait for the GIL behind that layout work.
+        self.call_after_refresh(self._generate, self._current, normalize_turns(self.history), self.system)
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
     def _generate(self, gen_state: _Generation, turns: list[Turn], system: str | None) -> None:
@@ -387,9 +394,12 @@ class ChatApp(App[None]):
         if self._current is None or event.gen_id != self._current.gen_id:
             return
         text = self._take_pending()
-        widget = self._current.widget
-        if text and widget.is_attached:  # not when the user switched sessions mid-reply
-            await widget.append(text)
+        current = self._current
+        if text and current.widget.is_attached:  # not when the user switched sessions mid-reply
+            await current.widget.append(text)
+            if not current.shown:
+                current.shown = True
+                self.first_text_seconds.append(time.perf_counter() - current.sent_at)
 
     @on(ReplyDone)
     async def _reply_done(self, event: ReplyDone) -> None:
