@@ -340,3 +340,35 @@ def test_ctrl_c_closes_in_flight_streams(demo_gguf, tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode == 0
     assert b"Traceback" not in proc.stderr.read()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_chat_tui_on_a_remote_engine_saves_the_session(server):
+    """Sessions work the same on the remote backend: the TUI talks to `starchat serve`."""
+    from starchat_cli.core.remote import RemoteEngine
+    from starchat_cli.core.sessions import SessionStore
+    from starchat_cli.tui.app import make_app
+    from starchat_cli.tui.widgets import AssistantMessage
+
+    engine = RemoteEngine(server, api_key=KEY)
+    app = make_app(engine, model_name=engine.model, store=SessionStore())
+    async with app.run_test(size=(100, 32)) as pilot:
+        app.input.text = "Write hello world in Python."
+        app.input.focus()
+        await pilot.press("enter")
+        await pilot.app.workers.wait_for_complete()
+        for _ in range(400):
+            await pilot.pause()
+            if not app.generating:
+                break
+        replies = [r.text for r in app.query(AssistantMessage)]
+        assert len(replies) == 1 and replies[0].strip()
+        saved = app.store.messages(app.session.id)
+        assert [m.role for m in saved] == ["user", "assistant"]
+        assert saved[1].content == replies[0]
+        assert app.session.model == "demo"

@@ -100,10 +100,20 @@ def chat(
         help="Force a prompt format: chatml, starchat, starcoder2-instruct, gguf.",
         show_default=False,
     ),
+    endpoint: Optional[str] = typer.Option(
+        None,
+        "--endpoint",
+        "-e",
+        help="Chat with a model on an OpenAI-compatible server (URL or config profile). [env: STARCHAT_ENDPOINT]",
+        show_default=False,
+    ),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", help="Bearer key for --endpoint. [env: STARCHAT_API_KEY]", show_default=False
+    ),
 ) -> None:
     from starchat_cli.core.engine import GenerationParams
     from starchat_cli.core.errors import InputError
-    from starchat_cli.core.runtime import choose_model, load_settings, make_engine
+    from starchat_cli.core.runtime import load_settings, open_engine
     from starchat_cli.core.sessions import SessionStore
 
     if session and new:
@@ -121,17 +131,20 @@ def chat(
         "threads": threads,
         "gpu": gpu,
         "format": prompt_format,
+        "endpoint": endpoint,
+        "api_key": api_key,
     }
     settings, explicit = load_settings(flags)
-    choice = choose_model(settings, explicit or resumed is not None)
-    engine = make_engine(choice, settings)
-    if choice.note:
-        print(f"starchat: {choice.note}", file=sys.stderr)
+    opened = open_engine(settings, explicit or resumed is not None)
+    engine = opened.engine
+    model_name = opened.name or engine.model  # a remote server without -m: its first model
+    if opened.note:
+        print(f"starchat: {opened.note}", file=sys.stderr)
 
     def factory(name: str):
         s2, _ = load_settings({**flags, "model": name})
-        other = choose_model(s2, True)
-        return other.model.name, make_engine(other, s2)
+        other = open_engine(s2, True)
+        return other.name or other.engine.model, other.engine
 
     from starchat_cli.tui.app import make_app
 
@@ -143,7 +156,7 @@ def chat(
     )
     app = make_app(
         engine,
-        model_name=choice.model.name,
+        model_name=model_name,
         store=store,
         session_id=resumed.id if resumed is not None else None,
         system=settings.system,
