@@ -249,3 +249,32 @@ def test_gpu_flag_and_verbose_plan(demo_gguf):
     assert b"gpu: GPU off" in res.stderr and b"format chatml" in res.stderr
     res = run_starchat(["ask", "-m", "demo", "--gpu", "lots", "hi"])
     assert res.returncode == ExitCode.CONFIG and b"--gpu" in res.stderr
+
+
+def test_cancel_interrupts_a_long_prompt_evaluation(demo_engine):
+    """Esc before the first token: the abort callback stops llama.cpp inside the prompt."""
+    import threading
+
+    from starchat_cli.core.engine import PromptAborted
+
+    backend = demo_engine.backend
+    tokens = backend.tokenize("line of text\n" * 500)  # ~2,000 tokens: several batches
+    assert len(tokens) > 1024
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(PromptAborted):
+        backend.eval_prompt(tokens, abort=stop)
+    assert backend.n_past < len(tokens)  # it stopped part-way, not after the whole prompt
+    # Cleared, the same call evaluates everything, and decoding works again.
+    stop.clear()
+    backend.eval_prompt(tokens, abort=stop)
+    assert backend.n_past == len(tokens)
+    gen = demo_engine.generate(
+        [Message("user", "hi")], GenerationParams(temperature=0, max_tokens=3), cancel=stop
+    )
+    assert len(list(gen)) >= 1 and gen.stats.stop_reason == "length"
+    stop.set()
+    cancelled = demo_engine.generate(
+        [Message("user", "hello " * 300)], GenerationParams(temperature=0), cancel=stop
+    )
+    assert list(cancelled) == [] and cancelled.stats.stop_reason == "cancelled"

@@ -361,8 +361,13 @@ class LlamaCppBackend:
         return dict(self.load().metadata)
 
     # -- decoding ------------------------------------------------------------------
-    def eval_prompt(self, tokens: Sequence[int]) -> int:
-        """Evaluate the prompt, reusing the cached prefix; returns how many tokens were reused."""
+    def eval_prompt(self, tokens: Sequence[int], abort: threading.Event | None = None) -> int:
+        """Evaluate the prompt, reusing the cached prefix; returns how many tokens were reused.
+
+        With ``abort``, setting that event from any thread interrupts the evaluation
+        inside llama.cpp (its abort callback) and raises :class:`PromptAborted`; the
+        callback is installed only for the prompt, so decoding pays nothing for it.
+        """
         llm = self.load()
         cached = list(llm._input_ids[: llm.n_tokens]) if llm.n_tokens else []
         prefix = 0
@@ -372,7 +377,21 @@ class LlamaCppBackend:
             prefix += 1
         prefix = min(prefix, len(tokens) - 1)  # always evaluate one token to get logits
         llm.n_tokens = prefix
-        llm.eval(tokens[prefix:])
+        if abort is None:
+            llm.eval(tokens[prefix:])
+            return prefix
+        import llama_cpp
+
+        callback = llama_cpp.ggml_abort_callback(lambda _data: abort.is_set())
+        llama_cpp.llama_set_abort_callback(llm.ctx, callback, None)
+        try:
+            llm.eval(tokens[prefix:])
+        except RuntimeError:
+            if abort.is_set():
+                raise PromptAborted() from None
+            raise
+        finally:
+            llama_cpp.llama_set_abort_callback(llm.ctx, llama_cpp.ggml_abort_callback(), None)
         return prefix
 
     def make_sampler(self, params: GenerationParams):
@@ -508,11 +527,14 @@ class Engine:
         system: str | None = None,
         attachment: str | None = None,
         attach: Callable[[str], str] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Generation:
         """Start generating a reply to ``turns`` (user/assistant, ending with a user turn).
 
         ``attachment`` + ``attach``: long input (piped text) that may be cut from the
         front to fit; ``attach(kept_text)`` returns the last user message's content.
+        ``cancel``: an event any thread may set to stop the generation, even in the
+        middle of a long prompt evaluation (stop reason "cancelled").
         """
         params = params or GenerationParams()
         started = time.perf_counter()
@@ -533,7 +555,7 @@ class Engine:
         stats.prompt_tokens = len(fit.tokens)
         stats.dropped_turns = fit.dropped_turns
         stats.truncated_chars = fit.truncated_chars
-        chunks = self._run(fit.tokens, params, stats, started, n_ctx)
+        chunks = self._run(fit.tokens, params, stats, started, n_ctx, cancel=cancel)
         return Generation(chunks, stats, fit)
 
     def complete(self, prompt: str, params: GenerationParams | None = None) -> Generation:
@@ -570,6 +592,7 @@ class Engine:
         started: float,
         n_ctx: int,
         chat: bool = True,
+        cancel: threading.Event | None = None,
     ) -> Iterator[str]:
         backend = self.backend
         stop_ids, extra_texts = self._stops()
@@ -583,10 +606,17 @@ class Engine:
             chain = backend.make_sampler(params)
             try:
                 t0 = time.perf_counter()
-                stats.cached_tokens = backend.eval_prompt(tokens)
+                try:
+                    stats.cached_tokens = backend.eval_prompt(tokens, abort=cancel)
+                except PromptAborted:
+                    stats.stop_reason = "cancelled"
+                    return
                 stats.prompt_seconds = time.perf_counter() - t0
                 first_at = 0.0
                 while True:
+                    if cancel is not None and cancel.is_set():
+                        stats.stop_reason = "cancelled"
+                        break
                     token = backend.sample(chain)
                     now = time.perf_counter()
                     if stats.generated_tokens == 0:
@@ -624,6 +654,10 @@ class Engine:
                 backend.free_sampler(chain)
                 if not stats.stop_reason:
                     stats.stop_reason = "cancelled"
+
+
+class PromptAborted(Exception):
+    """The prompt evaluation was interrupted by a cancel request."""
 
 
 def _reserve(n_ctx: int, max_tokens: int | None) -> int:

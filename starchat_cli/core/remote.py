@@ -9,6 +9,7 @@ a catalog entry, that entry's stops and default system prompt are sent along.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -129,6 +130,7 @@ class RemoteEngine:
         system: str | None = None,
         attachment: str | None = None,
         attach: Callable[[str], str] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Generation:
         params = params or GenerationParams()
         msgs = list(turns)
@@ -153,10 +155,16 @@ class RemoteEngine:
         if stops:
             body["stop"] = list(dict.fromkeys(stops))[:4]  # OpenAI accepts up to 4
         stats = Stats()
-        chunks = self._stream(body, stats, stops)
+        chunks = self._stream(body, stats, stops, cancel)
         return Generation(chunks, stats, FitResult([], msgs, attachment_chars=len(attachment or "")))
 
-    def _stream(self, body: dict[str, object], stats: Stats, stops: tuple[str, ...]) -> Iterator[str]:
+    def _stream(
+        self,
+        body: dict[str, object],
+        stats: Stats,
+        stops: tuple[str, ...],
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
         import httpx
 
         started = time.perf_counter()
@@ -172,6 +180,9 @@ class RemoteEngine:
                 if res.status_code != 200:
                     raise self._fail(res.status_code, res.read())
                 for line in res.iter_lines():
+                    if cancel is not None and cancel.is_set():
+                        stats.stop_reason = "cancelled"
+                        break
                     if not line.startswith("data:"):
                         continue
                     payload = line[5:].strip()

@@ -331,7 +331,7 @@ class ChatApp(App[None]):
         stats = None
         try:
             with self._engine_lock:
-                gen = self.engine.generate(turns, self.params, system=system)
+                gen = self.engine.generate(turns, self.params, system=system, cancel=cancel)
                 stats = gen.stats
                 self.post_message(
                     ReplyStarted(gen_state.gen_id, stats.prompt_tokens, stats.n_ctx, stats.dropped_turns)
