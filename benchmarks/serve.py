@@ -156,6 +156,12 @@ def main() -> None:
                 print(f"round {r + 1} {name:<10} {tps:7.1f} tok/s  ({tokens} tokens)")
         local, served = statistics.median(local_runs), statistics.median(served_runs)
         ratio = served / local if local else 0.0
+        per_round = [s / loc for s, loc in zip(served_runs, local_runs) if loc]
+        print(
+            "per-round ratios: "
+            + ", ".join(f"{r:.3f}" for r in per_round)
+            + f" -> median {statistics.median(per_round):.3f} (steadier when the machine drifts between rounds)"
+        )
         print(f"\ndecode ratio serve/in-process = {ratio:.3f} (serve {served:.1f} tok/s, in-process {local:.1f} tok/s, "
               f"{args.max_tokens} tokens, {args.threads} threads; target >= 0.95)")  # fmt: skip
         rps, ok = concurrent_rps(base)
