@@ -8,6 +8,19 @@ from typing import List, Optional
 
 import typer
 
+from starchat_cli.cli.options import (
+    ApiKey,
+    Ctx,
+    Endpoint,
+    Format,
+    Gpu,
+    MaxTokens,
+    Model,
+    System,
+    Temperature,
+    Threads,
+)
+
 ASK_HELP = """\
 Ask one question and stream the answer.
 
@@ -32,37 +45,13 @@ def ask(
     question: Optional[List[str]] = typer.Argument(
         None, help="The question; several words are joined. Omit it to send stdin alone.", show_default=False
     ),
-    model: Optional[str] = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Model name, NAME:QUANT or path to a .gguf file. [env: STARCHAT_MODEL; default: starchat2]",
-        show_default=False,
-    ),
-    system: Optional[str] = typer.Option(
-        None,
-        "--system",
-        "-s",
-        help="System prompt (starcoder2-instruct has no system role: the text is put before the first instruction).",
-        show_default=False,
-    ),
-    temperature: Optional[float] = typer.Option(
-        None,
-        "--temperature",
-        "-t",
-        help="Sampling temperature; 0 = greedy. [default: 0.2]",
-        show_default=False,
-    ),
+    model: Model = None,
+    system: System = None,
+    temperature: Temperature = None,
     top_p: Optional[float] = typer.Option(
         None, "--top-p", help="Nucleus sampling cut-off. [default: 0.95]", show_default=False
     ),
-    max_tokens: Optional[int] = typer.Option(
-        None,
-        "--max-tokens",
-        "-n",
-        help="Stop after this many tokens. [default: until the reply ends]",
-        show_default=False,
-    ),
+    max_tokens: MaxTokens = None,
     seed: Optional[int] = typer.Option(
         None, "--seed", help="Random seed, for repeatable sampling.", show_default=False
     ),
@@ -77,38 +66,15 @@ def ask(
     lang: Optional[str] = typer.Option(
         None, "--lang", help="Language of the piped text (default: guessed).", show_default=False
     ),
-    ctx: Optional[int] = typer.Option(
-        None, "--ctx", "-c", help="Context window in tokens. [default: 4096]", show_default=False
-    ),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", help="CPU threads. [default: usable cores]", show_default=False
-    ),
-    gpu: Optional[str] = typer.Option(
-        None,
-        "--gpu",
-        "--gpu-layers",
-        help="GPU offload: auto (as many layers as fit in free GPU memory), off, or a number of layers. [default: auto]",
-        show_default=False,
-    ),
-    endpoint: Optional[str] = typer.Option(
-        None,
-        "--endpoint",
-        "-e",
-        help="Use an OpenAI-compatible server (URL, or a profile name from the config) instead of a local model. [env: STARCHAT_ENDPOINT]",
-        show_default=False,
-    ),
-    api_key: Optional[str] = typer.Option(
-        None, "--api-key", help="Bearer key for --endpoint. [env: STARCHAT_API_KEY]", show_default=False
-    ),
+    ctx: Ctx = None,
+    threads: Threads = None,
+    gpu: Gpu = None,
+    endpoint: Endpoint = None,
+    api_key: ApiKey = None,
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Say which model file, format and GPU offload plan are used (stderr)."
     ),
-    prompt_format: Optional[str] = typer.Option(
-        None,
-        "--format",
-        help="Force a prompt format: chatml, starchat, starcoder2-instruct, gguf (the file's own template).",
-        show_default=False,
-    ),
+    prompt_format: Format = None,
 ) -> None:
     from starchat_cli.cli.render import Output
     from starchat_cli.core.engine import GenerationParams

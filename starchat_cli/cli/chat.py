@@ -13,6 +13,19 @@ from typing import List, Optional
 
 import typer
 
+from starchat_cli.cli.options import (
+    ApiKey,
+    Ctx,
+    Endpoint,
+    Format,
+    Gpu,
+    MaxTokens,
+    Model,
+    System,
+    Temperature,
+    Threads,
+)
+
 CHAT_HELP = """\
 Open the full-screen chat: multi-turn sessions, streamed Markdown replies, code blocks
 you can copy, save or insert into files (diff preview, confirm, undo).
@@ -49,13 +62,7 @@ def register(app: typer.Typer) -> None:
 
 
 def chat(
-    model: Optional[str] = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Model name, NAME:QUANT or path to a .gguf file. [env: STARCHAT_MODEL; default: starchat2]",
-        show_default=False,
-    ),
+    model: Model = None,
     session: Optional[str] = typer.Option(
         None,
         "--session",
@@ -64,52 +71,15 @@ def chat(
         show_default=False,
     ),
     new: bool = typer.Option(False, "--new", help="Start a new session (the default)."),
-    system: Optional[str] = typer.Option(
-        None, "--system", "-s", help="System prompt for this session.", show_default=False
-    ),
-    temperature: Optional[float] = typer.Option(
-        None,
-        "--temperature",
-        "-t",
-        help="Sampling temperature; 0 = greedy. [default: 0.2]",
-        show_default=False,
-    ),
-    max_tokens: Optional[int] = typer.Option(
-        None,
-        "--max-tokens",
-        "-n",
-        help="Longest reply in tokens. [default: until it ends]",
-        show_default=False,
-    ),
-    ctx: Optional[int] = typer.Option(
-        None, "--ctx", "-c", help="Context window in tokens. [default: 4096]", show_default=False
-    ),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", help="CPU threads. [default: usable cores]", show_default=False
-    ),
-    gpu: Optional[str] = typer.Option(
-        None,
-        "--gpu",
-        "--gpu-layers",
-        help="GPU offload: auto, off, or a number of layers. [default: auto]",
-        show_default=False,
-    ),
-    prompt_format: Optional[str] = typer.Option(
-        None,
-        "--format",
-        help="Force a prompt format: chatml, starchat, starcoder2-instruct, gguf.",
-        show_default=False,
-    ),
-    endpoint: Optional[str] = typer.Option(
-        None,
-        "--endpoint",
-        "-e",
-        help="Chat with a model on an OpenAI-compatible server (URL or config profile). [env: STARCHAT_ENDPOINT]",
-        show_default=False,
-    ),
-    api_key: Optional[str] = typer.Option(
-        None, "--api-key", help="Bearer key for --endpoint. [env: STARCHAT_API_KEY]", show_default=False
-    ),
+    system: System = None,
+    temperature: Temperature = None,
+    max_tokens: MaxTokens = None,
+    ctx: Ctx = None,
+    threads: Threads = None,
+    gpu: Gpu = None,
+    prompt_format: Format = None,
+    endpoint: Endpoint = None,
+    api_key: ApiKey = None,
 ) -> None:
     from starchat_cli.core.engine import GenerationParams
     from starchat_cli.core.errors import InputError

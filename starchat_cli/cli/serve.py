@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from starchat_cli.cli.options import Ctx, Gpu, Model, Threads
+
 SERVE_HELP = """\
 Serve a model over an OpenAI-compatible HTTP API (for editors, scripts, other tools).
 
@@ -38,9 +40,7 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(
-    model: Optional[str] = typer.Option(
-        None, "--model", "-m", help="Model to serve. [default: starchat2]", show_default=False
-    ),
+    model: Model = None,
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to bind; anything but loopback needs --api-key."
     ),
@@ -51,17 +51,9 @@ def serve(
         help="Require this Bearer key on every request. [env: STARCHAT_API_KEY]",
         show_default=False,
     ),
-    ctx: Optional[int] = typer.Option(
-        None, "--ctx", "-c", help="Context window in tokens. [default: 4096]", show_default=False
-    ),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads.", show_default=False),
-    gpu: Optional[str] = typer.Option(
-        None,
-        "--gpu",
-        "--gpu-layers",
-        help="GPU offload: auto, off, or a number of layers.",
-        show_default=False,
-    ),
+    ctx: Ctx = None,
+    threads: Threads = None,
+    gpu: Gpu = None,
     max_tokens_limit: int = typer.Option(
         4096, "--max-tokens-limit", help="Largest max_tokens a request may ask for."
     ),

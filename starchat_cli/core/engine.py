@@ -537,11 +537,7 @@ class Engine:
         middle of a long prompt evaluation (stop reason "cancelled").
         """
         params = params or GenerationParams()
-        started = time.perf_counter()
-        self.backend.load()
-        stats = Stats(load_seconds=self.backend.take_load_seconds())
-        n_ctx = self.backend.n_ctx
-        stats.n_ctx = n_ctx
+        started, stats, n_ctx = self._begin()
         reserve = _reserve(n_ctx, params.max_tokens)
         fit = fit_prompt(
             lambda msgs: self.render_tokens(msgs),
@@ -558,6 +554,13 @@ class Engine:
         chunks = self._run(fit.tokens, params, stats, started, n_ctx, cancel=cancel)
         return Generation(chunks, stats, fit)
 
+    def _begin(self) -> tuple[float, Stats, int]:
+        """Start a request: the clock, the model loaded, fresh stats, the context size."""
+        started = time.perf_counter()
+        self.backend.load()
+        n_ctx = self.backend.n_ctx
+        return started, Stats(load_seconds=self.backend.take_load_seconds(), n_ctx=n_ctx), n_ctx
+
     def complete(self, prompt: str, params: GenerationParams | None = None) -> Generation:
         """Continue raw ``prompt`` text (no chat template): the /v1/completions path.
 
@@ -565,11 +568,7 @@ class Engine:
         that leaves no room in the context is a :class:`ContextOverflowError`.
         """
         params = params or GenerationParams()
-        started = time.perf_counter()
-        self.backend.load()
-        stats = Stats(load_seconds=self.backend.take_load_seconds())
-        n_ctx = self.backend.n_ctx
-        stats.n_ctx = n_ctx
+        started, stats, n_ctx = self._begin()
         tokens = self.backend.tokenize(prompt)
         bos = self.backend.bos_id
         if self.backend.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):

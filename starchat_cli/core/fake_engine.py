@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from .engine import GenerationParams, Stats
+from .engine import Generation, GenerationParams, Stats
 from .fit import FitResult
 from .prompts import Message
 
@@ -27,33 +27,11 @@ def split_chunks(text: str) -> list[str]:
     return re.findall(r"\s*\S+\s*|\s+", text)
 
 
-class FakeGeneration:
-    """Iterates text chunks; ``stats`` and ``text`` like the real Generation; ``close()`` cancels."""
+class FakeGeneration(Generation):
+    """The real Generation over fake chunks (no prompt was fitted)."""
 
     def __init__(self, chunks: Iterator[str], stats: Stats) -> None:
-        self._chunks = chunks
-        self.stats = stats
-        self.fit = FitResult(tokens=[], messages=[])
-        self._parts: list[str] = []
-
-    def __iter__(self) -> FakeGeneration:
-        return self
-
-    def __next__(self) -> str:
-        chunk = next(self._chunks)
-        self._parts.append(chunk)
-        return chunk
-
-    @property
-    def text(self) -> str:
-        return "".join(self._parts)
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-        if not self.stats.stop_reason:
-            self.stats.stop_reason = "cancelled"
+        super().__init__(chunks, stats, FitResult(tokens=[], messages=[]))
 
 
 class FakeEngine:
