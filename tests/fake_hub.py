@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +42,7 @@ class FakeHub:
     corrupt: dict[str, int] = field(default_factory=dict)  # "repo/file" -> times to corrupt
     lfs_min: int = 1024
     claimed_sizes: dict[str, int] = field(default_factory=dict)  # "repo/file" -> size to report
+    throttle: float = 0.0  # seconds to wait after each 256 KiB sent (a slow link)
 
     def add(self, repo: str, files: dict[str, bytes], *, gated: bool = False) -> Repo:
         commit = hashlib.sha1(
@@ -155,6 +157,16 @@ class FakeHub:
                     hub.served[key] += min(limit, len(body))
                     self.close_connection = True
                     self.connection.shutdown(2)  # the connection drops mid-file
+                    return
+                if hub.throttle:
+                    for i in range(0, len(body), 1 << 18):
+                        try:
+                            self.wfile.write(body[i : i + (1 << 18)])
+                            self.wfile.flush()
+                        except OSError:  # the client went away
+                            return
+                        hub.served[key] += len(body[i : i + (1 << 18)])
+                        time.sleep(hub.throttle)
                     return
                 self.wfile.write(body)
                 hub.served[key] += len(body)

@@ -95,7 +95,11 @@ def test_sessions_rm(saved):
     assert res.exit_code == 1 and "no session 'zzzz'" in res.stderr
     with SessionStore() as store:
         assert len(store.list()) == 2  # all or nothing
-    res = invoke("sessions", "rm", a)
+    res = invoke("sessions", "rm", a)  # no terminal to ask on: refused, nothing deleted
+    assert res.exit_code == 1 and "add --yes to confirm" in res.stderr
+    with SessionStore() as store:
+        assert len(store.list()) == 2
+    res = invoke("sessions", "rm", a, "--yes")
     assert res.exit_code == 0 and f"deleted {a}" in res.stdout
     with SessionStore() as store:
         assert [s.id for s in store.list()] == [b]

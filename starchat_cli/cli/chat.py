@@ -195,11 +195,21 @@ def sessions_search(
         print(f"{h.session_id}  {h.title or '(untitled)'}\n    {h.role}: {snippet}")
 
 
-def sessions_rm(session_ids: List[str] = typer.Argument(..., help="Session ids or unique prefixes.")) -> None:
+def sessions_rm(
+    session_ids: List[str] = typer.Argument(..., help="Session ids or unique prefixes."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before deleting."),
+) -> None:
+    from starchat_cli.core.errors import StarchatError
     from starchat_cli.core.sessions import SessionStore
 
     with SessionStore() as store:
         found = [store.get(sid) for sid in session_ids]  # all or nothing: check every id first
+        if not yes:
+            names = ", ".join(f"{s.id} ({s.title or 'untitled'})" for s in found)
+            if not (sys.stdin and sys.stdin.isatty()):
+                raise StarchatError(f"`starchat sessions rm` deletes {names} for good: add --yes to confirm")
+            if not typer.confirm(f"delete {names}?", default=False):
+                raise typer.Exit(1)
         for s in found:
             store.delete(s.id)
             print(f"deleted {s.id}  {s.title or '(untitled)'}")

@@ -497,6 +497,9 @@ class ChatApp(App[None]):
                 self.store.update(self.session.id, model=event.name)
             self.notify(f"model: {event.name}")
         self.n_ctx = event.n_ctx or self.n_ctx
+        backend = getattr(event.engine or self.engine, "backend", None)
+        for warning in getattr(backend, "warnings", None) or ():
+            self.notify(warning, severity="warning", timeout=15)  # e.g. an out-of-memory retry
         self.update_status()
 
     # -- actions --------------------------------------------------------------------------------
