@@ -16,7 +16,19 @@ import converters
 import starchat_cli.core
 
 UI = ("textual", "typer", "rich", "click")
-HEAVY = ("llama_cpp", "torch", "textual", "transformers", "numpy", "gguf", "huggingface_hub", "jinja2")
+HEAVY = (
+    "llama_cpp",
+    "torch",
+    "textual",
+    "transformers",
+    "numpy",
+    "gguf",
+    "huggingface_hub",
+    "jinja2",
+    "rich",
+    "httpx",
+    "starlette",
+)
 
 CORE_MODULES = sorted(f"starchat_cli.core.{m.name}" for m in pkgutil.iter_modules(starchat_cli.core.__path__))
 CONVERTER_MODULES = sorted(
