@@ -124,6 +124,21 @@ class ArchPlan:
         return out
 
 
+def _shared_kvs(
+    n_ctx: int, n_embd: int, n_ff: int, n_layer: int, n_head: int, n_head_kv: int, eps: float
+) -> list[KV]:
+    """The hyperparameter keys both architectures write ({arch}.context_length, ...)."""
+    return [
+        KV("context_length", n_ctx, "u32"),
+        KV("embedding_length", n_embd, "u32"),
+        KV("feed_forward_length", n_ff, "u32"),
+        KV("block_count", n_layer, "u32"),
+        KV("attention.head_count", n_head, "u32"),
+        KV("attention.head_count_kv", n_head_kv, "u32"),
+        KV("attention.layer_norm_epsilon", eps, "f32"),
+    ]
+
+
 def _int(config: dict[str, Any], *keys: str, default: int | None = None) -> int:
     for key in keys:
         value = config.get(key)
@@ -263,15 +278,7 @@ def _starcoder(config: dict[str, Any]) -> ArchPlan:
     if act not in ("gelu_pytorch_tanh", "gelu_new", "gelu_fast"):
         notes.append(f"activation {act}: llama.cpp uses the tanh approximation of GELU")
 
-    kvs = [
-        KV("context_length", n_ctx, "u32"),
-        KV("embedding_length", n_embd, "u32"),
-        KV("feed_forward_length", n_ff, "u32"),
-        KV("block_count", n_layer, "u32"),
-        KV("attention.head_count", n_head, "u32"),
-        KV("attention.head_count_kv", n_head_kv, "u32"),
-        KV("attention.layer_norm_epsilon", eps, "f32"),
-    ]
+    kvs = _shared_kvs(n_ctx, n_embd, n_ff, n_layer, n_head, n_head_kv, eps)
     return ArchPlan(
         "GPTBigCodeForCausalLM",
         "starcoder",
@@ -386,13 +393,7 @@ def _starcoder2(config: dict[str, Any]) -> ArchPlan:
             f"from transformers past {sliding} tokens"
         )
     kvs = [
-        KV("context_length", n_ctx, "u32"),
-        KV("embedding_length", n_embd, "u32"),
-        KV("feed_forward_length", n_ff, "u32"),
-        KV("block_count", n_layer, "u32"),
-        KV("attention.head_count", n_head, "u32"),
-        KV("attention.head_count_kv", n_head_kv, "u32"),
-        KV("attention.layer_norm_epsilon", eps, "f32"),
+        *_shared_kvs(n_ctx, n_embd, n_ff, n_layer, n_head, n_head_kv, eps),
         KV("rope.freq_base", theta, "f32"),
         KV("rope.dimension_count", head_dim, "u32"),
     ]

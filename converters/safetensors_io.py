@@ -11,6 +11,7 @@ process (``MADV_DONTNEED``) so the resident set does not grow with the model.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -56,10 +57,7 @@ class TensorEntry:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def n_bytes(self) -> int:
