@@ -78,8 +78,8 @@ def usable_cores() -> int:
 
 def rendered_prompt(prompt: str) -> str:
     """The exact text `starchat ask -m demo` sends: ChatML with the demo's default system prompt."""
-    from starchat_cli.core.catalog import CATALOG
-    from starchat_cli.core.prompts import ChatMLFormat, Message
+    from starchat_cli.engine.prompts import ChatMLFormat, Message
+    from starchat_cli.models.catalog import CATALOG
 
     system = CATALOG["demo"].default_system
     return ChatMLFormat().render([Message("system", system), Message("user", prompt)])
@@ -317,7 +317,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.model is None:
-        from starchat_cli.core.store import demo_model_path
+        from starchat_cli.models.store import demo_model_path
 
         args.model = str(demo_model_path())
 

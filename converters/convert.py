@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from starchat_cli.core.errors import ConversionError, StarchatError
+from converters.errors import ConversionError, OutOfSpaceError
 
 from .arch import ArchPlan, plan_for, read_config
 from .safetensors_io import (
@@ -246,7 +246,7 @@ def _check_disk(out_dir: Path, needed: int) -> None:
         return
     margin = 16 * 1024 * 1024
     if free < needed + margin:
-        raise StarchatError(
+        raise OutOfSpaceError(
             f"not enough disk space in {out_dir}: the GGUF needs {needed / 1e9:.2f} GB, "
             f"{free / 1e9:.2f} GB are free: free some space or pass -o on another disk"
         )
@@ -420,7 +420,7 @@ def _convert(
                 pass
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT
-            raise StarchatError(f"disk full while writing {out}: free some space and try again") from exc
+            raise OutOfSpaceError(f"disk full while writing {out}: free some space and try again") from exc
         raise
     finally:
         if pool is not None:

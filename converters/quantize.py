@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from starchat_cli.core.errors import ConversionError, StarchatError
+from converters.errors import ConversionError, InputFileError, OutOfSpaceError
 
 # Types llama.cpp's quantizer refuses without an importance matrix ("this quantization
 # requires an imatrix"), which starchat does not compute.
@@ -89,6 +89,28 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def read_source(path: Path) -> tuple[str, int]:
+    """A GGUF's weight type from ``general.file_type`` (``F16``, ``Q4_K_M``, ...) and its tensor count."""
+    import gguf
+
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file", missing=True)
+    try:
+        reader = gguf.GGUFReader(str(path), "r")
+        field = reader.get_field("general.file_type")
+        value = int(field.parts[field.data[0]][0]) if field is not None else None
+        n_tensors = len(reader.tensors)
+    except (ValueError, OSError, IndexError, KeyError, TypeError) as exc:
+        raise InputFileError(f"{path} is not a readable GGUF file ({exc})") from None
+    if value is None:
+        return "unknown", n_tensors
+    try:
+        name = gguf.LlamaFileType(value).name
+    except ValueError:
+        return f"type {value}", n_tensors
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_"), n_tensors
+
+
 def quantize(
     in_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str] | None,
@@ -100,11 +122,10 @@ def quantize(
     overwrite: bool = False,
 ) -> QuantizeResult:
     """Quantize ``in_path`` to ``qtype`` (a name from :func:`quant_types`), atomically."""
-    from starchat_cli.core.gguf_info import read_gguf_info
-
     started = time.perf_counter()
     src = Path(in_path).expanduser()
-    info = read_gguf_info(src)  # missing / not GGUF / truncated: one-line errors
+    current, n_tensors = read_source(src)
+    size = src.stat().st_size
     name, ftype = check_type(qtype)
     out = Path(out_path).expanduser() if out_path is not None else default_output(src, name)
     if _same_file(src, out) or os.path.realpath(src) == os.path.realpath(out):
@@ -113,7 +134,6 @@ def quantize(
         raise ConversionError(f"{out} is a folder: pass a .gguf file name with -o")
     if out.exists() and not overwrite:
         raise ConversionError(f"{out} exists already: pass --force to replace it, or another -o")
-    current = info.quant
     if current not in ("F32", "F16", "BF16") and not allow_requantize:
         raise ConversionError(
             f"{src} is already quantized ({current}); quantizing again loses quality: start from the "
@@ -126,9 +146,9 @@ def quantize(
         free = shutil.disk_usage(out.parent).free
     except OSError:
         free = None
-    if free is not None and free < info.file_size // 2:
+    if free is not None and free < size // 2:
         # Every type is at least ~2x smaller than F32 and most far smaller than F16; this is a rough floor.
-        raise StarchatError(
+        raise OutOfSpaceError(
             f"not enough disk space in {out.parent} ({free / 1e9:.2f} GB free): free some space or use -o"
         )
 
@@ -138,7 +158,6 @@ def quantize(
     os.close(fd)
     tmp = Path(tmp_name)
     log: deque[str] = deque(maxlen=40)
-    n_tensors = len(info.tensors)
 
     @llama_cpp.llama_log_callback
     def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
@@ -210,17 +229,15 @@ def quantize(
         raise
     if progress is not None:
         progress(n_tensors, n_tensors, "")
-    return QuantizeResult(out, name, info.file_size, out.stat().st_size, time.perf_counter() - started)
+    return QuantizeResult(out, name, size, out.stat().st_size, time.perf_counter() - started)
 
 
 def _restore_log() -> None:
-    """Give llama.cpp's log back to whoever had it: the engine's capture, else llama-cpp-python's."""
+    """Give llama.cpp's log back to llama-cpp-python's own logger (a starchat engine installs
+    its capture again at each load)."""
     import llama_cpp
 
-    engine = sys.modules.get("starchat_cli.core.engine")
-    callback = getattr(engine, "_log_callback", None) if engine is not None else None
-    if callback is None:
-        logger_mod = sys.modules.get("llama_cpp._logger")
-        callback = getattr(logger_mod, "llama_log_callback", None)
+    logger_mod = sys.modules.get("llama_cpp._logger")
+    callback = getattr(logger_mod, "llama_log_callback", None)
     if callback is not None:
         llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from starchat_cli.core.errors import ConversionError
+from converters.errors import ConversionError
 
 # safetensors dtype -> (numpy dtype of the stored bytes, bytes per element).
 # BF16 is read as uint16 and widened to float32 by :func:`to_float32`.

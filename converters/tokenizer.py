@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from starchat_cli.core.errors import ConversionError
+from converters.errors import ConversionError
 
 # llama.cpp token types
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 PRE_TOKENIZER = "starcoder"
 
-# Jinja equivalents of starchat_cli.core.prompts' formats, byte for byte (tests render both).
+# Jinja equivalents of starchat_cli.engine.prompts' formats, byte for byte (tests render both).
 # Written with explicit whitespace control so they render the same with or without
 # trim_blocks/lstrip_blocks.
 STARCHAT_TEMPLATE = (

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from starchat_cli.core.errors import ConversionError
+from converters.errors import ConversionError
 
 from .safetensors_io import TensorEntry
 

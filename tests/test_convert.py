@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from starchat_cli.core.errors import ConversionError, ExitCode, StarchatError
+from converters.errors import ConversionError, OutOfSpaceError
+from starchat_cli.core.errors import ExitCode
 
 from .tiny_models import TinySpec, build_checkpoint
 
@@ -372,7 +373,7 @@ def test_bf16_checkpoint_converts_exactly(built, tmp_path):
 
 
 def test_metadata_and_token_types(built):
-    from starchat_cli.core.gguf_info import read_gguf_info
+    from starchat_cli.models.gguf_info import read_gguf_info
 
     b = built("starcoder")
     gi = read_gguf_info(b.gguf("f16"))
@@ -402,7 +403,7 @@ def test_metadata_and_token_types(built):
 
 
 def test_padded_vocab_and_gqa_metadata(built):
-    from starchat_cli.core.gguf_info import read_gguf_info
+    from starchat_cli.models.gguf_info import read_gguf_info
 
     b = built("starcoder2-untied-padded")
     md = read_gguf_info(b.gguf("f16")).metadata
@@ -435,7 +436,7 @@ def test_fallback_templates_render_byte_identical(fmt, generation_prompt):
     import jinja2
 
     from converters.tokenizer import TEMPLATES_BY_FORMAT
-    from starchat_cli.core.prompts import FORMATS, JinjaFormat, Message
+    from starchat_cli.engine.prompts import FORMATS, JinjaFormat, Message
 
     source = TEMPLATES_BY_FORMAT[fmt]
     jf = JinjaFormat(template=source, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
@@ -456,7 +457,7 @@ def test_fallback_templates_render_byte_identical(fmt, generation_prompt):
 
 def test_templates_refuse_bad_turn_order():
     from converters.tokenizer import STARCHAT_TEMPLATE
-    from starchat_cli.core.prompts import _compile_template
+    from starchat_cli.engine.prompts import _compile_template
 
     with pytest.raises(Exception, match="alternate"):
         _compile_template(STARCHAT_TEMPLATE).render(
@@ -465,7 +466,7 @@ def test_templates_refuse_bad_turn_order():
 
 
 def _template_of(path: Path) -> str | None:
-    from starchat_cli.core.gguf_info import read_gguf_info
+    from starchat_cli.models.gguf_info import read_gguf_info
 
     return read_gguf_info(path).chat_template
 
@@ -551,7 +552,12 @@ def test_unsupported_architecture(built, tmp_path):
         convert_checkpoint(ckpt, tmp_path / "x.gguf")
     msg = str(err.value)
     assert "LlamaForCausalLM" in msg and "GPTBigCodeForCausalLM" in msg and "Starcoder2ForCausalLM" in msg
-    assert err.value.exit_code == ExitCode.CONVERT
+    from starchat_cli.core.errors import StarchatError
+    from starchat_cli.services.conversion import converter_errors
+
+    with pytest.raises(StarchatError) as mapped, converter_errors():
+        raise err.value
+    assert mapped.value.exit_code == ExitCode.CONVERT and mapped.value.message == msg
     assert _leftovers(tmp_path) == []
 
 
@@ -696,7 +702,7 @@ def test_existing_output_and_disk_space(built, tmp_path, monkeypatch):
         free = 1000
 
     monkeypatch.setattr(conv.shutil, "disk_usage", lambda p: Usage())
-    with pytest.raises(StarchatError, match="not enough disk space"):
+    with pytest.raises(OutOfSpaceError, match="not enough disk space"):
         conv.convert_checkpoint(b.dir, out, "f16", overwrite=True)
     assert out.read_bytes() == b"keep me"
     assert _leftovers(tmp_path) == ["model.gguf"]
@@ -764,7 +770,7 @@ def test_quantize_failure_leaves_no_file(built, tmp_path, monkeypatch):
 
 def test_quantize_progress_and_default_name(built, tmp_path):
     from converters.quantize import quantize
-    from starchat_cli.core.gguf_info import read_gguf_info
+    from starchat_cli.models.gguf_info import read_gguf_info
 
     src = tmp_path / "tiny-F16.gguf"
     shutil.copyfile(built("starcoder").gguf("f16"), src)
@@ -784,7 +790,7 @@ def test_every_listed_type_is_a_llama_cpp_ftype():
     import llama_cpp
 
     from converters.quantize import quant_types
-    from starchat_cli.core.gguf_info import FILE_TYPES
+    from starchat_cli.models.gguf_info import FILE_TYPES
 
     types = quant_types()
     for name in ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0", "Q2_K", "IQ4_XS", "F16", "BF16"):

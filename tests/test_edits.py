@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from starchat_cli.core.edits import (
+from starchat_cli.chat.edits import (
     BinaryFileError,
     EditError,
     FileChangedError,
@@ -220,7 +220,7 @@ def test_undo_works_in_a_new_process(work):
     apply_edit(plan_edit("a.txt", CODE, "replace"), UndoJournal())
     code = textwrap.dedent(
         """
-        from starchat_cli.core.edits import UndoJournal
+        from starchat_cli.chat.edits import UndoJournal
         print(UndoJournal().undo().path)
         """
     )
@@ -249,7 +249,7 @@ def test_undo_works_in_a_new_process(work):
     ],
 )
 def test_suggested_file_names(reply, expected):
-    from starchat_cli.core.markdown import extract_code_blocks
+    from starchat_cli.chat.codeblocks import extract_code_blocks
 
     block = extract_code_blocks(reply)[0]
     assert suggest_filename(reply, block.start_line, block.code, block.info) == expected

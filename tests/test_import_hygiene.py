@@ -13,7 +13,11 @@ import sys
 import pytest
 
 import converters
+import starchat_cli.chat
 import starchat_cli.core
+import starchat_cli.engine
+import starchat_cli.models
+import starchat_cli.services
 
 UI = ("textual", "typer", "rich", "click")
 HEAVY = (
@@ -30,7 +34,17 @@ HEAVY = (
     "starlette",
 )
 
-CORE_MODULES = sorted(f"starchat_cli.core.{m.name}" for m in pkgutil.iter_modules(starchat_cli.core.__path__))
+# Everything below the faces (cli, tui, server): the base, the domain packages and the services.
+BELOW_FACES = (
+    starchat_cli.core,
+    starchat_cli.engine,
+    starchat_cli.models,
+    starchat_cli.chat,
+    starchat_cli.services,
+)
+CORE_MODULES = sorted(
+    f"{pkg.__name__}.{m.name}" for pkg in BELOW_FACES for m in pkgutil.iter_modules(pkg.__path__)
+)
 CONVERTER_MODULES = sorted(
     ["converters", *(f"converters.{m.name}" for m in pkgutil.iter_modules(converters.__path__))]
 )
@@ -43,7 +57,12 @@ def loaded_after(code: str) -> set[str]:
 
 
 def test_core_modules_are_discovered():
-    assert "starchat_cli.core.engine" in CORE_MODULES and len(CORE_MODULES) >= 10
+    assert {
+        "starchat_cli.engine.local",
+        "starchat_cli.chat.sessions",
+        "starchat_cli.services.runtime",
+    } <= set(CORE_MODULES)
+    assert len(CORE_MODULES) >= 20
 
 
 @pytest.mark.parametrize("module", CORE_MODULES)
@@ -64,10 +83,13 @@ def test_converter_module_imports_no_ui(module):
     loaded = loaded_after(f"import {module}")
     assert not loaded & set(UI), f"{module} pulled in {sorted(loaded & set(UI))}"
     assert not loaded & {"torch", "transformers", "llama_cpp"}, sorted(loaded & set(HEAVY))
+    assert "starchat_cli" not in loaded, f"{module} imports starchat_cli: converters must stand alone"
 
 
 def test_core_engine_does_not_import_llama_cpp_until_used():
-    assert "llama_cpp" not in loaded_after("import starchat_cli.core.engine, starchat_cli.core.runtime")
+    assert "llama_cpp" not in loaded_after(
+        "import starchat_cli.engine.local, starchat_cli.engine.llama, starchat_cli.services.runtime"
+    )
 
 
 def test_help_imports_nothing_heavy():

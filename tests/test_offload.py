@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from starchat_cli.cli.app import app
-from starchat_cli.core.hardware import (
+from starchat_cli.engine.hardware import (
     CUDA_REINSTALL,
     GPU,
     METAL_REINSTALL,
@@ -27,7 +27,7 @@ from starchat_cli.core.hardware import (
     parse_nvidia_smi,
     parse_system_info,
 )
-from starchat_cli.core.offload import (
+from starchat_cli.engine.offload import (
     GIB,
     MIB,
     ModelShape,
@@ -127,7 +127,7 @@ def test_plan_message():
 
 
 def test_tiny_demo_model_from_its_gguf(demo_gguf):
-    from starchat_cli.core.gguf_info import read_gguf_info
+    from starchat_cli.models.gguf_info import read_gguf_info
 
     shape = ModelShape.from_gguf(read_gguf_info(demo_gguf))
     assert shape.n_layers == 30 and shape.n_embd == 576 and shape.n_vocab == 49152
@@ -164,7 +164,7 @@ def test_parse_system_info():
 
 
 def test_real_build_info_is_parsed():
-    from starchat_cli.core.hardware import build_info
+    from starchat_cli.engine.hardware import build_info
 
     info = build_info()
     assert "CPU" in info.backends
@@ -236,8 +236,8 @@ def test_hint_is_given_once():
 
 
 def test_choose_gpu_layers_settings(demo_gguf):
-    from starchat_cli.core.engine import choose_gpu_layers
-    from starchat_cli.core.gguf_info import read_gguf_info
+    from starchat_cli.engine.llama import choose_gpu_layers
+    from starchat_cli.models.gguf_info import read_gguf_info
 
     info = read_gguf_info(demo_gguf)
     assert choose_gpu_layers("off", info, 4096).n_gpu_layers == 0
@@ -247,7 +247,7 @@ def test_choose_gpu_layers_settings(demo_gguf):
 
 
 def test_cpu_build_on_a_gpu_machine_says_how_to_reinstall_once(demo_gguf, tmp_path, monkeypatch):
-    from starchat_cli.core.engine import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
 
     bindir = fake_nvidia_smi(tmp_path, 'echo "0, NVIDIA L4, 23034, 22000, 550.1"\n')
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")

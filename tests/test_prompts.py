@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from starchat_cli.core.catalog import CATALOG
-from starchat_cli.core.prompts import (
+from starchat_cli.engine.prompts import (
     FORMATS,
     ChatMLFormat,
     JinjaFormat,
@@ -14,6 +13,7 @@ from starchat_cli.core.prompts import (
     StarCoder2InstructFormat,
     get_format,
 )
+from starchat_cli.models.catalog import CATALOG
 
 SYS = "You are a helpful coding assistant."
 CONVERSATION = [

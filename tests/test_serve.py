@@ -248,7 +248,7 @@ def test_unreachable_endpoint():
 
 
 def test_text_stop_is_sent_and_enforced_for_catalog_models():
-    from starchat_cli.core.remote import RemoteEngine
+    from starchat_cli.engine.remote import RemoteEngine
 
     engine = RemoteEngine("http://127.0.0.1:9", model="starcoder2-instruct")
     assert "###" in engine.stops and "<|endoftext|>" in engine.stops
@@ -350,8 +350,8 @@ def anyio_backend() -> str:
 @pytest.mark.anyio
 async def test_chat_tui_on_a_remote_engine_saves_the_session(server):
     """Sessions work the same on the remote backend: the TUI talks to `starchat serve`."""
-    from starchat_cli.core.remote import RemoteEngine
-    from starchat_cli.core.sessions import SessionStore
+    from starchat_cli.chat.sessions import SessionStore
+    from starchat_cli.engine.remote import RemoteEngine
     from starchat_cli.tui.app import make_app
     from starchat_cli.tui.widgets import AssistantMessage
 

@@ -10,8 +10,7 @@ import textwrap
 
 import pytest
 
-from starchat_cli.core.paths import get_paths
-from starchat_cli.core.sessions import (
+from starchat_cli.chat.sessions import (
     MIGRATIONS,
     SessionNotFoundError,
     SessionStore,
@@ -19,6 +18,7 @@ from starchat_cli.core.sessions import (
     fts_query,
     migrate,
 )
+from starchat_cli.core.paths import get_paths
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_a_saved_message_survives_kill_9(tmp_path):
     code = textwrap.dedent(
         f"""
         import os, signal, sys
-        from starchat_cli.core.sessions import SessionStore
+        from starchat_cli.chat.sessions import SessionStore
         store = SessionStore({str(db)!r})
         s = store.create("demo")
         store.add_message(s.id, "user", "durable question")

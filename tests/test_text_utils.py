@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 
+from starchat_cli.chat.codeblocks import BlockSplitter, CodeStream, extract_code_blocks
+from starchat_cli.chat.inputs import attach, decode_text, fence_for, guess_language
 from starchat_cli.core.errors import InputError
-from starchat_cli.core.inputs import attach, decode_text, fence_for, guess_language
-from starchat_cli.core.markdown import BlockSplitter, CodeStream, extract_code_blocks
-from starchat_cli.core.stops import StopTextFilter
+from starchat_cli.engine.stops import StopTextFilter
 
 
 def run_filter(chunks, stops=("###",)):

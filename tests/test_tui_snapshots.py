@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from starchat_cli.core.fake_engine import FakeEngine
-from starchat_cli.core.sessions import SessionStore
+from starchat_cli.chat.sessions import SessionStore
 from starchat_cli.tui.app import make_app
+from tests.fake_engine import FakeEngine
 
 SIZE = (100, 32)
 REPLY = (
@@ -25,7 +25,7 @@ REPLY = (
 def fixed_world(monkeypatch, tmp_path):
     """Fixed session ids, clock and time zone, and a fixed working directory."""
     counter = itertools.count(1)
-    monkeypatch.setattr("starchat_cli.core.sessions.secrets.token_hex", lambda n: f"{next(counter):08x}")
+    monkeypatch.setattr("starchat_cli.chat.sessions.secrets.token_hex", lambda n: f"{next(counter):08x}")
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     work = tmp_path / "work"

@@ -20,6 +20,7 @@ from starchat_cli.cli.options import (
     Temperature,
     Threads,
 )
+from starchat_cli.core import defaults
 
 ASK_HELP = """\
 Ask one question and stream the answer.
@@ -49,7 +50,7 @@ def ask(
     system: System = None,
     temperature: Temperature = None,
     top_p: Optional[float] = typer.Option(
-        None, "--top-p", help="Nucleus sampling cut-off. [default: 0.95]", show_default=False
+        None, "--top-p", help=f"Nucleus sampling cut-off. [default: {defaults.TOP_P}]", show_default=False
     ),
     max_tokens: MaxTokens = None,
     seed: Optional[int] = typer.Option(
@@ -76,13 +77,13 @@ def ask(
     ),
     prompt_format: Format = None,
 ) -> None:
+    from starchat_cli.chat.codeblocks import extract_code_blocks
+    from starchat_cli.chat.inputs import attach, decode_text, guess_language
     from starchat_cli.cli.render import Output
-    from starchat_cli.core.engine import GenerationParams
     from starchat_cli.core.errors import InputError, NoCodeError
-    from starchat_cli.core.inputs import attach, decode_text, guess_language
-    from starchat_cli.core.markdown import extract_code_blocks
-    from starchat_cli.core.prompts import Message
-    from starchat_cli.core.runtime import load_settings, open_engine
+    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.engine.prompts import Message
+    from starchat_cli.services.runtime import load_settings, open_engine
 
     if json_out and code:
         raise typer.BadParameter("--json and --code do not go together (the JSON has the code blocks)")
@@ -138,18 +139,18 @@ def ask(
         top_p=settings.top_p,
         seed=settings.seed,
     )
-    with out.loading(opened.name, engine.backend.loaded):
-        engine.backend.load()
-    for warning in engine.backend.warnings:
+    before = engine.info
+    with out.loading(before.name, before.loaded or before.remote):
+        info = engine.load()
+    for warning in info.warnings:
         out.note(warning)
     if verbose:
-        backend = engine.backend
-        out.note(f"model {opened.name or engine.model}: {opened.location}")
+        out.note(f"model {info.name}: {info.location}")
         out.note(
-            f"format {engine.prompt_format.name}; context {backend.n_ctx} tokens; "
-            f"flash attention {'on' if backend.flash_attn else 'off'}"
+            f"format {info.prompt_format}; context {info.n_ctx} tokens; "
+            f"flash attention {'on' if info.flash_attn else 'off'}"
         )
-        out.note(f"gpu: {backend.gpu.reason}")
+        out.note(f"gpu: {info.placement}")
     gen = engine.generate([turn], params, system=settings.system, attachment=attachment, attach=builder)
     st = gen.stats
     if st.truncated_chars:
@@ -164,7 +165,7 @@ def ask(
             for _ in gen:
                 pass
         elif code:
-            from starchat_cli.core.markdown import CodeStream
+            from starchat_cli.chat.codeblocks import CodeStream
 
             stream = CodeStream()
             for chunk in gen:
@@ -187,9 +188,9 @@ def ask(
     if json_out:
         blocks = extract_code_blocks(gen.text)
         payload = {
-            "model": opened.name or engine.model,
-            "path": opened.location,
-            "format": engine.prompt_format.name,
+            "model": info.name,
+            "path": info.location,
+            "format": info.prompt_format,
             "text": gen.text,
             "code_blocks": [{"language": b.language, "code": b.code} for b in blocks],
             "stats": st.as_dict(),

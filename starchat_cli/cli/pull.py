@@ -45,7 +45,7 @@ def pull(
     revision: str = typer.Option("main", "--revision", help="Branch, tag or commit on the Hub."),
 ) -> None:
     from starchat_cli.core.errors import ExitCode, StarchatError
-    from starchat_cli.core.pull import dry_run_lines, execute, make_plan, parse_target
+    from starchat_cli.services.pull import dry_run_lines, execute, make_plan, parse_target
 
     target = parse_target(model, quant, from_source)
     target.revision = revision

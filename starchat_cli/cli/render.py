@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Iterable, Iterator
 
-from starchat_cli.core.engine import Stats
+from starchat_cli.engine.contract import Stats
 
 
 def _isatty(stream: object) -> bool:
@@ -79,7 +79,7 @@ class Output:
         from rich.markdown import Markdown
         from rich.text import Text
 
-        from starchat_cli.core.markdown import BlockSplitter
+        from starchat_cli.chat.codeblocks import BlockSplitter
 
         console = Console()
         splitter = BlockSplitter()

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from starchat_cli.cli.options import Ctx, Gpu, Model, Threads
+from starchat_cli.core import defaults
 
 SERVE_HELP = """\
 Serve a model over an OpenAI-compatible HTTP API (for editors, scripts, other tools).
@@ -42,9 +43,9 @@ def is_loopback(host: str) -> bool:
 def serve(
     model: Model = None,
     host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address to bind; anything but loopback needs --api-key."
+        defaults.SERVE_HOST, "--host", help="Address to bind; anything but loopback needs --api-key."
     ),
-    port: int = typer.Option(8080, "--port", "-p", help="TCP port."),
+    port: int = typer.Option(defaults.SERVE_PORT, "--port", "-p", help="TCP port."),
     api_key: Optional[str] = typer.Option(
         None,
         "--api-key",
@@ -55,14 +56,16 @@ def serve(
     threads: Threads = None,
     gpu: Gpu = None,
     max_tokens_limit: int = typer.Option(
-        4096, "--max-tokens-limit", help="Largest max_tokens a request may ask for."
+        defaults.SERVE_MAX_TOKENS, "--max-tokens-limit", help="Largest max_tokens a request may ask for."
     ),
-    max_body: int = typer.Option(1 << 20, "--max-body", help="Largest request body in bytes."),
+    max_body: int = typer.Option(
+        defaults.SERVE_MAX_BODY, "--max-body", help="Largest request body in bytes."
+    ),
 ) -> None:
     import socket
 
     from starchat_cli.core.errors import ConfigError, StarchatError
-    from starchat_cli.core.runtime import choose_model, load_settings, make_engine
+    from starchat_cli.services.runtime import load_settings, open_engine
 
     key = api_key or os.environ.get("STARCHAT_API_KEY") or None
     if not is_loopback(host) and not key:
@@ -82,25 +85,21 @@ def serve(
             ) from None
 
     settings, explicit = load_settings({"model": model, "ctx": ctx, "threads": threads, "gpu": gpu})
-    choice = choose_model(settings, explicit)
-    if choice.note:
-        print(f"starchat: {choice.note}", file=sys.stderr)
-    engine = make_engine(choice, settings)
-    engine.backend.load()
-    for warning in engine.backend.warnings:
+    opened = open_engine(settings, explicit, local_only=True)
+    if opened.note:
+        print(f"starchat: {opened.note}", file=sys.stderr)
+    engine = opened.engine
+    info = engine.load()
+    for warning in info.warnings:
         print(f"starchat: {warning}", file=sys.stderr)
 
     import uvicorn
 
     from starchat_cli.server.app import ServerConfig, make_app
 
-    spec = choice.model.spec
-    aliases = tuple(
-        {choice.model.path.name, choice.model.path.stem, *([spec.name] if spec else [])} - {choice.model.name}
-    )
     config = ServerConfig(
-        model_name=choice.model.name,
-        aliases=aliases,
+        model_name=info.name,
+        aliases=info.aliases,
         api_key=key,
         max_body_bytes=max_body,
         max_tokens_limit=max_tokens_limit,
@@ -110,8 +109,8 @@ def serve(
     app = make_app(engine, config)
     shown = f"[{host}]" if ":" in host else host
     print(
-        f"starchat: serving {choice.model.name} at http://{shown}:{port}/v1 "
-        f"(context {engine.backend.n_ctx} tokens{', API key required' if key else ''}); Ctrl-C stops",
+        f"starchat: serving {info.name} at http://{shown}:{port}/v1 "
+        f"(context {info.n_ctx} tokens{', API key required' if key else ''}); Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )

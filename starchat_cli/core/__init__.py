@@ -1,4 +1,5 @@
-"""The engine: no textual, typer or rich imports here (tests/test_import_hygiene.py checks).
+"""The base layer: errors and exit codes, paths, atomic files, units and defaults.
 
-Heavy modules (llama_cpp, jinja2) are imported inside the functions that need them.
+It imports nothing else from starchat_cli, and no UI library (the import contracts in
+pyproject.toml and tests/test_import_hygiene.py check both).
 """

@@ -8,7 +8,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .errors import StarchatError
+from starchat_cli.core.errors import StarchatError
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

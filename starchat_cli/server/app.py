@@ -23,9 +23,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from starchat_cli.core.engine import Engine, Generation, GenerationParams
+from starchat_cli.core import defaults
 from starchat_cli.core.errors import ContextOverflowError, InputError, StarchatError
-from starchat_cli.core.prompts import Message
+from starchat_cli.engine.contract import Engine, Generation, GenerationParams
+from starchat_cli.engine.prompts import Message
 
 
 @dataclass
@@ -33,11 +34,11 @@ class ServerConfig:
     model_name: str
     aliases: tuple[str, ...] = ()  # other names a request may use for the model
     api_key: str | None = None
-    max_body_bytes: int = 1 << 20
-    max_tokens_limit: int = 4096
+    max_body_bytes: int = defaults.SERVE_MAX_BODY
+    max_tokens_limit: int = defaults.SERVE_MAX_TOKENS
     default_max_tokens: int | None = None
-    default_temperature: float = 0.2
-    default_top_p: float = 0.95
+    default_temperature: float = defaults.TEMPERATURE
+    default_top_p: float = defaults.TOP_P
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -369,7 +370,7 @@ def make_app(
             {
                 "status": "ok",
                 "model": config.model_name,
-                "loaded": engine.backend.loaded,
+                "loaded": engine.info.loaded,
                 "generations": generations,
             }
         )

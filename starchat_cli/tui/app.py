@@ -24,7 +24,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from starchat_cli.core.edits import (
+from starchat_cli.chat.codeblocks import CodeBlock
+from starchat_cli.chat.edits import (
     EditError,
     EditPlan,
     OutsideRootError,
@@ -34,11 +35,10 @@ from starchat_cli.core.edits import (
     plan_edit,
     suggest_filename,
 )
-from starchat_cli.core.engine import GenerationParams
+from starchat_cli.chat.sessions import Session, SessionStore
 from starchat_cli.core.errors import StarchatError
-from starchat_cli.core.markdown import CodeBlock
-from starchat_cli.core.prompts import Message as Turn
-from starchat_cli.core.sessions import Session, SessionStore
+from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.prompts import Message as Turn
 
 from .clipboard import system_copy
 from .screens import (
@@ -206,7 +206,7 @@ class ChatApp(App[None]):
         self._pending: list[str] = []
         self._pending_lock = threading.Lock()
         self._chunk_posted = False
-        self.n_ctx = int(getattr(engine, "n_ctx", 0) or 0) if not hasattr(engine, "backend") else 0
+        self.n_ctx = engine.info.n_ctx
         self.context_used = 0
         self.last_tps = 0.0
         self.state = ""
@@ -235,7 +235,7 @@ class ChatApp(App[None]):
         else:
             await self._show_welcome()
         self.input.focus()
-        if self.preload and hasattr(self.engine, "backend"):
+        if self.preload and not self.engine.info.loaded:
             self.state = "loading model…"
             self._preload(self.engine, self.model_name)
         self.update_status()
@@ -461,9 +461,8 @@ class ChatApp(App[None]):
     def _preload(self, engine: Any, name: str) -> None:
         try:
             with self._engine_lock:
-                engine.backend.load()
-                n_ctx = engine.backend.n_ctx
-            self.post_message(ModelReady(name, n_ctx, engine))
+                info = engine.load()
+            self.post_message(ModelReady(name, info.n_ctx, engine))
         except StarchatError as exc:
             self.post_message(ModelReady(name, 0, engine, exc.message))
 
@@ -472,14 +471,9 @@ class ChatApp(App[None]):
         assert self.engine_factory is not None
         try:
             resolved, engine = self.engine_factory(name)
-            n_ctx = 0
-            if hasattr(engine, "backend"):
-                with self._engine_lock:
-                    engine.backend.load()
-                    n_ctx = engine.backend.n_ctx
-            else:
-                n_ctx = int(getattr(engine, "n_ctx", 0) or 0)
-            self.post_message(ModelReady(resolved, n_ctx, engine))
+            with self._engine_lock:
+                info = engine.load()
+            self.post_message(ModelReady(resolved, info.n_ctx, engine))
         except StarchatError as exc:
             self.post_message(ModelReady(name, 0, None, exc.message))
 
@@ -497,8 +491,7 @@ class ChatApp(App[None]):
                 self.store.update(self.session.id, model=event.name)
             self.notify(f"model: {event.name}")
         self.n_ctx = event.n_ctx or self.n_ctx
-        backend = getattr(event.engine or self.engine, "backend", None)
-        for warning in getattr(backend, "warnings", None) or ():
+        for warning in (event.engine or self.engine).info.warnings:
             self.notify(warning, severity="warning", timeout=15)  # e.g. an out-of-memory retry
         self.update_status()
 

@@ -16,9 +16,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Markdown, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-from starchat_cli.core.edits import MODE_HELP, MODES, EditPlan
-from starchat_cli.core.markdown import CodeBlock
-from starchat_cli.core.sessions import Session, SessionStore
+from starchat_cli.chat.codeblocks import CodeBlock
+from starchat_cli.chat.edits import MODE_HELP, MODES, EditPlan
+from starchat_cli.chat.sessions import Session, SessionStore
 
 
 @dataclass

@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.widgets import Button, Label, Markdown, Static, TextArea
 from textual.widgets.markdown import MarkdownStream
 
-from starchat_cli.core.markdown import BlockSplitter, CodeBlock, extract_code_blocks
+from starchat_cli.chat.codeblocks import BlockSplitter, CodeBlock, extract_code_blocks
 
 
 class ChatInput(TextArea):
@@ -130,7 +130,7 @@ class AssistantMessage(Vertical):
     Two things keep the cost per token flat as a reply grows: Textual's MarkdownStream
     parses only the new tail and coalesces fragments that arrive while the UI is busy;
     and every ``SEGMENT_BLOCKS`` finished blocks (split at a blank line outside a code
-    fence by :class:`~starchat_cli.core.markdown.BlockSplitter`) the stream moves on to a
+    fence by :class:`~starchat_cli.chat.codeblocks.BlockSplitter`) the stream moves on to a
     fresh Markdown widget, so neither the parser's document nor the widget being
     re-laid out keeps growing.
     """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import ModelNotFoundError
+from starchat_cli.core.errors import ModelNotFoundError
 
 DEFAULT_MODEL = "starchat2"
 DEFAULT_QUANT = "Q4_K_M"

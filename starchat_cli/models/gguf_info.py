@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import ModelLoadError, ModelNotFoundError
+from starchat_cli.core.errors import ModelLoadError, ModelNotFoundError
 
 GGUF_MAGIC = b"GGUF"
 

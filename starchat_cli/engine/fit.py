@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
-from .errors import ContextOverflowError
-from .prompts import Message
+from starchat_cli.core.errors import ContextOverflowError
+from starchat_cli.engine.prompts import Message
 
 
 @dataclass

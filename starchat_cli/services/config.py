@@ -28,7 +28,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError
+from starchat_cli.core import defaults
+from starchat_cli.core.errors import ConfigError
 
 try:  # Python 3.11+
     import tomllib
@@ -39,12 +40,12 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 @dataclass(frozen=True)
 class Settings:
     model: str | None = None
-    temperature: float = 0.2
-    top_p: float = 0.95
+    temperature: float = defaults.TEMPERATURE
+    top_p: float = defaults.TOP_P
     max_tokens: int | None = None  # None: until the reply ends or the context is full
-    ctx: int = 4096
+    ctx: int = defaults.CTX
     threads: int | None = None  # None: a default from the CPU count
-    gpu: str | int = "auto"  # "auto" (plan from free GPU memory), "off", or a number of layers
+    gpu: str | int = defaults.GPU  # "auto" (plan from free GPU memory), "off", or a number of layers
     system: str | None = None  # None: the model's default system prompt
     seed: int | None = None
     format: str | None = None  # force a prompt format (see `starchat info`)
@@ -91,7 +92,7 @@ def _check_gpu(value: Any) -> str | int:
 
 
 def _check_format(value: Any) -> str:
-    from .prompts import FORMATS
+    from starchat_cli.engine.prompts import FORMATS
 
     value = _check_str(value)
     if value not in (*FORMATS, "gguf"):

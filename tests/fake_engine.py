@@ -1,4 +1,4 @@
-"""A stand-in for :class:`~starchat_cli.core.engine.Engine` with the same generate() surface.
+"""A fake implementation of the Engine contract (:mod:`starchat_cli.engine.contract`).
 
 Used by the TUI tests and ``benchmarks/tui_stream.py``: it answers instantly and
 deterministically, one chunk per word, so a test sees exactly what the UI did with it.
@@ -15,9 +15,9 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from .engine import Generation, GenerationParams, Stats
-from .fit import FitResult
-from .prompts import Message
+from starchat_cli.engine.contract import EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.fit import FitResult
+from starchat_cli.engine.prompts import Message
 
 Reply = str | Callable[[Sequence[Message]], str]
 
@@ -54,6 +54,7 @@ class FakeEngine:
         chunks: list[str] | None = None,
         tokens_per_second: float = 1000.0,
         pace: float | None = None,
+        name: str = "fake",
     ) -> None:
         self.reply = reply
         self.n_ctx = n_ctx
@@ -67,6 +68,24 @@ class FakeEngine:
         self.tps = tokens_per_second
         self.pace = pace  # chunks per second to emit at most; None: as fast as the consumer takes them
         self.default_system: str | None = None
+        self.name = name
+        self.loads = 0  # how many times load() was called
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            name=self.name,
+            location="fake",
+            loaded=True,  # nothing to load: the app need not preload it
+            n_ctx=self.n_ctx,
+            prompt_format="fake",
+            placement="in the test",
+            default_system=self.default_system,
+        )
+
+    def load(self) -> EngineInfo:
+        self.loads += 1
+        return self.info
 
     @staticmethod
     def count(text: str) -> int:
@@ -95,6 +114,12 @@ class FakeEngine:
         chunks = list(self.fixed_chunks) if self.fixed_chunks is not None else split_chunks(text)
         limit = params.max_tokens if params is not None else None
         return FakeGeneration(self._run(chunks, stats, limit), stats)
+
+    def complete(
+        self, prompt: str, params: GenerationParams | None = None, *, cancel: object = None
+    ) -> FakeGeneration:
+        """The raw path: the reply (a function of one user turn holding the prompt), chunk by chunk."""
+        return self.generate([Message("user", prompt)], params)
 
     def _run(self, chunks: list[str], stats: Stats, limit: int | None) -> Iterator[str]:
         start = time.perf_counter()

@@ -1,7 +1,8 @@
 """A remote engine: any OpenAI-compatible server (starchat serve, llama-server, vLLM, TGI).
 
-It has the same surface as :class:`starchat_cli.core.engine.Engine` (``generate`` returns
-a :class:`Generation` of text chunks with stats), so the faces work the same on both.
+It implements the :class:`~starchat_cli.engine.contract.Engine` contract (``generate`` and
+``complete`` return a :class:`Generation` of text chunks with stats), so the faces work
+the same on it as on a local model.
 The remote model's prompt format is the server's business; when the model name matches
 a catalog entry, that entry's stops and default system prompt are sent along.
 """
@@ -11,15 +12,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
-from .catalog import CATALOG
-from .engine import Generation, GenerationParams, GpuChoice, Stats
-from .errors import ExitCode, StarchatError
-from .fit import FitResult
-from .prompts import FORMATS, Message
-from .stops import StopTextFilter
+from starchat_cli.core.errors import ExitCode, StarchatError
+from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.fit import FitResult
+from starchat_cli.engine.prompts import FORMATS, Message
+from starchat_cli.engine.stops import StopTextFilter
+from starchat_cli.models.catalog import CATALOG
 
 
 class RemoteError(StarchatError):
@@ -36,31 +36,6 @@ def api_base(url: str) -> str:
     return base if base.endswith("/v1") else base + "/v1"
 
 
-@dataclass
-class RemoteBackend:
-    """What the faces read from a backend, for a remote server."""
-
-    url: str
-    n_ctx: int = 0  # unknown: the server fits the prompt
-    loaded: bool = True
-    flash_attn: bool = False
-    warnings: list[str] = field(default_factory=list)
-    gpu: GpuChoice = field(default_factory=lambda: GpuChoice(0, None, "remote server"))
-    path: str = ""
-
-    def load(self) -> None:
-        return None
-
-    def take_load_seconds(self) -> float:
-        return 0.0
-
-
-@dataclass(frozen=True)
-class RemoteFormat:
-    name: str = "remote"
-    description: str = "the server applies the model's own chat template"
-
-
 class RemoteEngine:
     def __init__(
         self, url: str, api_key: str | None = None, model: str | None = None, timeout: float = 600.0
@@ -69,12 +44,27 @@ class RemoteEngine:
         self.api_key = api_key
         self.timeout = timeout
         self._model = model
-        self.backend = RemoteBackend(url=self.base, path=self.base)
-        self.prompt_format = RemoteFormat()
         spec = CATALOG.get(model or "")
         self.default_system = spec.default_system if spec else None
         fmt = FORMATS.get(spec.prompt_format) if spec else None
         self.stops: tuple[str, ...] = (*fmt.stop_tokens, *fmt.stop_texts) if fmt else ()
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            name=self._model or "",
+            location=self.base,
+            remote=True,
+            loaded=self._model is not None,
+            prompt_format="remote",  # the server applies the model's own chat template
+            placement="remote server",
+            default_system=self.default_system,
+        )
+
+    def load(self) -> EngineInfo:
+        """Ask the server for its first model when none was named (a reachability check too)."""
+        self.model  # noqa: B018
+        return self.info
 
     # -- HTTP ------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -129,7 +119,7 @@ class RemoteEngine:
         *,
         system: str | None = None,
         attachment: str | None = None,
-        attach: Callable[[str], str] | None = None,
+        attach: Attach | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
         params = params or GenerationParams()
@@ -139,27 +129,48 @@ class RemoteEngine:
         chosen = self.default_system if system is None else system
         if chosen:
             msgs.insert(0, Message("system", chosen))
-        body: dict[str, object] = {
-            "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in msgs],
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-        }
-        if params.max_tokens is not None:
-            body["max_tokens"] = params.max_tokens
-        if params.seed is not None:
-            body["seed"] = params.seed
+        messages = [{"role": m.role, "content": m.content} for m in msgs]
+        body = self._sampling(params, {"model": self.model, "messages": messages})
         stops = (*self.stops, *params.stop)
         if stops:
             body["stop"] = list(dict.fromkeys(stops))[:4]  # OpenAI accepts up to 4
         stats = Stats()
-        chunks = self._stream(body, stats, stops, cancel)
+        chunks = self._stream("chat/completions", body, stats, stops, cancel)
         return Generation(chunks, stats, FitResult([], msgs, attachment_chars=len(attachment or "")))
+
+    def complete(
+        self,
+        prompt: str,
+        params: GenerationParams | None = None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """Raw continuation through the server's ``/v1/completions``."""
+        params = params or GenerationParams()
+        body = self._sampling(params, {"model": self.model, "prompt": prompt})
+        if params.stop:
+            body["stop"] = list(dict.fromkeys(params.stop))[:4]
+        stats = Stats()
+        chunks = self._stream("completions", body, stats, tuple(params.stop), cancel)
+        return Generation(chunks, stats, FitResult([], []))
+
+    @staticmethod
+    def _sampling(params: GenerationParams, body: dict[str, object]) -> dict[str, object]:
+        body.update(
+            stream=True,
+            stream_options={"include_usage": True},
+            temperature=params.temperature,
+            top_p=params.top_p,
+        )
+        if params.max_tokens is not None:
+            body["max_tokens"] = params.max_tokens
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body
 
     def _stream(
         self,
+        route: str,
         body: dict[str, object],
         stats: Stats,
         stops: tuple[str, ...],
@@ -175,7 +186,7 @@ class RemoteEngine:
         try:
             with (
                 self._client() as client,
-                client.stream("POST", f"{self.base}/chat/completions", json=body) as res,
+                client.stream("POST", f"{self.base}/{route}", json=body) as res,
             ):
                 if res.status_code != 200:
                     raise self._fail(res.status_code, res.read())

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .catalog import CATALOG, DEFAULT_QUANT, ModelSpec
-from .errors import StarchatError
-from .hub import (
+from starchat_cli.core.errors import StarchatError
+from starchat_cli.core.paths import get_paths
+from starchat_cli.models.catalog import CATALOG, DEFAULT_QUANT, ModelSpec
+from starchat_cli.models.hub import (
     HubError,
     OfflineError,
     RemoteFile,
@@ -31,8 +32,7 @@ from .hub import (
     offline,
     repo_folder,
 )
-from .paths import get_paths
-from .store import Entry, Store
+from starchat_cli.models.store import Entry, Store
 
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.I)
 _TOKENIZER_FILES = (
@@ -240,7 +240,7 @@ def execute(
     paths = [download(plan.listing, f, on_file, target.revision) for f in plan.files]
     store = Store()
     if not target.from_source:
-        from .gguf_info import read_gguf_info
+        from starchat_cli.models.gguf_info import read_gguf_info
 
         info = read_gguf_info(paths[0])  # a last check: a whole, parseable GGUF
         quant = target.quant or info.quant
@@ -261,6 +261,7 @@ def execute(
 def _build_from_source(plan, hf_dir, store, keep_f16, on_stage, convert_progress, quantize_progress) -> Entry:
     from converters.convert import convert_checkpoint
     from converters.quantize import quantize
+    from starchat_cli.services.conversion import converter_errors
 
     target = plan.target
     quant = (target.quant or DEFAULT_QUANT).upper()
@@ -275,13 +276,17 @@ def _build_from_source(plan, hf_dir, store, keep_f16, on_stage, convert_progress
             on_stage(f"converting {target.repo} to F16 GGUF")
         needed = sum(f.size for f in plan.files if f.name.endswith((".safetensors", ".bin")))
         check_disk_space(needed, models)
-        convert_checkpoint(hf_dir, f16, "f16", convert_progress, prompt_format=fmt, name=stem, overwrite=True)
+        with converter_errors():
+            convert_checkpoint(
+                hf_dir, f16, "f16", convert_progress, prompt_format=fmt, name=stem, overwrite=True
+            )
     if quant in ("F16",):
         result_path = f16
     else:
         if on_stage:
             on_stage(f"quantizing to {quant}")
-        quantize(f16, final, quant, progress=quantize_progress, overwrite=True)
+        with converter_errors():
+            quantize(f16, final, quant, progress=quantize_progress, overwrite=True)
         result_path = final
         if not keep_f16:
             f16.unlink(missing_ok=True)

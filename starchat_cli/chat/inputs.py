@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from .errors import InputError
+from starchat_cli.core.errors import InputError
 
 _EXTENSIONS = {
     ".py": "python",

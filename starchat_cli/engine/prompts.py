@@ -3,7 +3,7 @@
 Each format turns a list of messages (an optional leading system message, then
 alternating user / assistant turns ending with a user turn) into the exact prompt
 text, and names what ends a reply: control tokens (matched by id by the engine) and
-plain-text stops (matched in the text stream, see :mod:`starchat_cli.core.stops`).
+plain-text stops (matched in the text stream, see :mod:`starchat_cli.engine.stops`).
 Facts come from ../shared/MODELS.md.
 """
 
@@ -164,7 +164,7 @@ class JinjaFormat(PromptFormat):
                 eos_token=self.eos_token,
             )
         except TemplateError as exc:
-            from .errors import ModelLoadError
+            from starchat_cli.core.errors import ModelLoadError
 
             raise ModelLoadError(
                 f"the model's chat template failed: {exc} (choose a format with --format)"
@@ -191,7 +191,7 @@ def _compile_template(source: str):  # -> jinja2.Template
     try:
         return env.from_string(source)
     except TemplateError as exc:
-        from .errors import ModelLoadError
+        from starchat_cli.core.errors import ModelLoadError
 
         raise ModelLoadError(
             f"the model's chat template does not parse: {exc} (choose a format with --format)"
@@ -204,7 +204,7 @@ FORMATS: dict[str, PromptFormat] = {
 
 
 def get_format(name: str) -> PromptFormat:
-    from .errors import StarchatError
+    from starchat_cli.core.errors import StarchatError
 
     try:
         return FORMATS[name]

@@ -224,8 +224,8 @@ def build_mismatch(build: BuildInfo, gpus: list[GPU]) -> str | None:
 
 def hint_once(key: str) -> bool:
     """True the first time a hint is asked for on this machine (a marker in the cache dir)."""
-    from .fsutil import atomic_write_text
-    from .paths import get_paths
+    from starchat_cli.core.fsutil import atomic_write_text
+    from starchat_cli.core.paths import get_paths
 
     marker = get_paths().cache_dir / "hints" / key
     if marker.exists():

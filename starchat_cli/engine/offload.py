@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .gguf_info import GGUFInfo
+from starchat_cli.models.gguf_info import GGUFInfo
 
 GIB = 1024**3
 MIB = 1024**2

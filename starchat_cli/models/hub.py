@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import ExitCode, StarchatError
-from .paths import hf_hub_cache
+from starchat_cli.core.errors import ExitCode, StarchatError
+from starchat_cli.core.paths import hf_hub_cache
 
 CHUNK = 1 << 20
 ProgressFn = Callable[[str, int, int], None]  # (file name, bytes done, bytes total)
@@ -268,7 +268,7 @@ def download(
         shutil.copyfile(blob, snap)
     (folder / "refs").mkdir(parents=True, exist_ok=True)
     if not re.fullmatch(r"[0-9a-f]{40}", revision):
-        from .fsutil import atomic_write_text
+        from starchat_cli.core.fsutil import atomic_write_text
 
         atomic_write_text(folder / "refs" / revision, listing.commit)
     return snap

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .catalog import CATALOG, DEFAULT_QUANT, ModelSpec, get_spec
-from .errors import ModelNotFoundError, StarchatError
-from .fsutil import atomic_write_text
-from .paths import Paths, get_paths
+from starchat_cli.core.errors import ModelNotFoundError, StarchatError
+from starchat_cli.core.fsutil import atomic_write_text
+from starchat_cli.core.paths import Paths, get_paths
+from starchat_cli.models.catalog import CATALOG, DEFAULT_QUANT, ModelSpec, get_spec
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ class Store:
         path = Path(entry.path)
         freed = 0
         if entry.source == "prebuilt" and (delete_file is None or delete_file):
-            from .hub import remove_from_cache
+            from starchat_cli.models.hub import remove_from_cache
 
             freed = remove_from_cache(path) if (path.exists() or path.is_symlink()) else 0
         elif (self._owns(path) if delete_file is None else delete_file) and path.exists():

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import StarchatError
-from .fsutil import atomic_write_text
-from .paths import get_paths
+from starchat_cli.core.errors import StarchatError
+from starchat_cli.core.fsutil import atomic_write_text
+from starchat_cli.core.paths import get_paths
 
 
 class SessionNotFoundError(StarchatError):

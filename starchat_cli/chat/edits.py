@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .errors import StarchatError
-from .fsutil import atomic_write_bytes
-from .paths import get_paths
+from starchat_cli.core.errors import StarchatError
+from starchat_cli.core.fsutil import atomic_write_bytes
+from starchat_cli.core.paths import get_paths
 
 Mode = Literal["new", "insert", "after", "append", "replace", "range"]
 MODES: tuple[str, ...] = ("new", "insert", "after", "append", "replace", "range")

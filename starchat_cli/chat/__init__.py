@@ -1,0 +1,1 @@
+"""Conversations: sessions (SQLite), the conversation service, code blocks, file edits and undo."""

@@ -1,0 +1,168 @@
+"""The Engine contract: what every backend implements and every face (ask, chat, serve) uses.
+
+    engine = runtime.open_engine(settings, explicit).engine   # an Engine
+    info = engine.load()                  # ready to generate: EngineInfo (n_ctx, format, plan, ...)
+    gen = engine.generate(turns, params, system=..., cancel=event)
+    for text in gen:                      # text chunks as they are decoded
+        ...
+    gen.stats                             # prompt/generated tokens, time to first token, stop reason
+
+Backends: :class:`~starchat_cli.engine.local.LocalEngine` (llama.cpp) and
+:class:`~starchat_cli.engine.remote.RemoteEngine` (an OpenAI-compatible server); the
+tests' fake engine implements it too. Faces read :attr:`Engine.info`, never a backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
+
+from starchat_cli.core import defaults
+from starchat_cli.engine.fit import FitResult
+from starchat_cli.engine.prompts import Message
+
+
+@dataclass
+class GenerationParams:
+    max_tokens: int | None = None
+    temperature: float = defaults.TEMPERATURE
+    top_p: float = defaults.TOP_P
+    seed: int | None = None
+    stop: tuple[str, ...] = ()  # extra plain-text stops (e.g. an API request's "stop")
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache
+    generated_tokens: int = 0
+    load_seconds: float = 0.0
+    prompt_seconds: float = 0.0  # evaluating the (uncached part of the) prompt
+    ttft_seconds: float = 0.0  # request start to first generated token
+    decode_seconds: float = 0.0  # first generated token to the last
+    stop_reason: str = ""  # stop | length | context | cancelled
+    n_ctx: int = 0
+    dropped_turns: int = 0
+    truncated_chars: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed, excluding the first token (which pays for the prompt)."""
+        if self.generated_tokens > 1 and self.decode_seconds > 0:
+            return (self.generated_tokens - 1) / self.decode_seconds
+        return 0.0
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        evaluated = self.prompt_tokens - self.cached_tokens
+        return evaluated / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        out: dict[str, float | int | str] = asdict(self)
+        out["tokens_per_second"] = round(self.tokens_per_second, 2)
+        out["prompt_tokens_per_second"] = round(self.prompt_tokens_per_second, 2)
+        for key, value in out.items():
+            if isinstance(value, float):
+                out[key] = round(value, 4)
+        return out
+
+
+class Generation:
+    """An iterator of text chunks; ``stats`` and ``text`` are complete once it is exhausted.
+
+    ``close()`` (or breaking out of the loop and closing) cancels the generation; the
+    stop reason is then "cancelled". ``fit`` says what the prompt became (tokens, the
+    messages kept, how much of an attachment was cut).
+    """
+
+    def __init__(self, chunks: Iterator[str], stats: Stats, fit: FitResult | None = None) -> None:
+        self._chunks = chunks
+        self.stats = stats
+        self.fit = fit if fit is not None else FitResult(tokens=[], messages=[])
+        self._parts: list[str] = []
+
+    def __iter__(self) -> Generation:
+        return self
+
+    def __next__(self) -> str:
+        chunk = next(self._chunks)
+        self._parts.append(chunk)
+        return chunk
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        if not self.stats.stop_reason:
+            self.stats.stop_reason = "cancelled"
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a face may know about an engine: a snapshot, complete once ``load()`` returned."""
+
+    name: str  # the model as the user knows it ("" for a server whose model is not known yet)
+    location: str  # a model file's path, or a server's API base URL
+    remote: bool = False
+    loaded: bool = False
+    n_ctx: int = 0  # 0: unknown (not loaded yet, or the server fits the prompt)
+    prompt_format: str = ""  # the prompt format's name ("remote": the server applies it)
+    flash_attn: bool = False
+    placement: str = ""  # where the model runs: the GPU offload plan in words, or "remote server"
+    default_system: str | None = None  # the system prompt used when none is given
+    warnings: tuple[str, ...] = ()  # things the user must hear (out-of-memory retries, ...)
+    aliases: tuple[str, ...] = ()  # other names a request may use for this model (serve)
+
+
+Attach = Callable[[str], str]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A model that generates: local, remote or fake, the faces cannot tell."""
+
+    @property
+    def info(self) -> EngineInfo:
+        """A snapshot of what the engine is now (cheap: never loads or calls out)."""
+        ...
+
+    def load(self) -> EngineInfo:
+        """Make the engine ready (load the model, ask the server its model); idempotent."""
+        ...
+
+    def generate(
+        self,
+        turns: Sequence[Message],
+        params: GenerationParams | None = None,
+        *,
+        system: str | None = None,
+        attachment: str | None = None,
+        attach: Attach | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """A reply to ``turns`` (user/assistant, ending with a user turn) in the model's format.
+
+        ``system``: None for the model's default system prompt. ``attachment`` +
+        ``attach``: long input (piped text) that may be cut from the front to fit;
+        ``attach(kept_text)`` returns the last user message's content. ``cancel``: an
+        event any thread may set to stop, even during a long prompt evaluation.
+        """
+        ...
+
+    def complete(
+        self,
+        prompt: str,
+        params: GenerationParams | None = None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """A raw continuation of ``prompt`` (no chat template): the /v1/completions path."""
+        ...
+
+
+__all__ = ["Attach", "Engine", "EngineInfo", "Generation", "GenerationParams", "Stats"]

@@ -1,0 +1,347 @@
+"""llama.cpp through llama-cpp-python: a GGUF model loaded on first use, its vocabulary,
+prompt evaluation with KV-cache prefix reuse, sampling and single-token decoding.
+
+The GPU offload is chosen at load (``choose_gpu_layers``); a failed load retries without
+flash attention, then with fewer GPU layers, before a one-line :class:`ModelLoadError`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from starchat_cli.core import defaults
+from starchat_cli.core.errors import ModelLoadError, StarchatError
+from starchat_cli.engine.contract import GenerationParams
+
+
+def default_threads() -> int:
+    """Threads for decoding: every usable core on small machines, half (physical) on big ones."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return cpus if cpus <= 4 else max(4, cpus // 2)
+
+
+@dataclass
+class LoadOptions:
+    n_ctx: int = defaults.CTX
+    n_threads: int | None = None
+    gpu: str | int = defaults.GPU  # "auto" (planned), "off", or a number of layers
+    n_batch: int = defaults.N_BATCH
+    seed: int = 0xFFFFFFFF  # llama.cpp's "random"
+    # Flash attention is 7-10% faster decoding on CPU (benchmarks/decode.py); llama-cpp-python
+    # only offers on/off, so "on" is tried first and "off" is the fallback when the
+    # backend cannot create such a context.
+    flash_attn: bool = True
+
+
+# -- llama.cpp -------------------------------------------------------------------------
+
+_LOG_LINES: deque[str] = deque(maxlen=50)
+_log_callback = None
+
+
+def _install_log_capture() -> None:
+    """Route llama.cpp's log to a buffer: errors are summarised in one line, not dumped.
+
+    Installed at every load, since other code (the quantizer) may have set its own since.
+    """
+    global _log_callback
+    import llama_cpp
+
+    if _log_callback is None:
+
+        @llama_cpp.llama_log_callback
+        def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            line = text.decode("utf-8", errors="replace").strip()
+            if line:
+                _LOG_LINES.append(line)
+            if os.environ.get("STARCHAT_LLAMA_LOG"):
+                os.write(2, text)
+
+        _log_callback = capture  # keep a reference: ctypes callbacks must outlive their use
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+def _last_llama_error() -> str:
+    for line in reversed(_LOG_LINES):
+        low = line.lower()
+        if "error" in low or "failed" in low or "invalid" in low:
+            return line
+    return ""
+
+
+def gpu_offload_supported() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+@dataclass
+class GpuChoice:
+    n_gpu_layers: int  # llama.cpp's value: -1 all, 0 none, N blocks (+1 = output too)
+    plan: object | None = None  # offload.OffloadPlan when planned from free memory
+    reason: str = ""
+    hint: str | None = None  # e.g. "this machine has an NVIDIA GPU but the build is CPU-only: ..."
+
+
+def choose_gpu_layers(setting: str | int, info, n_ctx: int) -> GpuChoice:  # info: GGUFInfo
+    """``off``/0: CPU only; N: N layers; ``auto``: plan from the GPUs' free memory.
+
+    ``auto`` with a CPU-only build is 0; with an offload build but no way to read free
+    memory (no NVML, no nvidia-smi: ROCm, Vulkan, ...) it is every layer, and an
+    out-of-memory load falls back to fewer (see ``LlamaCppBackend.load``).
+    """
+    if setting in ("off", 0, "0"):
+        return GpuChoice(0, None, "GPU off")
+    if setting != "auto":
+        return GpuChoice(int(setting), None, f"{setting} layers requested")
+    from starchat_cli.engine.hardware import build_info, build_mismatch, detect_gpus
+    from starchat_cli.engine.offload import ModelShape, plan_offload
+
+    build = build_info()
+    gpus = detect_gpus()
+    if not build.gpu_offload:
+        return GpuChoice(0, None, "this llama.cpp build has no GPU offload", build_mismatch(build, gpus))
+    if not gpus:
+        return GpuChoice(-1, None, "offloading every layer (free GPU memory unknown)")
+    plan = plan_offload(
+        ModelShape.from_gguf(info),
+        n_ctx,
+        sum(g.free_bytes for g in gpus),
+        device=gpus[0].name if len(gpus) == 1 else f"{len(gpus)} GPUs",
+        n_devices=len(gpus),
+    )
+    return GpuChoice(plan.n_gpu_layers, plan, plan.describe())
+
+
+class LlamaCppBackend:
+    """A local GGUF model run by llama-cpp-python, loaded on first use."""
+
+    def __init__(self, path: Path, options: LoadOptions | None = None) -> None:
+        self.path = Path(path)
+        self.options = options or LoadOptions()
+        self._llm = None
+        self._vocab = None
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self.load_seconds = 0.0
+        self._unreported_load = 0.0
+        self.lock = threading.Lock()
+        self.gpu: GpuChoice = GpuChoice(0)
+        self.trained_ctx = 0
+        self.flash_attn = False
+        self.warnings: list[str] = []  # things the user must hear (out-of-memory retries, ...)
+
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    def take_load_seconds(self) -> float:
+        """The load time, reported once: by the first generation after the load."""
+        seconds, self._unreported_load = self._unreported_load, 0.0
+        return seconds
+
+    def load(self):  # -> llama_cpp.Llama
+        if self._llm is not None:
+            return self._llm
+        from starchat_cli.models.gguf_info import read_gguf_info
+
+        info = read_gguf_info(self.path)  # clear errors for missing/corrupt files first
+        try:
+            import llama_cpp
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise StarchatError(
+                f"llama-cpp-python is not installed or failed to import ({exc}): pip install llama-cpp-python"
+            ) from None
+        _install_log_capture()
+        self.trained_ctx = info.context_length or 0
+        n_ctx = self.options.n_ctx
+        if self.trained_ctx and n_ctx > self.trained_ctx:
+            n_ctx = self.trained_ctx
+        self.gpu = choose_gpu_layers(self.options.gpu, info, n_ctx)
+        if self.gpu.hint:
+            from starchat_cli.engine.hardware import hint_once
+
+            if hint_once("cpu-only-build"):
+                self.warnings.append(self.gpu.hint)
+        started = time.perf_counter()
+        kwargs = dict(
+            model_path=str(self.path),
+            n_ctx=n_ctx,
+            n_batch=min(self.options.n_batch, n_ctx),
+            n_threads=self.options.n_threads or default_threads(),
+            n_gpu_layers=self.gpu.n_gpu_layers,
+            seed=self.options.seed,
+            flash_attn=self.options.flash_attn,
+            verbose=False,
+        )
+        llm = self._load_with_fallbacks(llama_cpp.Llama, kwargs, info.block_count or 0)
+        self.flash_attn = bool(kwargs["flash_attn"])
+        self.load_seconds = self._unreported_load = time.perf_counter() - started
+        self._llm = llm
+        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        return llm
+
+    def _load_with_fallbacks(self, factory, kwargs: dict, n_layers: int):
+        """Create the llama.cpp model; on failure retry without flash attention, then with
+        fewer GPU layers (out of memory), before giving up with a one-line error."""
+        from starchat_cli.engine.offload import fewer_layers
+
+        while True:
+            _LOG_LINES.clear()
+            try:
+                return factory(**kwargs)
+            except (ValueError, RuntimeError, OSError) as exc:
+                detail = _last_llama_error() or str(exc)
+                is_context = "context" in str(exc).lower()
+                if is_context and kwargs["flash_attn"]:
+                    kwargs["flash_attn"] = False
+                    continue
+                layers = kwargs["n_gpu_layers"]
+                if layers != 0 and gpu_offload_supported():
+                    smaller = fewer_layers(layers, n_layers)
+                    shown = "all" if layers < 0 else str(layers)
+                    self.warnings.append(
+                        f"loading with {shown} GPU layers failed ({detail}): retried with {smaller}"
+                    )
+                    kwargs["n_gpu_layers"] = smaller
+                    self.gpu = GpuChoice(smaller, None, f"{smaller} layers after an out-of-memory retry")
+                    kwargs["flash_attn"] = self.options.flash_attn
+                    continue
+                if is_context:
+                    raise ModelLoadError(
+                        f"cannot create a {kwargs['n_ctx']}-token context for {self.path.name} ({detail}): "
+                        "try a smaller --ctx"
+                    ) from None
+                raise ModelLoadError(
+                    f"cannot load {self.path}: {detail}; the file may be truncated or corrupt, "
+                    "or need a newer llama-cpp-python (re-download or re-convert it)"
+                ) from None
+
+    # -- vocabulary ----------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self.load().n_ctx()
+
+    def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
+        return self.load().tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        import llama_cpp
+
+        buf = self._piece_buf
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def special_token_id(self, text: str) -> int | None:
+        """The id of a special token such as ``<|im_end|>``, or None if the vocab lacks it."""
+        ids = self.tokenize(text)
+        if len(ids) == 1 and self.piece(ids[0], special=True).decode("utf-8", "replace") == text:
+            return ids[0]
+        return None
+
+    def is_eog(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def token_text(self, token: int) -> str:
+        return self.piece(token, special=True).decode("utf-8", "replace")
+
+    @property
+    def bos_id(self) -> int:
+        return self.load().token_bos()
+
+    @property
+    def eos_id(self) -> int:
+        return self.load().token_eos()
+
+    @property
+    def add_bos(self) -> bool:
+        import llama_cpp
+
+        self.load()
+        return bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self.load().metadata)
+
+    # -- decoding ------------------------------------------------------------------
+    def eval_prompt(self, tokens: Sequence[int], abort: threading.Event | None = None) -> int:
+        """Evaluate the prompt, reusing the cached prefix; returns how many tokens were reused.
+
+        With ``abort``, setting that event from any thread interrupts the evaluation
+        inside llama.cpp (its abort callback) and raises :class:`PromptAborted`; the
+        callback is installed only for the prompt, so decoding pays nothing for it.
+        """
+        llm = self.load()
+        cached = list(llm._input_ids[: llm.n_tokens]) if llm.n_tokens else []
+        prefix = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            prefix += 1
+        prefix = min(prefix, len(tokens) - 1)  # always evaluate one token to get logits
+        llm.n_tokens = prefix
+        if abort is None:
+            llm.eval(tokens[prefix:])
+            return prefix
+        import llama_cpp
+
+        callback = llama_cpp.ggml_abort_callback(lambda _data: abort.is_set())
+        llama_cpp.llama_set_abort_callback(llm.ctx, callback, None)
+        try:
+            llm.eval(tokens[prefix:])
+        except RuntimeError:
+            if abort.is_set():
+                raise PromptAborted() from None
+            raise
+        finally:
+            llama_cpp.llama_set_abort_callback(llm.ctx, llama_cpp.ggml_abort_callback(), None)
+        return prefix
+
+    def make_sampler(self, params: GenerationParams):
+        import llama_cpp
+
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if params.temperature <= 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            if params.top_p < 1.0:
+                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+            seed = params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+
+    def free_sampler(self, chain) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_sampler_free(chain)
+
+    def sample(self, chain) -> int:
+        import llama_cpp
+
+        return llama_cpp.llama_sampler_sample(chain, self._llm.ctx, -1)
+
+    def decode_one(self, token: int) -> None:
+        self._llm.eval((token,))
+
+    @property
+    def n_past(self) -> int:
+        return self._llm.n_tokens if self._llm is not None else 0
+
+
+class PromptAborted(Exception):
+    """The prompt evaluation was interrupted by a cancel request."""

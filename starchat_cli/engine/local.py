@@ -1,0 +1,294 @@
+"""The local engine: a llama.cpp model with its prompt format, implementing the Engine contract.
+
+    engine = LocalEngine(LlamaCppBackend(path, options), prompt_format, default_system, name="starchat2")
+
+The model is loaded on first use and reused; consecutive calls reuse the KV cache for
+the shared prompt prefix. Stops: control tokens by id (never by text, since control
+tokens detokenize to nothing), plus plain-text stops cut out of the stream.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+import time
+from typing import Iterator, Sequence
+
+from starchat_cli.core.errors import ContextOverflowError, InputError, ModelLoadError
+from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.fit import FitResult, fit_prompt
+from starchat_cli.engine.llama import LlamaCppBackend, PromptAborted
+from starchat_cli.engine.prompts import JinjaFormat, Message, PromptFormat, get_format
+from starchat_cli.engine.stops import StopTextFilter
+
+# -- formats for a model file -----------------------------------------------------------
+
+
+def format_for_backend(backend: LlamaCppBackend, forced: str | None = None) -> PromptFormat:
+    """The prompt format of a GGUF with no catalog entry: forced, its own template, or a guess."""
+    if forced and forced != "gguf":
+        return get_format(forced)
+    meta = backend.metadata()
+    template = meta.get("tokenizer.chat_template")
+    if template:
+        llm = backend.load()
+        return JinjaFormat(
+            template=template,
+            bos_token=backend.token_text(llm.token_bos()) if llm.token_bos() >= 0 else "",
+            eos_token=backend.token_text(llm.token_eos()) if llm.token_eos() >= 0 else "",
+        )
+    if forced == "gguf":
+        raise ModelLoadError(f"{backend.path.name} has no chat template: choose another --format")
+    if backend.special_token_id("<|im_start|>") is not None:
+        return get_format("chatml")
+    if (
+        backend.special_token_id("<|assistant|>") is not None
+        and backend.special_token_id("<|end|>") is not None
+    ):
+        return get_format("starchat")
+    if meta.get("general.architecture") == "starcoder2":
+        return get_format("starcoder2-instruct")
+    raise ModelLoadError(
+        f"{backend.path.name} has no chat template and its format cannot be guessed: "
+        "pass --format chatml|starchat|starcoder2-instruct"
+    )
+
+
+# -- the engine ---------------------------------------------------------------------------
+
+
+class LocalEngine:
+    """A llama.cpp model (backend) with its prompt format: renders, fits, generates and stops."""
+
+    def __init__(
+        self,
+        backend: LlamaCppBackend,
+        prompt_format: PromptFormat | None = None,
+        default_system: str | None = None,
+        forced_format: str | None = None,
+        *,
+        name: str = "",
+        aliases: Sequence[str] = (),
+    ) -> None:
+        self.backend = backend
+        self._format = prompt_format
+        self._forced_format = forced_format
+        self.default_system = default_system
+        self.name = name or backend.path.stem
+        self.aliases = tuple(aliases)
+        self._stop_ids: frozenset[int] | None = None
+        self._extra_stop_texts: tuple[str, ...] = ()
+
+    @property
+    def info(self) -> EngineInfo:
+        backend = self.backend
+        loaded = backend.loaded
+        fmt = self._format.name if self._format is not None else ""
+        return EngineInfo(
+            name=self.name,
+            location=str(backend.path),
+            loaded=loaded,
+            n_ctx=backend.n_ctx if loaded else 0,
+            prompt_format=fmt,
+            flash_attn=backend.flash_attn,
+            placement=backend.gpu.reason,
+            default_system=self.default_system,
+            warnings=tuple(backend.warnings),
+            aliases=self.aliases,
+        )
+
+    def load(self) -> EngineInfo:
+        self.backend.load()
+        self.prompt_format  # noqa: B018 - a file's own template is read (and checked) at load
+        return self.info
+
+    @property
+    def prompt_format(self) -> PromptFormat:
+        if self._format is None:
+            self._format = format_for_backend(self.backend, self._forced_format)
+        return self._format
+
+    def _stops(self) -> tuple[frozenset[int], tuple[str, ...]]:
+        if self._stop_ids is None:
+            fmt = self.prompt_format
+            ids = set()
+            texts = list(fmt.stop_texts)
+            for text in fmt.stop_tokens:
+                tok = self.backend.special_token_id(text)
+                if tok is None:
+                    texts.append(text)  # not a special token here: match it as text
+                else:
+                    ids.add(tok)
+            eos = self.backend.eos_id
+            if eos >= 0:
+                ids.add(eos)
+            self._stop_ids = frozenset(ids)
+            self._extra_stop_texts = tuple(texts)
+        return self._stop_ids, self._extra_stop_texts
+
+    def build_messages(self, turns: Sequence[Message], system: str | None) -> list[Message]:
+        chosen = self.default_system if system is None else system
+        msgs = list(turns)
+        if chosen:
+            msgs.insert(0, Message("system", chosen))
+        return msgs
+
+    def render_tokens(self, messages: Sequence[Message]) -> list[int]:
+        text = self.prompt_format.render(messages)
+        add_bos = self.backend.add_bos
+        bos = self.backend.bos_id
+        tokens = self.backend.tokenize(text)
+        if add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
+            tokens.insert(0, bos)
+        return tokens
+
+    def generate(
+        self,
+        turns: Sequence[Message],
+        params: GenerationParams | None = None,
+        *,
+        system: str | None = None,
+        attachment: str | None = None,
+        attach: Attach | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """Start generating a reply to ``turns`` (user/assistant, ending with a user turn).
+
+        ``attachment`` + ``attach``: long input (piped text) that may be cut from the
+        front to fit; ``attach(kept_text)`` returns the last user message's content.
+        ``cancel``: an event any thread may set to stop the generation, even in the
+        middle of a long prompt evaluation (stop reason "cancelled").
+        """
+        params = params or GenerationParams()
+        started, stats, n_ctx = self._begin()
+        reserve = _reserve(n_ctx, params.max_tokens)
+        fit = fit_prompt(
+            lambda msgs: self.render_tokens(msgs),
+            self.build_messages,
+            list(turns),
+            system,
+            n_ctx - reserve,
+            attachment=attachment,
+            attach=attach,
+        )
+        stats.prompt_tokens = len(fit.tokens)
+        stats.dropped_turns = fit.dropped_turns
+        stats.truncated_chars = fit.truncated_chars
+        chunks = self._run(fit.tokens, params, stats, started, n_ctx, cancel=cancel)
+        return Generation(chunks, stats, fit)
+
+    def _begin(self) -> tuple[float, Stats, int]:
+        """Start a request: the clock, the model loaded, fresh stats, the context size."""
+        started = time.perf_counter()
+        self.backend.load()
+        n_ctx = self.backend.n_ctx
+        return started, Stats(load_seconds=self.backend.take_load_seconds(), n_ctx=n_ctx), n_ctx
+
+    def complete(
+        self,
+        prompt: str,
+        params: GenerationParams | None = None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """Continue raw ``prompt`` text (no chat template): the /v1/completions path.
+
+        Stops at end-of-generation tokens, ``params.stop`` and ``max_tokens``; a prompt
+        that leaves no room in the context is a :class:`ContextOverflowError`.
+        """
+        params = params or GenerationParams()
+        started, stats, n_ctx = self._begin()
+        tokens = self.backend.tokenize(prompt)
+        bos = self.backend.bos_id
+        if self.backend.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
+            tokens.insert(0, bos)
+        if not tokens:
+            raise InputError("the prompt is empty")
+        if len(tokens) >= n_ctx:
+            raise ContextOverflowError(
+                f"the prompt needs {len(tokens)} tokens but the context holds {n_ctx}: shorten it or raise --ctx"
+            )
+        stats.prompt_tokens = len(tokens)
+        chunks = self._run(tokens, params, stats, started, n_ctx, chat=False, cancel=cancel)
+        return Generation(chunks, stats, FitResult(tokens, []))
+
+    def _run(
+        self,
+        tokens: list[int],
+        params: GenerationParams,
+        stats: Stats,
+        started: float,
+        n_ctx: int,
+        chat: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        backend = self.backend
+        stop_ids, extra_texts = self._stops()
+        fmt = self.prompt_format
+        texts = (*extra_texts, *params.stop) if chat else tuple(params.stop)
+        stop_filter = StopTextFilter(texts)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        strip_newline = fmt.strip_leading_newline and chat
+        limit = params.max_tokens
+        with backend.lock:
+            chain = backend.make_sampler(params)
+            try:
+                t0 = time.perf_counter()
+                try:
+                    stats.cached_tokens = backend.eval_prompt(tokens, abort=cancel)
+                except PromptAborted:
+                    stats.stop_reason = "cancelled"
+                    return
+                stats.prompt_seconds = time.perf_counter() - t0
+                first_at = 0.0
+                while True:
+                    if cancel is not None and cancel.is_set():
+                        stats.stop_reason = "cancelled"
+                        break
+                    token = backend.sample(chain)
+                    now = time.perf_counter()
+                    if stats.generated_tokens == 0:
+                        first_at = now
+                        stats.ttft_seconds = now - started
+                    if token in stop_ids or backend.is_eog(token):
+                        stats.stop_reason = "stop"
+                        break
+                    stats.generated_tokens += 1
+                    stats.decode_seconds = now - first_at  # spans generated_tokens - 1 decode steps
+                    text = decoder.decode(backend.piece(token))
+                    if strip_newline and text:
+                        if text.startswith("\n"):
+                            text = text[1:]
+                        strip_newline = not text
+                    if text:
+                        out = stop_filter.feed(text)
+                        if out:
+                            yield out
+                        if stop_filter.stopped:
+                            stats.stop_reason = "stop"
+                            break
+                    if limit is not None and stats.generated_tokens >= limit:
+                        stats.stop_reason = "length"
+                        break
+                    if backend.n_past >= n_ctx:
+                        stats.stop_reason = "context"
+                        break
+                    backend.decode_one(token)
+                if not stop_filter.stopped:
+                    tail = stop_filter.feed(decoder.decode(b"", final=True)) + stop_filter.flush()
+                    if tail:
+                        yield tail
+            finally:
+                backend.free_sampler(chain)
+                if not stats.stop_reason:
+                    stats.stop_reason = "cancelled"
+
+
+def _reserve(n_ctx: int, max_tokens: int | None) -> int:
+    """Tokens kept free for the reply when fitting the prompt."""
+    if max_tokens is not None:
+        return min(max_tokens, n_ctx // 2)
+    return min(1024, n_ctx // 4)
+
+
+__all__ = ["LocalEngine", "format_for_backend"]

@@ -1,0 +1,1 @@
+"""Model files: the catalog of known models, the local store, Hub downloads, GGUF metadata."""

@@ -1,0 +1,1 @@
+"""Use cases the faces share: settings -> engine (runtime), config resolution, pull."""

