@@ -280,7 +280,7 @@ class FakeLlama:
 
 
 def backend_for_fallbacks(monkeypatch, demo_gguf):
-    from starchat_cli.core import engine
+    from starchat_cli.engine import llama as engine
 
     monkeypatch.setattr(engine, "gpu_offload_supported", lambda: True)
     return engine.LlamaCppBackend(demo_gguf, engine.LoadOptions())
