@@ -14,38 +14,23 @@ import shutil
 import struct
 import tempfile
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from converters.errors import ConversionError, OutOfSpaceError
 
 from .arch import ArchPlan, plan_for, read_config
-from .safetensors_io import (
-    FLOAT_DTYPES,
-    SafetensorsFile,
-    TensorEntry,
-    bf16_from_float32,
-    f16_from_bf16,
-    read_index,
-    shard_files,
-    to_float32,
-)
+from .pipeline import F16, MAX_WORKERS, Ring, Tensor, chunks, n_bytes, out_type, pipelined
+from .safetensors_io import FLOAT_DTYPES, SafetensorsFile, TensorEntry, read_index, shard_files
 from .tokenizer import PRE_TOKENIZER, Vocab, read_vocab
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 # general.file_type values (llama.cpp's LLAMA_FTYPE_*)
 _FILE_TYPE = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
-# GGML tensor types
-_F32, _F16, _Q8_0, _BF16 = 0, 1, 8, 30
-_Q8_BLOCK, _Q8_BYTES = 32, 34
-
-CHUNK_ELEMENTS = 2 * 1024 * 1024  # rows are converted in chunks of about this many values
-MAX_WORKERS = 4  # threads converting chunks (numpy releases the GIL) while the main thread writes
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total) of checkpoint data
 
@@ -63,17 +48,6 @@ class ConvertResult:
     source_format: str  # safetensors | pytorch
     template_source: str
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Tensor:
-    hf_name: str
-    name: str
-    entry: TensorEntry
-    reader: Any
-    ggml_type: int
-    out_shape: tuple[int, ...]
-    out_bytes: int
 
 
 def find_weights(hf_dir: Path) -> tuple[str, list[Path]]:
@@ -115,128 +89,6 @@ def _check_index(hf_dir: Path, kind: str, readers: list[Any]) -> None:
                 f"{index_name} puts {name} in {shard}, which lacks it: the shard is incomplete or "
                 "from another download"
             )
-
-
-def _out_type(name: str, shape: tuple[int, ...], outtype: str) -> int:
-    """1-D tensors (norms, biases) and position_embd stay F32; the rest take the output type."""
-    if outtype == "f32" or len(shape) < 2 or name.startswith("position_embd."):
-        return _F32
-    if outtype == "f16":
-        return _F16
-    if outtype == "bf16":
-        return _BF16
-    if shape[-1] % _Q8_BLOCK == 0:
-        return _Q8_0
-    return _F16
-
-
-def _n_bytes(ggml_type: int, shape: tuple[int, ...]) -> int:
-    n = int(np.prod(shape)) if shape else 1
-    if ggml_type == _F32:
-        return 4 * n
-    if ggml_type in (_F16, _BF16):
-        return 2 * n
-    return n // _Q8_BLOCK * _Q8_BYTES
-
-
-def _encode(chunk32: np.ndarray, ggml_type: int) -> np.ndarray:
-    if ggml_type == _F32:
-        return np.ascontiguousarray(chunk32, dtype=np.float32)
-    if ggml_type == _F16:
-        return chunk32.astype(np.float16)
-    if ggml_type == _BF16:
-        return bf16_from_float32(chunk32)
-    from gguf.constants import GGMLQuantizationType
-    from gguf.quants import quantize
-
-    return quantize(np.ascontiguousarray(chunk32, dtype=np.float32), GGMLQuantizationType.Q8_0)
-
-
-class _Ring:
-    """Reusable chunk buffers, one set per job that can be alive at once.
-
-    Fresh multi-megabyte arrays for every chunk cost a page fault per 4 KB (glibc hands
-    large blocks back to the kernel); reusing a few sets keeps the conversion in user
-    time. A set is reused only after its chunk has been written (see :func:`_pipelined`).
-    """
-
-    def __init__(self, size: int) -> None:
-        self.sets: list[dict[str, np.ndarray]] = [{} for _ in range(size)]
-        self.turn = 0
-
-    def next(self) -> dict[str, np.ndarray]:
-        slot = self.sets[self.turn % len(self.sets)]
-        self.turn += 1
-        return slot
-
-
-def _buffer(slot: dict[str, np.ndarray], key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    n = int(np.prod(shape))
-    arr = slot.get(key)
-    if arr is None or arr.size < n or arr.dtype != dtype:
-        arr = slot[key] = np.empty(max(n, CHUNK_ELEMENTS), dtype)
-    return arr[:n].reshape(shape)
-
-
-def _job(piece: np.ndarray, dtype: str, ggml_type: int, slot: dict[str, np.ndarray]) -> np.ndarray:
-    if dtype == "BF16" and ggml_type == _F16:  # the common case: bf16 checkpoints to f16
-        return f16_from_bf16(piece, _buffer(slot, "out16", piece.shape, np.uint16), slot)
-    if dtype == "F32" and ggml_type == _F16:
-        out = _buffer(slot, "f16", piece.shape, np.float16)
-        np.copyto(out, piece, casting="same_kind")
-        return out
-    if dtype == "BF16" and ggml_type == _F32:
-        out = _buffer(slot, "u32", piece.shape, np.uint32)
-        np.left_shift(piece, 16, out=out, dtype=np.uint32)
-        return out.view(np.float32)
-    return _encode(to_float32(piece, dtype), ggml_type)
-
-
-def _chunks(
-    t: _Tensor, transform: Callable[[np.ndarray], np.ndarray] | None, ring: _Ring
-) -> Iterator[tuple[Callable[[], np.ndarray], int]]:
-    """Jobs that each encode one row chunk of a tensor, with the checkpoint bytes each consumes."""
-    src = t.reader.array(t.hf_name)
-    dtype = t.entry.dtype
-    ggml_type = t.ggml_type
-    if transform is not None:
-        whole = np.array(to_float32(src, dtype), dtype=np.float32)
-        yield (lambda: _encode(transform(whole), ggml_type)), t.entry.n_bytes
-        return
-    raw_ok = (dtype == "F32" and ggml_type == _F32) or (dtype == "F16" and ggml_type == _F16)
-    raw_ok = raw_ok or (dtype == "BF16" and ggml_type == _BF16)
-    rows = src.shape[0] if src.ndim >= 2 else 1
-    per_row = max(1, src.size // max(rows, 1))
-    step = max(1, CHUNK_ELEMENTS // per_row) if src.ndim >= 2 else rows
-    item = t.entry.n_bytes // max(src.size, 1)
-    reader, name = t.reader, t.hf_name
-    for r0 in range(0, rows, step):
-        piece = src[r0 : r0 + step] if src.ndim >= 2 else src
-        reader.prefetch(name, r0 * per_row * item, (r0 + step) * per_row * item)
-        if raw_ok:
-            yield (lambda piece=piece: np.ascontiguousarray(piece)), piece.size * item
-        else:
-            slot = ring.next()
-            yield (lambda piece=piece, slot=slot: _job(piece, dtype, ggml_type, slot)), piece.size * item
-
-
-def _pipelined(
-    jobs: Iterator[tuple[Callable[[], np.ndarray], int]], pool: Any, depth: int
-) -> Iterator[tuple[np.ndarray, int]]:
-    """Run the jobs on the pool, at most ``depth`` ahead, yielding results in order."""
-    if pool is None:
-        for job, consumed in jobs:
-            yield job(), consumed
-        return
-    pending: deque[tuple[Any, int]] = deque()
-    for job, consumed in jobs:
-        pending.append((pool.submit(job), consumed))
-        if len(pending) >= depth:
-            future, done = pending.popleft()
-            yield future.result(), done
-    while pending:
-        future, done = pending.popleft()
-        yield future.result(), done
 
 
 def _check_disk(out_dir: Path, needed: int) -> None:
@@ -325,20 +177,18 @@ def _convert(
     ordered = sorted(located.items(), key=lambda kv: (readers.index(kv[1][0]), kv[1][1].start))
     mapping = plan.validate({n: e.shape for n, (_, e) in ordered})
 
-    tensors: list[_Tensor] = []
+    tensors: list[Tensor] = []
     for hf_name, gguf_name in mapping:
         reader, entry = located[hf_name]
         if entry.dtype not in FLOAT_DTYPES:
             raise ConversionError(f"tensor {hf_name} is {entry.dtype}, not a float type: cannot convert it")
-        ggml_type = _out_type(gguf_name, entry.shape, outtype)
+        ggml_type = out_type(gguf_name, entry.shape, outtype)
         tensors.append(
-            _Tensor(
-                hf_name, gguf_name, entry, reader, ggml_type, entry.shape, _n_bytes(ggml_type, entry.shape)
-            )
+            Tensor(hf_name, gguf_name, entry, reader, ggml_type, entry.shape, n_bytes(ggml_type, entry.shape))
         )
     warnings = list(plan.notes)
     if outtype == "q8_0":
-        kept = [t.name for t in tensors if t.ggml_type == _F16]
+        kept = [t.name for t in tensors if t.ggml_type == F16]
         if kept:
             warnings.append(f"{len(kept)} tensors have rows not a multiple of 32 and stay F16")
 
@@ -359,7 +209,7 @@ def _convert(
     writer = None
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="starchat-convert") if workers > 1 else None
-    ring = _Ring(workers + 2)  # jobs in flight (workers + 1) plus the chunk being written
+    ring = Ring(workers + 2)  # jobs in flight (workers + 1) plus the chunk being written
     try:
         writer = gguf.GGUFWriter(tmp, plan.arch)
         _write_metadata(writer, plan, vocab, outtype, name or hf.resolve().name)
@@ -387,9 +237,9 @@ def _convert(
             if fout.tell() != data_start + offset:
                 raise AssertionError(f"GGUF layout drifted at {t.name}")
             written = 0
-            jobs = _chunks(t, plan.transforms.get(t.name), ring)
+            jobs = chunks(t, plan.transforms.get(t.name), ring)
             read = 0
-            for piece, consumed in _pipelined(jobs, pool, workers + 1):
+            for piece, consumed in pipelined(jobs, pool, workers + 1):
                 fout.write(memoryview(piece).cast("B"))
                 written += piece.nbytes
                 done += consumed
