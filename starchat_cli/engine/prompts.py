@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 Role = Literal["system", "user", "assistant"]
 
@@ -20,6 +20,23 @@ Role = Literal["system", "user", "assistant"]
 class Message:
     role: Role
     content: str
+
+
+def merge_turns(turns: Iterable[Message], *, from_first_user: bool = False) -> list[Message]:
+    """The turns with each run of one role joined into one message (contents a blank line apart).
+
+    ``from_first_user``: also drop whatever comes before the first user turn. The server
+    merges what a client sent; the TUI repairs a history a crash left with two users in a row.
+    """
+    out: list[Message] = []
+    for turn in turns:
+        if from_first_user and not out and turn.role != "user":
+            continue
+        if out and out[-1].role == turn.role:
+            out[-1] = Message(turn.role, f"{out[-1].content}\n\n{turn.content}")
+        else:
+            out.append(turn)
+    return out
 
 
 def split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]]:

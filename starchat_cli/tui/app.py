@@ -39,6 +39,7 @@ from starchat_cli.chat.sessions import Session, SessionStore
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.prompts import Message as Turn
+from starchat_cli.engine.prompts import merge_turns
 
 from .clipboard import system_copy
 from .screens import (
@@ -142,15 +143,7 @@ class _Generation:
 
 def normalize_turns(turns: Iterable[Turn]) -> list[Turn]:
     """Alternating user/assistant turns ending with a user turn (a crash can leave two users in a row)."""
-    out: list[Turn] = []
-    for t in turns:
-        if not out and t.role != "user":
-            continue
-        if out and out[-1].role == t.role:
-            out[-1] = Turn(t.role, f"{out[-1].content}\n\n{t.content}")
-        else:
-            out.append(t)
-    return out
+    return merge_turns(turns, from_first_user=True)
 
 
 def _suggest(reply: str, block: CodeBlock) -> str | None:

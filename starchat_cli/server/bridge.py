@@ -1,0 +1,117 @@
+"""The thread-to-asyncio bridge: generations block, so they run in worker threads.
+
+A :class:`Bridge` runs each generation in a thread (the engine's lock queues them on
+the one model) and hands the result to the event loop: whole (:meth:`Bridge.run_blocking`)
+or chunk by chunk (:meth:`Bridge.stream_chunks`). It counts generations in flight,
+completed and cancelled for ``/health``, and owns the ``shutting_down`` event that ends
+every running generation at its next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, AsyncIterator, Callable
+
+from starchat_cli.engine.contract import Generation
+
+Start = Callable[[], Generation]  # starts a generation (engine.generate or engine.complete)
+
+_END = object()  # the worker thread is done: nothing more will be queued
+
+
+class Bridge:
+    """Runs generations off the event loop, counting them; one per app."""
+
+    def __init__(self) -> None:
+        self.shutting_down = threading.Event()
+        self._counts = {"in_flight": 0, "completed": 0, "cancelled": 0}
+        self._lock = threading.Lock()
+
+    def counts(self) -> dict[str, int]:
+        """A snapshot: generations ``in_flight``, ``completed`` and ``cancelled`` so far."""
+        with self._lock:
+            return dict(self._counts)
+
+    def _count(self, key: str, delta: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += delta
+
+    def _finished(self, gen: Generation) -> None:
+        self._count("cancelled" if gen.stats.stop_reason == "cancelled" else "completed")
+
+    async def run_blocking(self, start: Start) -> tuple[str, Generation]:
+        """Generate a whole reply in a worker thread (queued on the engine's lock)."""
+
+        def work() -> tuple[str, Generation]:
+            self._count("in_flight")
+            try:
+                gen = start()
+                try:
+                    parts = []
+                    for chunk in gen:
+                        parts.append(chunk)
+                        if self.shutting_down.is_set():
+                            break
+                    return "".join(parts), gen
+                finally:
+                    gen.close()
+                    self._finished(gen)
+            finally:
+                self._count("in_flight", -1)
+
+        return await asyncio.to_thread(work)
+
+    def stream_chunks(self, start: Start) -> tuple[AsyncIterator[str | Generation], threading.Event]:
+        """Run a generation in a thread and hand its chunks to the event loop as they come.
+
+        The iterator yields text chunks, then the finished :class:`Generation`; an error
+        in the thread is raised from it. Setting the returned event (or closing the
+        iterator) stops the generation at its next token.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def put(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            gen = None
+            self._count("in_flight")
+            try:
+                gen = start()
+                for chunk in gen:
+                    put(chunk)
+                    if cancel.is_set() or self.shutting_down.is_set():
+                        break
+                gen.close()
+                put(gen)
+            except BaseException as exc:  # handed to the event loop, raised there
+                if gen is not None:
+                    gen.close()
+                put(exc)
+            finally:
+                if gen is not None:
+                    self._finished(gen)
+                self._count("in_flight", -1)
+                put(_END)
+
+        threading.Thread(target=work, name="starchat-generate", daemon=True).start()
+
+        async def items() -> AsyncIterator[str | Generation]:
+            try:
+                while True:
+                    item = await queue.get()
+                    if item is _END:
+                        return
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+            finally:
+                cancel.set()  # the client went away, or we are done: stop generating
+
+        return items(), cancel
+
+
+__all__ = ["Bridge", "Start"]

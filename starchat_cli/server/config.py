@@ -1,0 +1,29 @@
+"""The server's settings: one typed ``ServerConfig``, built by ``starchat serve`` (cli/serve.py)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from starchat_cli.core import defaults
+
+
+@dataclass
+class ServerConfig:
+    model_name: str
+    aliases: tuple[str, ...] = ()  # other names a request may use for the model
+    api_key: str | None = None
+    max_body_bytes: int = defaults.SERVE_MAX_BODY
+    max_tokens_limit: int = defaults.SERVE_MAX_TOKENS
+    default_max_tokens: int | None = None
+    default_temperature: float = defaults.TEMPERATURE
+    default_top_p: float = defaults.TOP_P
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def served_names(self) -> set[str]:
+        """Every name a request's ``model`` may give: the model's own and its aliases."""
+        return {self.model_name, *self.aliases}
+
+
+__all__ = ["ServerConfig"]

@@ -1,0 +1,92 @@
+"""The endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``.
+
+Every route but ``/health`` checks the API key. A completion request is read and
+checked (:mod:`.requests`), generated through the :class:`~.bridge.Bridge`, and answered
+as JSON or server-sent events (:mod:`.sse`); any :class:`~.errors.APIError` on the way
+is the response.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from starchat_cli.core.errors import StarchatError
+from starchat_cli.engine.contract import Engine, Generation
+
+from .auth import check_auth
+from .bridge import Bridge
+from .config import ServerConfig
+from .errors import APIError, from_engine_error
+from .requests import CompletionRequest, Kind, parse_completion, read_json
+from .sse import ReplyHead, completion_body, first_item, sse_response
+
+
+class Endpoints:
+    """The route handlers of one app: one engine, its config, its bridge."""
+
+    def __init__(self, engine: Engine, config: ServerConfig, bridge: Bridge) -> None:
+        self.engine, self.config, self.bridge = engine, config, bridge
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/health", self.health, methods=["GET"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+        ]
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": self.config.model_name,
+                "loaded": self.engine.info.loaded,
+                "generations": self.bridge.counts(),
+            }
+        )
+
+    async def models(self, request: Request) -> Response:
+        try:
+            check_auth(request, self.config.api_key)
+        except APIError as exc:
+            return exc.response()
+        model = {"id": self.config.model_name, "object": "model", "created": self.config.created}
+        return JSONResponse({"object": "list", "data": [{**model, "owned_by": "starchat"}]})
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._completion(request, "chat")
+
+    async def completions(self, request: Request) -> Response:
+        return await self._completion(request, "text")
+
+    async def _completion(self, request: Request, kind: Kind) -> Response:
+        try:
+            check_auth(request, self.config.api_key)
+            data = await read_json(request, self.config.max_body_bytes)
+            req = parse_completion(data, self.config, kind)
+            head = ReplyHead.new(kind, self.config.model_name)
+            if not req.stream:
+                try:
+                    text, gen = await self.bridge.run_blocking(lambda: self._start(req))
+                except StarchatError as exc:
+                    raise from_engine_error(exc) from None
+                return JSONResponse(completion_body(head, text, gen))
+            items, cancel = self.bridge.stream_chunks(lambda: self._start(req))
+            first = await first_item(items)
+            if isinstance(first, StarchatError):
+                cancel.set()
+                raise from_engine_error(first)
+            return sse_response(head, first, items, req.include_usage, cancel)
+        except APIError as exc:
+            return exc.response()
+
+    def _start(self, req: CompletionRequest) -> Generation:
+        """Start the generation ``req`` asks for (in the worker thread)."""
+        if req.kind == "chat":
+            return self.engine.generate(list(req.turns), req.params, system=req.system)
+        return self.engine.complete(req.prompt, req.params)
+
+
+__all__ = ["Endpoints"]
