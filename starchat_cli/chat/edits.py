@@ -11,25 +11,41 @@ line endings (CRLF stays CRLF). Binary files are refused. A file that changed on
 after its diff was shown (mtime, size or content hash differ) is refused. Paths outside
 the working directory need ``allow_outside=True`` (the face asks the user first). The
 undo journal lives under the data dir, so ``/undo`` works after a restart.
+
+This module plans and applies edits; the pieces it builds on live beside it and every
+name stays importable from here: :mod:`.textfile` (decoding, encoding, snapshots),
+:mod:`.undo` (the journal), :mod:`.filenames` (file names proposed by a reply) and
+:mod:`.edit_errors`.
 """
 
 from __future__ import annotations
 
-import codecs
 import difflib
-import hashlib
-import json
 import os
 import re
-import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from starchat_cli.core.errors import StarchatError
+from starchat_cli.chat.edit_errors import (
+    BinaryFileError,
+    EditError,
+    FileChangedError,
+    NothingToUndoError,
+    OutsideRootError,
+)
+from starchat_cli.chat.filenames import suggest_filename
+from starchat_cli.chat.textfile import (
+    Snapshot,
+    TextFile,
+    decode_file,
+    encode_text,
+    looks_binary,
+    read_text_file,
+    snapshot,
+)
+from starchat_cli.chat.undo import JournalEntry, UndoJournal
 from starchat_cli.core.fsutil import atomic_write_bytes
-from starchat_cli.core.paths import get_paths
 
 Mode = Literal["new", "insert", "after", "append", "replace", "range"]
 MODES: tuple[str, ...] = ("new", "insert", "after", "append", "replace", "range")
@@ -41,95 +57,6 @@ MODE_HELP = {
     "replace": "replace the whole file",
     "range": "replace lines A-B",
 }
-
-
-class EditError(StarchatError):
-    """An edit that cannot be made; the message says why and what to do."""
-
-
-class BinaryFileError(EditError):
-    pass
-
-
-class FileChangedError(EditError):
-    pass
-
-
-class OutsideRootError(EditError):
-    pass
-
-
-class NothingToUndoError(EditError):
-    pass
-
-
-# -- reading a file as it is ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the file looked like when the diff was made."""
-
-    exists: bool
-    mtime_ns: int = 0
-    size: int = 0
-    sha256: str = ""
-
-
-def snapshot(path: Path) -> Snapshot:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return Snapshot(False)
-    return Snapshot(True, st.st_mtime_ns, st.st_size, hashlib.sha256(path.read_bytes()).hexdigest())
-
-
-@dataclass(frozen=True)
-class TextFile:
-    text: str  # with "\n" line endings
-    encoding: str  # a codec name that round-trips the bytes (utf-8-sig keeps the BOM)
-    newline: str  # "\n" or "\r\n"
-    snapshot: Snapshot
-
-
-def looks_binary(data: bytes) -> bool:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return False
-    return b"\x00" in data[:8192]
-
-
-def decode_file(data: bytes, name: str = "file") -> tuple[str, str]:
-    """(text, encoding) of a text file's bytes; binary data raises BinaryFileError."""
-    if looks_binary(data):
-        raise BinaryFileError(f"{name} is a binary file: starchat only edits text files")
-    if data.startswith(codecs.BOM_UTF8):
-        return data[len(codecs.BOM_UTF8) :].decode("utf-8"), "utf-8-sig"
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16"), "utf-16"
-    try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return data.decode("latin-1"), "latin-1"  # every byte maps to one character: lossless
-
-
-def encode_text(text: str, encoding: str) -> bytes:
-    if encoding == "utf-8-sig":
-        return codecs.BOM_UTF8 + text.encode("utf-8")
-    try:
-        return text.encode(encoding)
-    except UnicodeEncodeError:
-        raise EditError(
-            f"the code has characters the file's encoding ({encoding}) cannot hold: convert the file to UTF-8 first"
-        ) from None
-
-
-def read_text_file(path: Path) -> TextFile:
-    data = path.read_bytes()
-    text, encoding = decode_file(data, str(path))
-    crlf = text.count("\r\n")
-    newline = "\r\n" if crlf and crlf >= text.count("\n") - crlf else "\n"
-    snap = Snapshot(True, path.stat().st_mtime_ns, len(data), hashlib.sha256(data).hexdigest())
-    return TextFile(text.replace("\r\n", "\n"), encoding, newline, snap)
 
 
 # -- paths ---------------------------------------------------------------------------------
@@ -214,6 +141,7 @@ def find_anchor(lines: list[str], anchor: str) -> int:
 
 
 def parse_range(text: str) -> tuple[int, int]:
+    """``"10-20"`` (or ``10:20``, ``10,20``, ``10``) as the pair (10, 20)."""
     m = re.fullmatch(r"\s*(\d+)\s*(?:[-:,]\s*(\d+))?\s*", text or "")
     if not m:
         raise EditError(f"bad line range {text!r}: write A-B, e.g. 10-20")
@@ -297,7 +225,7 @@ def plan_edit(
     )
 
 
-# -- applying and undoing ---------------------------------------------------------------------
+# -- applying ------------------------------------------------------------------------------------
 
 
 def _default_mode() -> int:
@@ -307,6 +235,7 @@ def _default_mode() -> int:
 
 
 def check_unchanged(plan: EditPlan) -> None:
+    """Raise FileChangedError when the file is no longer what the plan's diff was made from."""
     now = snapshot(plan.path)
     if now != plan.snapshot:
         if not plan.snapshot.exists:
@@ -318,96 +247,6 @@ def check_unchanged(plan: EditPlan) -> None:
         raise FileChangedError(
             f"{plan.display_path} changed on disk after the diff was shown: nothing written; preview it again"
         )
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    id: str
-    path: str
-    existed: bool
-    backup: str  # file holding the previous bytes ("" when the file did not exist)
-    after_sha256: str
-    time: float
-    summary: str
-
-
-class UndoJournal:
-    """Writes made by starchat, newest last, with the previous bytes kept on disk.
-
-    ``journal.jsonl`` gets one line per write and one per undo, so it is append-only
-    and a crash never leaves it half rewritten.
-    """
-
-    def __init__(self, directory: Path | None = None) -> None:
-        self.dir = Path(directory) if directory is not None else get_paths().data_dir / "undo"
-        self.file = self.dir / "journal.jsonl"
-
-    def _read(self) -> list[JournalEntry]:
-        if not self.file.exists():
-            return []
-        entries: dict[str, JournalEntry] = {}
-        for raw in self.file.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError:
-                continue  # a torn last line after a crash
-            if "undone" in rec:
-                entries.pop(rec["undone"], None)
-            else:
-                entries[rec["id"]] = JournalEntry(**rec)
-        return list(entries.values())
-
-    def entries(self) -> list[JournalEntry]:
-        """Writes that can still be undone, oldest first."""
-        return self._read()
-
-    def _append(self, record: dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.file, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def record(self, plan: EditPlan, previous: bytes | None, after: bytes) -> JournalEntry:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        entry_id = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
-        backup = ""
-        if previous is not None:
-            backup_path = self.dir / f"{entry_id}.bak"
-            atomic_write_bytes(backup_path, previous)
-            backup = str(backup_path)
-        entry = JournalEntry(
-            entry_id,
-            str(plan.path),
-            previous is not None,
-            backup,
-            hashlib.sha256(after).hexdigest(),
-            time.time(),
-            plan.summary(),
-        )
-        self._append(entry.__dict__)
-        return entry
-
-    def undo(self, *, force: bool = False) -> JournalEntry:
-        """Restore the file of the newest write; refused if the file changed since (unless forced)."""
-        entries = self._read()
-        if not entries:
-            raise NothingToUndoError("nothing to undo: starchat has not written any file")
-        entry = entries[-1]
-        path = Path(entry.path)
-        current = snapshot(path)
-        if not force and current.sha256 != entry.after_sha256:
-            raise FileChangedError(
-                f"{path} changed after starchat wrote it: not undone (its content would be lost)"
-            )
-        if entry.existed:
-            atomic_write_bytes(path, Path(entry.backup).read_bytes())
-        elif path.exists():
-            path.unlink()
-        self._append({"undone": entry.id})
-        if entry.backup:
-            Path(entry.backup).unlink(missing_ok=True)
-        return entry
 
 
 def apply_edit(plan: EditPlan, journal: UndoJournal | None = None) -> JournalEntry | None:
@@ -422,56 +261,6 @@ def apply_edit(plan: EditPlan, journal: UndoJournal | None = None) -> JournalEnt
     return entry
 
 
-# -- file names suggested by the reply ---------------------------------------------------------
-
-_PATHLIKE = r"[\w.\-/~]*[\w\-]\.[A-Za-z0-9_]{1,10}|[\w.\-/~]*(?:Makefile|Dockerfile|Rakefile|Gemfile)"
-_COMMENT_NAME = re.compile(
-    r"^\s*(?:#|//|--|;|/\*|<!--|%)\s*(?:file(?:name)?|path)\s*:\s*(" + _PATHLIKE + r")", re.I
-)
-_BEFORE_FENCE = re.compile(
-    r"^\s*(?:#+\s*)?(?:[-*]\s*)?(?:\*\*|__)?(?:(?:file(?:name)?|path|in|save (?:it )?as|create)\s*:?\s*)?"
-    r"[`*_]*(" + _PATHLIKE + r")[`*_]*\s*:?\s*(?:\*\*|__)?\s*$",
-    re.I,
-)
-_INFO_NAME = re.compile(r"(?:title|file(?:name)?|path)=[\"']?(" + _PATHLIKE + r")", re.I)
-
-
-def _clean(name: str) -> str | None:
-    name = name.strip().strip("`'\"")
-    if not name or name.startswith("/") or ".." in Path(name).parts or name.startswith("~"):
-        return None  # only relative names inside the working tree are suggested
-    if re.fullmatch(r"\d+(\.\d+)+", name):
-        return None  # a version number, not a file
-    return name
-
-
-def suggest_filename(reply: str, block_start_line: int, code: str, info: str = "") -> str | None:
-    """A file name the reply proposes for the block starting at ``block_start_line``, or None.
-
-    Looks at a ``# file: app.py`` style comment on the block's first line, a
-    ``title=app.py`` in the info string, and a path alone on the line just before the fence.
-    """
-    first = code.splitlines()[0] if code.strip() else ""
-    m = _COMMENT_NAME.match(first)
-    if m and (name := _clean(m.group(1))):
-        return name
-    m = _INFO_NAME.search(info)
-    if m and (name := _clean(m.group(1))):
-        return name
-    for word in info.split()[1:]:
-        if re.fullmatch(_PATHLIKE, word) and (name := _clean(word)):
-            return name
-    lines = reply.splitlines()
-    i = block_start_line - 1
-    while i >= 0 and not lines[i].strip():
-        i -= 1
-    if i >= 0:
-        m = _BEFORE_FENCE.match(lines[i])
-        if m and (name := _clean(m.group(1))):
-            return name
-    return None
-
-
 __all__ = [
     "MODES",
     "MODE_HELP",
@@ -480,13 +269,18 @@ __all__ = [
     "EditPlan",
     "FileChangedError",
     "JournalEntry",
+    "Mode",
     "NothingToUndoError",
     "OutsideRootError",
+    "Snapshot",
+    "TextFile",
     "UndoJournal",
     "apply_edit",
     "check_unchanged",
     "decode_file",
+    "encode_text",
     "find_anchor",
+    "looks_binary",
     "parse_range",
     "plan_edit",
     "read_text_file",

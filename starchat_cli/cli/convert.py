@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from starchat_cli.core.units import format_bytes
+
 CONVERT_HELP = """\
 Convert a Hugging Face checkpoint folder to a GGUF file llama.cpp can run.
 
@@ -45,12 +47,6 @@ def register(app: typer.Typer) -> None:
 
 def _warn(message: str) -> None:
     print(f"starchat: warning: {message}", file=sys.stderr, flush=True)
-
-
-def _human(n: float) -> str:
-    from starchat_cli.cli.models import human_bytes
-
-    return human_bytes(n)
 
 
 class _Bar:
@@ -170,7 +166,7 @@ def convert(
     }.get(result.template_source, f"chat template from the catalog ({result.template_source[8:]})")
     print(
         f"wrote {result.path}: {result.arch}, {result.outtype.upper()}, {result.n_tensors} tensors, "
-        f"{_human(result.n_bytes)}, {template}, in {result.seconds:.1f} s"
+        f"{format_bytes(result.n_bytes)}, {template}, in {result.seconds:.1f} s"
     )
     if register_as is not None:
         _register_result(result.path, register_as, family, result.outtype.upper(), force)
@@ -252,7 +248,7 @@ def quantize(
             overwrite=force,
         )
     print(
-        f"wrote {result.path}: {result.qtype}, {_human(result.out_bytes)} "
+        f"wrote {result.path}: {result.qtype}, {format_bytes(result.out_bytes)} "
         f"({result.out_bytes / max(result.in_bytes, 1):.0%} of the input), in {result.seconds:.1f} s"
     )
     if register_as is not None:

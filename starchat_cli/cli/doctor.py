@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from starchat_cli.core import defaults
+from starchat_cli.core.units import format_bytes
 
 DOCTOR_HELP = """\
 Check the set-up: versions, llama.cpp build features (CUDA, Metal, BLAS, AVX2/AVX512),
@@ -23,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _gib(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1024**3:.1f} GiB"
+    return "?" if n is None else format_bytes(n, "GiB")
 
 
 def doctor(

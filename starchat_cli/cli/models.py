@@ -9,6 +9,8 @@ from typing import Any, Optional
 
 import typer
 
+from starchat_cli.core.units import format_bytes
+
 
 def register(app: typer.Typer) -> None:
     app.command("list", help="List local models (name, family, quant, size, context, path).")(list_models)
@@ -18,14 +20,6 @@ def register(app: typer.Typer) -> None:
     app.command("add", help="Register a GGUF file you already have under a name (no download).")(add)
     app.command("rm", help="Forget a model; delete its file when starchat made or copied it.")(rm)
     app.command("paths", help="Print where starchat keeps its config, models, sessions and cache.")(paths)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def human_count(n: int) -> str:
@@ -125,7 +119,7 @@ def list_models(
                     r["family"] or "-",
                     r["quant"] or "-",
                     r["source"],
-                    human_bytes(r["size"]) if r["size"] is not None else "?",
+                    format_bytes(r["size"]) if r["size"] is not None else "?",
                     str(r["context"] or "-"),
                     r["path"] + (f"  [{r['problem']}]" if r["problem"] else ""),
                 ]
@@ -211,7 +205,7 @@ def info(
         if key == "parameters":
             value = f"{human_count(value)} ({value:,})"
         elif key == "size":
-            value = f"{human_bytes(value)} ({value:,} bytes)"
+            value = f"{format_bytes(value)} ({value:,} bytes)"
         print(f"{label + ':':<{width}} {value}")
     tmpl = gi.chat_template
     if tmpl is None:
@@ -255,7 +249,7 @@ def add(
     gi = read_gguf_info(path)
     chosen = name or family or path.stem
     entry = Store().add(path, chosen, family, gi.quant, copy=copy, replace_existing=force)
-    print(f"added {entry.name}: {gi.architecture}, {gi.quant}, {human_bytes(gi.file_size)} -> {entry.path}")
+    print(f"added {entry.name}: {gi.architecture}, {gi.quant}, {format_bytes(gi.file_size)} -> {entry.path}")
 
 
 def rm(
@@ -274,7 +268,7 @@ def rm(
             raise typer.Exit(1)
     removed, freed = store.remove(model)
     if freed:
-        print(f"removed {removed.name}: deleted {removed.path}, {human_bytes(freed)} freed")
+        print(f"removed {removed.name}: deleted {removed.path}, {format_bytes(freed)} freed")
     else:
         print(f"removed {removed.name} from the list (the file {removed.path} was left in place)")
 

@@ -45,6 +45,7 @@ def pull(
     revision: str = typer.Option("main", "--revision", help="Branch, tag or commit on the Hub."),
 ) -> None:
     from starchat_cli.core.errors import ExitCode, StarchatError
+    from starchat_cli.core.units import format_bytes
     from starchat_cli.services.pull import dry_run_lines, execute, make_plan, parse_target
 
     target = parse_target(model, quant, from_source)
@@ -60,7 +61,7 @@ def pull(
         with ui:
             if plan.to_fetch:
                 ui.say(
-                    f"downloading {plan.to_fetch / 1e9:.2f} GB from {target.repo} ({len(plan.files)} files)"
+                    f"downloading {format_bytes(plan.to_fetch, 'GB', 2)} from {target.repo} ({len(plan.files)} files)"
                 )
             entry = execute(
                 plan,

@@ -15,11 +15,10 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 
+from starchat_cli.core.units import GIB, MIB
+
 CUDA_REINSTALL = 'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python'
 METAL_REINSTALL = 'CMAKE_ARGS="-DGGML_METAL=on" pip install --force-reinstall --no-cache-dir llama-cpp-python'
-
-GIB = 1024**3
-MIB = 1024**2
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from starchat_cli.core.units import GIB as GIB  # re-exported: the tests and callers size budgets with it
+from starchat_cli.core.units import MIB, format_bytes
 from starchat_cli.models.gguf_info import GGUFInfo
-
-GIB = 1024**3
-MIB = 1024**2
 
 
 @dataclass(frozen=True)
@@ -140,13 +139,9 @@ class OffloadPlan:
     def describe(self) -> str:
         return (
             f"offloading {self.layers}/{self.n_layers} layers to the {self.device}: "
-            f"{gib(self.needed_bytes)} of {gib(self.free_bytes)} free; "
-            f"KV cache {gib(self.kv_bytes)} at n_ctx {self.n_ctx}"
+            f"{format_bytes(self.needed_bytes, 'GiB')} of {format_bytes(self.free_bytes, 'GiB')} free; "
+            f"KV cache {format_bytes(self.kv_bytes, 'GiB')} at n_ctx {self.n_ctx}"
         )
-
-
-def gib(n: int) -> str:
-    return f"{n / GIB:.1f} GiB"
 
 
 def plan_offload(

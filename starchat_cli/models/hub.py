@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 
 from starchat_cli.core.errors import ExitCode, StarchatError
 from starchat_cli.core.paths import hf_hub_cache
+from starchat_cli.core.units import MIB, ensure_free_space
 
 CHUNK = 1 << 20
 ProgressFn = Callable[[str, int, int], None]  # (file name, bytes done, bytes total)
@@ -186,20 +187,15 @@ def missing_bytes(repo: str, commit: str, files: Iterable[RemoteFile]) -> int:
     return total
 
 
-def check_disk_space(needed: int, where: Path, margin: int = 256 << 20) -> None:
-    probe = where
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if needed + margin > free:
-        raise StarchatError(
-            f"not enough disk space in {where}: {_gb(needed)} to download (+{_gb(margin)} margin) "
-            f"but {_gb(free)} free; free some space or set HF_HOME to a bigger disk"
-        )
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
+def check_disk_space(needed: int, where: Path, margin: int = 256 * MIB) -> None:
+    """Refuse a download of ``needed`` bytes into ``where`` that would fill the disk."""
+    ensure_free_space(
+        needed,
+        where,
+        margin=margin,
+        purpose="to download",
+        advice="free some space or set HF_HOME to a bigger disk",
+    )
 
 
 def _git_blob_id(path: Path) -> str:

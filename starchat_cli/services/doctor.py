@@ -7,21 +7,18 @@ import os
 import platform
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from starchat_cli.core import defaults
+from starchat_cli.core.units import disk_usage_at
 from starchat_cli.models.store import ResolvedModel
 
 
 def _disk(path: Any) -> dict[str, Any]:
-    from pathlib import Path
-
     p = Path(path)
-    probe = p
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     try:
-        usage = shutil.disk_usage(probe)
+        usage = disk_usage_at(p)
     except OSError:
         return {"path": str(p), "free_bytes": None}
     return {"path": str(p), "exists": p.exists(), "free_bytes": usage.free, "total_bytes": usage.total}

@@ -11,13 +11,13 @@ Only verified files are registered in the local store.
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.core.paths import get_paths
+from starchat_cli.core.units import format_bytes
 from starchat_cli.models.catalog import CATALOG, DEFAULT_QUANT, ModelSpec
 from starchat_cli.models.hub import (
     HubError,
@@ -297,15 +297,10 @@ def _build_from_source(plan, hf_dir, store, keep_f16, on_stage, convert_progress
 def dry_run_lines(plan: Plan) -> list[str]:
     lines = [f"{plan.target.repo} @ {plan.listing.commit[:12]}"]
     for f in plan.files:
-        lines.append(
-            f"  {f.name}  {f.size / 1e9:.2f} GB" if f.size >= 1e8 else f"  {f.name}  {f.size:,} bytes"
-        )
-    lines.append(f"total {plan.total / 1e9:.2f} GB; to download {plan.to_fetch / 1e9:.2f} GB")
+        lines.append(f"  {f.name}  {_gb(f.size)}" if f.size >= 1e8 else f"  {f.name}  {f.size:,} bytes")
+    lines.append(f"total {_gb(plan.total)}; to download {_gb(plan.to_fetch)}")
     return lines
 
 
-def free_space(path: Path) -> int:
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
+def _gb(n: int) -> str:
+    return format_bytes(n, "GB", 2)

@@ -1,0 +1,25 @@
+"""The errors a file edit can end in: each message says why and what to do instead."""
+
+from __future__ import annotations
+
+from starchat_cli.core.errors import StarchatError
+
+
+class EditError(StarchatError):
+    """An edit that cannot be made; the message says why and what to do."""
+
+
+class BinaryFileError(EditError):
+    """The file holds binary data: starchat edits text files only."""
+
+
+class FileChangedError(EditError):
+    """The file changed on disk since the diff was shown (or since starchat wrote it)."""
+
+
+class OutsideRootError(EditError):
+    """The target lies outside the working directory and that was not allowed."""
+
+
+class NothingToUndoError(EditError):
+    """The undo journal holds no write that can still be undone."""
