@@ -70,6 +70,7 @@ class FakeEngine:
         self.default_system: str | None = None
         self.name = name
         self.loads = 0  # how many times load() was called
+        self.persists = 0  # how many times persist() was called
 
     @property
     def info(self) -> EngineInfo:
@@ -82,6 +83,9 @@ class FakeEngine:
             placement="in the test",
             default_system=self.default_system,
         )
+
+    def persist(self) -> None:
+        self.persists += 1
 
     def load(self) -> EngineInfo:
         self.loads += 1

@@ -88,7 +88,7 @@ def _root(
 
 
 def _register() -> None:
-    from starchat_cli.cli import ask, chat, convert, doctor, models, pull, serve
+    from starchat_cli.cli import ask, cache, chat, convert, doctor, models, pull, serve
 
     ask.register(app)
     models.register(app)
@@ -97,6 +97,7 @@ def _register() -> None:
     pull.register(app)
     convert.register(app)
     chat.register(app)
+    cache.register(app)
 
 
 _register()

@@ -173,6 +173,7 @@ def ask(
             out.write_plain(stream.flush())
             if not stream.found:
                 sys.stderr.write(gen.text.rstrip("\n") + "\n")
+                engine.persist()
                 raise NoCodeError(
                     "the answer has no fenced code block (shown above on stderr); ask again or drop --code"
                 )
@@ -198,6 +199,10 @@ def ask(
         out.write_plain(json.dumps(payload, ensure_ascii=False) + "\n")
     if stats:
         out.stats(st)
+    engine.persist()  # the prompt cache is written once the answer is out
+    if verbose:
+        for note in getattr(engine, "notes", ()):
+            out.note(note)
 
 
 def _read_stdin() -> bytes:

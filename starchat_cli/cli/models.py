@@ -284,6 +284,7 @@ def paths(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
         "registry": str(p.registry_file),
         "sessions": str(p.sessions_db),
         "cache": str(p.cache_dir),
+        "prompts": str(p.prompt_cache_dir),
         "hf_cache": str(p.hf_cache),
     }
     if json_out:

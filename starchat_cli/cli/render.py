@@ -47,7 +47,8 @@ class Output:
             yield
 
     def stats(self, st: Stats) -> None:
-        cached = f" ({st.cached_tokens} cached)" if st.cached_tokens else ""
+        where = {"disk": " from the prompt cache", "memory": " in memory"}.get(st.cached_from, "")
+        cached = f" ({st.cached_tokens} cached{where})" if st.cached_tokens else ""
         load = f", load {st.load_seconds:.2f} s" if st.load_seconds else ""
         print(
             f"starchat: {st.prompt_tokens} prompt tokens{cached}, {st.generated_tokens} generated; "

@@ -37,6 +37,11 @@ class Paths:
         return self.data_dir / "sessions.sqlite3"
 
     @property
+    def prompt_cache_dir(self) -> Path:
+        """Saved llama.cpp prompt states (the persistent prompt cache)."""
+        return self.cache_dir / "prompt-cache"
+
+    @property
     def hf_cache(self) -> Path:
         return hf_hub_cache()
 

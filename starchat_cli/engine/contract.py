@@ -36,6 +36,7 @@ class GenerationParams:
 class Stats:
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens reused from the KV cache
+    cached_from: str = ""  # where they came from: "memory" (this process) or "disk" (the prompt cache)
     generated_tokens: int = 0
     load_seconds: float = 0.0
     prompt_seconds: float = 0.0  # evaluating the (uncached part of the) prompt
@@ -133,6 +134,11 @@ class Engine(Protocol):
 
     def load(self) -> EngineInfo:
         """Make the engine ready (load the model, ask the server its model); idempotent."""
+        ...
+
+    def persist(self) -> None:
+        """Keep what is worth keeping (the prompt cache) now: a face calls it once the user has
+        the answer, so the write never delays the text. Idempotent; a no-op where nothing is kept."""
         ...
 
     def generate(

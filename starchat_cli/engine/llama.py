@@ -19,6 +19,8 @@ from typing import Sequence
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import ModelLoadError, StarchatError
 from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.kv_state import cache_key, load_state, save_state
+from starchat_cli.engine.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
 
 
 def default_threads() -> int:
@@ -126,9 +128,21 @@ def choose_gpu_layers(setting: str | int, info, n_ctx: int) -> GpuChoice:  # inf
 class LlamaCppBackend:
     """A local GGUF model run by llama-cpp-python, loaded on first use."""
 
-    def __init__(self, path: Path, options: LoadOptions | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        options: LoadOptions | None = None,
+        *,
+        cache: PromptCache | None = None,
+        name: str = "",
+    ) -> None:
         self.path = Path(path)
         self.options = options or LoadOptions()
+        self.cache = cache if cache is not None and cache.enabled else None
+        self.name = name or self.path.stem
+        self._cache_key: CacheKey | None = None
+        self._unsaved = False  # the sequence changed since it was last saved to the cache
+        self.last_save_seconds = 0.0
         self._llm = None
         self._vocab = None
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -278,25 +292,34 @@ class LlamaCppBackend:
         return dict(self.load().metadata)
 
     # -- decoding ------------------------------------------------------------------
-    def eval_prompt(self, tokens: Sequence[int], abort: threading.Event | None = None) -> int:
-        """Evaluate the prompt, reusing the cached prefix; returns how many tokens were reused.
+    def eval_prompt(self, tokens: Sequence[int], abort: threading.Event | None = None) -> tuple[int, str]:
+        """Evaluate the prompt, reusing a cached prefix: how many tokens were reused, and from where.
 
-        With ``abort``, setting that event from any thread interrupts the evaluation
-        inside llama.cpp (its abort callback) and raises :class:`PromptAborted`; the
-        callback is installed only for the prompt, so decoding pays nothing for it.
+        The prefix comes from the sequence in memory ("memory") or, when a saved state shares
+        a longer one, from the prompt cache on disk ("disk"). With ``abort``, setting that
+        event from any thread interrupts the evaluation inside llama.cpp (its abort callback)
+        and raises :class:`PromptAborted`; the callback is installed only for the prompt,
+        so decoding pays nothing for it.
         """
         llm = self.load()
+        if self._unsaved:
+            self.persist()  # the state in memory was worth keeping: save it before it changes
         cached = list(llm._input_ids[: llm.n_tokens]) if llm.n_tokens else []
-        prefix = 0
-        for a, b in zip(cached, tokens):
-            if a != b:
-                break
-            prefix += 1
+        prefix = common_prefix(cached, tokens)
+        source = "memory" if prefix else ""
+        if self.cache is not None and len(tokens) - prefix >= MIN_TOKENS:
+            hit = self.cache.best(self._key().digest, tokens)
+            if hit is not None and hit.prefix > prefix:
+                if load_state(llm, self.cache, hit.entry):
+                    prefix, source = hit.prefix, "disk"
+                else:
+                    prefix, source = 0, ""
         prefix = min(prefix, len(tokens) - 1)  # always evaluate one token to get logits
         llm.n_tokens = prefix
+        self._unsaved = True
         if abort is None:
             llm.eval(tokens[prefix:])
-            return prefix
+            return prefix, source
         import llama_cpp
 
         callback = llama_cpp.ggml_abort_callback(lambda _data: abort.is_set())
@@ -309,7 +332,26 @@ class LlamaCppBackend:
             raise
         finally:
             llama_cpp.llama_set_abort_callback(llm.ctx, llama_cpp.ggml_abort_callback(), None)
-        return prefix
+        return prefix, source
+
+    def _key(self) -> CacheKey:
+        if self._cache_key is None:
+            self._cache_key = cache_key(self.load(), self.path, self.name, self.flash_attn)
+        return self._cache_key
+
+    def persist(self) -> None:
+        """Save the sequence in memory to the prompt cache, if it changed and is long enough."""
+        llm = self._llm
+        if not self._unsaved or self.cache is None or llm is None:
+            return
+        self._unsaved = False
+        n = llm.n_tokens
+        if n < MIN_TOKENS:
+            return
+        tokens = [int(t) for t in llm.input_ids[:n]]
+        started = time.perf_counter()
+        self.cache.save(self._key(), tokens, lambda path: save_state(llm, path, tokens))
+        self.last_save_seconds = time.perf_counter() - started
 
     def make_sampler(self, params: GenerationParams):
         import llama_cpp

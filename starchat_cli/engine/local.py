@@ -97,6 +97,11 @@ class LocalEngine:
             aliases=self.aliases,
         )
 
+    def persist(self) -> None:
+        """Save the prompt state to the prompt cache now (the faces call this once the user has the answer)."""
+        with self.backend.lock:
+            self.backend.persist()
+
     def load(self) -> EngineInfo:
         self.backend.load()
         self.prompt_format  # noqa: B018 - a file's own template is read (and checked) at load
@@ -235,7 +240,7 @@ class LocalEngine:
             try:
                 t0 = time.perf_counter()
                 try:
-                    stats.cached_tokens = backend.eval_prompt(tokens, abort=cancel)
+                    stats.cached_tokens, stats.cached_from = backend.eval_prompt(tokens, abort=cancel)
                 except PromptAborted:
                     stats.stop_reason = "cancelled"
                     return

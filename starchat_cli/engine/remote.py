@@ -61,6 +61,9 @@ class RemoteEngine:
             default_system=self.default_system,
         )
 
+    def persist(self) -> None:
+        """Nothing is kept on this side: the server has its own prompt cache."""
+
     def load(self) -> EngineInfo:
         """Ask the server for its first model when none was named (a reachability check too)."""
         self.model  # noqa: B018

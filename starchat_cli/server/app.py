@@ -28,7 +28,7 @@ def make_app(
     engine: Engine, config: ServerConfig, *, on_shutdown: Callable[[], None] | None = None
 ) -> Starlette:
     """Build the ASGI app for one engine (an app factory: nothing is built at import)."""
-    bridge = Bridge()
+    bridge = Bridge(after=engine.persist)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

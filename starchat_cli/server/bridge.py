@@ -23,7 +23,10 @@ _END = object()  # the worker thread is done: nothing more will be queued
 class Bridge:
     """Runs generations off the event loop, counting them; one per app."""
 
-    def __init__(self) -> None:
+    def __init__(self, after: Callable[[], None] | None = None) -> None:
+        """``after``: run in a worker thread once each reply has been handed over in full
+        (the engine's ``persist``: the prompt cache is written without delaying a reply)."""
+        self.after = after
         self.shutting_down = threading.Event()
         self._counts = {"in_flight": 0, "completed": 0, "cancelled": 0}
         self._lock = threading.Lock()
@@ -60,7 +63,23 @@ class Bridge:
             finally:
                 self._count("in_flight", -1)
 
-        return await asyncio.to_thread(work)
+        result = await asyncio.to_thread(work)
+        self._run_after(in_thread=True)
+        return result
+
+    def _run_after(self, in_thread: bool) -> None:
+        if self.after is None or self.shutting_down.is_set():
+            return
+        if in_thread:
+            threading.Thread(target=self._after_quietly, name="starchat-persist", daemon=True).start()
+        else:
+            self._after_quietly()
+
+    def _after_quietly(self) -> None:
+        try:
+            self.after()  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - a failed cache write never breaks serving
+            pass
 
     def stream_chunks(self, start: Start) -> tuple[AsyncIterator[str | Generation], threading.Event]:
         """Run a generation in a thread and hand its chunks to the event loop as they come.
@@ -96,6 +115,7 @@ class Bridge:
                     self._finished(gen)
                 self._count("in_flight", -1)
                 put(_END)
+            self._run_after(in_thread=False)  # the client has the whole reply already
 
         threading.Thread(target=work, name="starchat-generate", daemon=True).start()
 

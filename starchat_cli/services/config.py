@@ -51,6 +51,7 @@ class Settings:
     format: str | None = None  # force a prompt format (see `starchat info`)
     endpoint: str | None = None  # an OpenAI-compatible server URL, or a profile name
     api_key: str | None = None  # its Bearer key
+    prompt_cache: float = defaults.PROMPT_CACHE_GB  # GB of saved prompt states on disk; 0: off
 
 
 def _check_float(lo: float, hi: float) -> Callable[[Any], float]:
@@ -91,6 +92,22 @@ def _check_gpu(value: Any) -> str | int:
     raise ValueError('must be "auto", "off" or a number of layers >= 0')
 
 
+def _check_cache_size(value: Any) -> float:
+    """GB (a number >= 0), or "off"/"on" (the default size)."""
+    if isinstance(value, str) and value.strip().lower() in ("off", "no", "false"):
+        return 0.0
+    if isinstance(value, str) and value.strip().lower() in ("on", "yes", "true"):
+        return defaults.PROMPT_CACHE_GB
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError('must be a size in GB (e.g. 4), 0 or "off"') from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError('must be a size in GB (e.g. 4), 0 or "off"')
+    return float(value)
+
+
 def _check_format(value: Any) -> str:
     from starchat_cli.engine.prompts import FORMATS
 
@@ -113,6 +130,7 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "format": _check_format,
     "endpoint": _check_str,
     "api_key": _check_str,
+    "prompt_cache": _check_cache_size,
 }
 ENDPOINT_KEYS = ("url", "api_key", "model")
 MODEL_KEYS = ("temperature", "top_p", "max_tokens", "ctx", "system", "format", "gpu")
@@ -199,7 +217,7 @@ def _validate_flag(key: str, value: Any) -> Any:
 
 
 def _parse_env_value(key: str, text: str) -> Any:
-    if key in ("model", "system", "format", "gpu", "endpoint", "api_key"):
+    if key in ("model", "system", "format", "gpu", "endpoint", "api_key", "prompt_cache"):
         return text
     if key in ("temperature", "top_p"):
         try:

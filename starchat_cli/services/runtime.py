@@ -10,6 +10,7 @@ from starchat_cli.core.paths import get_paths
 from starchat_cli.engine.contract import Engine
 from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
 from starchat_cli.engine.local import LocalEngine
+from starchat_cli.engine.prompt_cache import PromptCache
 from starchat_cli.engine.prompts import get_format
 from starchat_cli.models.catalog import CATALOG, DEFAULT_MODEL, STARCHAT_FAMILY
 from starchat_cli.models.store import ResolvedModel, Store
@@ -56,11 +57,18 @@ def choose_model(settings: Settings, explicit: bool, store: Store | None = None)
     )
 
 
+def prompt_cache(settings: Settings) -> PromptCache:
+    """The persistent prompt cache in the cache dir, capped at ``settings.prompt_cache`` GB (0: off)."""
+    return PromptCache(get_paths().prompt_cache_dir, int(settings.prompt_cache * 1e9))
+
+
 def engine_for(model: ResolvedModel, settings: Settings) -> LocalEngine:
     """The local engine for a resolved model: its catalog format and stops, or the file's own."""
     backend = LlamaCppBackend(
         model.path,
         LoadOptions(n_ctx=settings.ctx, n_threads=settings.threads, gpu=settings.gpu),
+        cache=prompt_cache(settings),
+        name=model.name,
     )
     spec = model.spec
     system = spec.default_system if spec is not None else None

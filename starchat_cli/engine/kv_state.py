@@ -1,0 +1,68 @@
+"""llama.cpp's sequence state to and from the prompt cache's files (through llama-cpp-python).
+
+Only sequence 0 is used. A state is loaded only after the cache has checked the file's size and
+CRC-32; the token ids llama.cpp reads back must equal the entry's, else the sequence is cleared
+and the entry removed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Any, Sequence
+
+from starchat_cli.engine.prompt_cache import CacheEntry, CacheKey, PromptCache, model_fingerprint
+
+
+def cache_key(llm: Any, path: Path, name: str, flash_attn: bool) -> CacheKey:
+    import llama_cpp
+
+    return CacheKey(
+        model=name,
+        fingerprint=model_fingerprint(path),
+        n_ctx=int(llm.n_ctx()),
+        flash_attn=flash_attn,
+        kv_type="f16",  # llama-cpp-python's default type_k / type_v, which starchat keeps
+        llama=str(getattr(llama_cpp, "__version__", "?")),
+    )
+
+
+def clear_sequence(llm: Any) -> None:
+    import llama_cpp
+
+    llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm.ctx), 0, -1, -1)
+    llm.n_tokens = 0
+
+
+def load_state(llm: Any, cache: PromptCache, entry: CacheEntry) -> bool:
+    """Put ``entry``'s KV cache into sequence 0 and its tokens into ``llm``; False if it fails."""
+    import llama_cpp
+
+    if not cache.verify(entry):
+        return False
+    n = entry.n_tokens
+    if n > int(llm.n_ctx()):
+        cache.discard(entry, f"prompt-cache entry {entry.id} is longer than the context: removed")
+        return False
+    clear_sequence(llm)
+    out = (llama_cpp.llama_token * n)()
+    count = ctypes.c_size_t(0)
+    read = llama_cpp.llama_state_seq_load_file(
+        llm.ctx, str(entry.state_path).encode(), 0, out, n, ctypes.byref(count)
+    )
+    if read == 0 or count.value != n or list(out) != entry.tokens:
+        clear_sequence(llm)
+        cache.discard(entry, f"prompt-cache entry {entry.id} could not be loaded by llama.cpp: removed")
+        return False
+    llm.input_ids[:n] = entry.tokens
+    llm.n_tokens = n
+    cache.touch(entry)
+    return True
+
+
+def save_state(llm: Any, path: Path, tokens: Sequence[int]) -> bool:
+    """Write sequence 0 (whose tokens are ``tokens``) to ``path``."""
+    import llama_cpp
+
+    arr = (llama_cpp.llama_token * len(tokens))(*tokens)
+    return llama_cpp.llama_state_seq_save_file(llm.ctx, str(path).encode(), 0, arr, len(tokens)) > 0
