@@ -201,7 +201,7 @@ def ask(
         out.stats(st)
     engine.persist()  # the prompt cache is written once the answer is out
     if verbose:
-        for note in getattr(engine, "notes", ()):
+        for note in engine.info.notes:
             out.note(note)
 
 

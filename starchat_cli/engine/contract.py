@@ -117,6 +117,7 @@ class EngineInfo:
     placement: str = ""  # where the model runs: the GPU offload plan in words, or "remote server"
     default_system: str | None = None  # the system prompt used when none is given
     warnings: tuple[str, ...] = ()  # things the user must hear (out-of-memory retries, ...)
+    notes: tuple[str, ...] = ()  # things said only when asked (-v): e.g. a damaged cache file removed
     aliases: tuple[str, ...] = ()  # other names a request may use for this model (serve)
 
 

@@ -19,7 +19,7 @@ from typing import Sequence
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import ModelLoadError, StarchatError
 from starchat_cli.engine.contract import GenerationParams
-from starchat_cli.engine.kv_state import cache_key, load_state, save_state
+from starchat_cli.engine.kv_state import EXACT_BATCH, cache_key, eval_batches, load_state, save_state
 from starchat_cli.engine.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
 
 
@@ -311,21 +311,23 @@ class LlamaCppBackend:
             hit = self.cache.best(self._key().digest, tokens)
             if hit is not None and hit.prefix > prefix:
                 if load_state(llm, self.cache, hit.entry):
-                    prefix, source = hit.prefix, "disk"
+                    # Re-evaluate the tail as one exact-size batch: the reply is then the one an
+                    # uncached run gives, token for token (see EXACT_BATCH).
+                    prefix, source = min(hit.prefix, len(tokens) - EXACT_BATCH), "disk"
                 else:
                     prefix, source = 0, ""
-        prefix = min(prefix, len(tokens) - 1)  # always evaluate one token to get logits
+        prefix = max(0, min(prefix, len(tokens) - 1))  # always evaluate one token to get logits
         llm.n_tokens = prefix
         self._unsaved = True
         if abort is None:
-            llm.eval(tokens[prefix:])
+            eval_batches(llm, tokens, prefix)
             return prefix, source
         import llama_cpp
 
         callback = llama_cpp.ggml_abort_callback(lambda _data: abort.is_set())
         llama_cpp.llama_set_abort_callback(llm.ctx, callback, None)
         try:
-            llm.eval(tokens[prefix:])
+            eval_batches(llm, tokens, prefix)
         except RuntimeError:
             if abort.is_set():
                 raise PromptAborted() from None

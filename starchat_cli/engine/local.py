@@ -94,6 +94,7 @@ class LocalEngine:
             placement=backend.gpu.reason,
             default_system=self.default_system,
             warnings=tuple(backend.warnings),
+            notes=tuple(backend.cache.notes) if backend.cache is not None else (),
             aliases=self.aliases,
         )
 

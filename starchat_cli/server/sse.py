@@ -29,12 +29,14 @@ def finish_reason(gen: Generation | None) -> str:
     return FINISH.get(gen.stats.stop_reason, "stop") if gen is not None else "stop"
 
 
-def usage(gen: Generation) -> dict[str, int]:
+def usage(gen: Generation) -> dict[str, Any]:
+    """OpenAI's usage object; ``prompt_tokens_details.cached_tokens`` counts the reused prefix."""
     st = gen.stats
     return {
         "prompt_tokens": st.prompt_tokens,
         "completion_tokens": st.generated_tokens,
         "total_tokens": st.prompt_tokens + st.generated_tokens,
+        "prompt_tokens_details": {"cached_tokens": st.cached_tokens},
     }
 
 

@@ -1,0 +1,241 @@
+"""The persistent prompt cache: its files on their own, then through `starchat ask` and `serve`
+on the real demo model in separate processes (the way a user runs them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from starchat_cli.engine.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
+
+from .conftest import REPO, run_starchat
+
+KEY = CacheKey("m", "fp", 4096, True, "f16", "0.3")
+OTHER = CacheKey("m2", "fp2", 4096, True, "f16", "0.3")
+
+
+def writer(payload: bytes):
+    def write(path: Path) -> bool:
+        path.write_bytes(payload)
+        return True
+
+    return write
+
+
+def tokens(n: int, start: int = 0) -> list[int]:
+    return list(range(start, start + n))
+
+
+# -- the files ----------------------------------------------------------------------------
+
+
+def test_save_then_best_finds_the_longest_common_prefix(tmp_path):
+    cache = PromptCache(tmp_path, 10**9)
+    a = cache.save(KEY, tokens(300), writer(b"a" * 100))
+    b = cache.save(KEY, tokens(200) + tokens(150, 5000), writer(b"b" * 100))
+    assert a is not None and b is not None
+    hit = cache.best(KEY.digest, tokens(280) + [9, 9])
+    assert hit is not None and hit.entry.id == a.id and hit.prefix == 280
+    hit = cache.best(KEY.digest, tokens(200) + tokens(10, 5000))
+    assert hit is not None and hit.entry.id == b.id and hit.prefix == 210
+    assert cache.best(OTHER.digest, tokens(300)) is None  # never offered to another key
+    assert cache.best(KEY.digest, [7] + tokens(300)) is None  # no common first token
+
+
+def test_short_sequences_are_not_saved_and_cap_zero_writes_nothing(tmp_path):
+    assert PromptCache(tmp_path, 10**9).save(KEY, tokens(MIN_TOKENS - 1), writer(b"x")) is None
+    off = PromptCache(tmp_path / "off", 0)
+    assert not off.enabled and off.save(KEY, tokens(500), writer(b"x")) is None
+    assert not (tmp_path / "off").exists()
+
+
+def test_a_longer_sequence_supersedes_its_prefix(tmp_path):
+    cache = PromptCache(tmp_path, 10**9)
+    first = cache.save(KEY, tokens(300), writer(b"1" * 10))
+    second = cache.save(KEY, tokens(400), writer(b"2" * 10))
+    other = cache.save(OTHER, tokens(300), writer(b"3" * 10))
+    assert first and second and other
+    ids = {e.id for e in cache.entries()}
+    assert ids == {second.id, other.id}  # turn N replaced turn N-1; the other key is untouched
+    assert not first.state_path.exists() and not first.meta_path.exists()
+    assert cache.save(KEY, tokens(400), writer(b"2" * 10)) is None  # already saved as it is
+
+
+def test_the_cap_evicts_the_least_recently_used(tmp_path):
+    cache = PromptCache(tmp_path, 2500)
+    old = cache.save(KEY, tokens(200, 0), writer(b"o" * 1000))
+    mid = cache.save(KEY, tokens(200, 1000), writer(b"m" * 1000))
+    assert old and mid
+    os.utime(old.meta_path, (time.time() - 100, time.time() - 100))
+    os.utime(mid.meta_path, (time.time() - 200, time.time() - 200))
+    cache.touch(old)  # used just now: the middle one is now the least recently used
+    new = cache.save(KEY, tokens(200, 2000), writer(b"n" * 1000))
+    assert new is not None
+    assert {e.id for e in cache.entries()} == {old.id, new.id}
+    assert sum(e.size for e in cache.entries()) <= 2500
+
+
+def test_clear_frees_everything_or_one_model(tmp_path):
+    cache = PromptCache(tmp_path, 10**9)
+    cache.save(KEY, tokens(200), writer(b"a" * 1000))
+    cache.save(OTHER, tokens(200), writer(b"b" * 3000))
+    one = cache.clear("m2")
+    assert (one.count, one.bytes) == (1, 3000) and [e.model for e in cache.entries()] == ["m"]
+    (tmp_path / "tmp-123-x.state").write_bytes(b"z" * 10)  # a temp file of a killed run
+    rest = cache.clear()
+    assert rest.count == 1 and rest.bytes == 1010 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zero-length", "random bytes", "bad side file"])
+def test_a_damaged_entry_is_detected_and_removed(tmp_path, damage):
+    cache = PromptCache(tmp_path, 10**9)
+    entry = cache.save(KEY, tokens(300), writer(os.urandom(4096)))
+    assert entry is not None and cache.verify(entry)
+    if damage == "truncated":
+        entry.state_path.write_bytes(entry.state_path.read_bytes()[:1000])
+    elif damage == "zero-length":
+        entry.state_path.write_bytes(b"")
+    elif damage == "random bytes":  # same size, other content: only the checksum tells
+        entry.state_path.write_bytes(os.urandom(4096))
+    else:
+        entry.meta_path.write_text('{"format": 1, "key": ')
+    found = cache.entries(KEY.digest)
+    if damage == "bad side file":
+        assert found == [] and not entry.state_path.exists()
+    else:
+        assert [e.id for e in found] == [entry.id]
+        assert not cache.verify(found[0])
+        assert not entry.state_path.exists() and not entry.meta_path.exists()
+    assert len(cache.notes) == 1 and entry.id in cache.notes[0]
+
+
+def test_a_kill_during_the_save_leaves_nothing_that_is_loaded(tmp_path):
+    """kill -9 while the state file is being written: the temp file is never an entry and is swept."""
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from starchat_cli.engine.prompt_cache import CacheKey, PromptCache\n"
+        "def write(path):\n"
+        "    with open(path, 'wb') as f:\n"
+        "        f.write(b'half a state')\n"
+        "        f.flush()\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "PromptCache(Path(sys.argv[1]), 10**9).save(CacheKey('m','fp',4096,True,'f16','0.3'), list(range(300)), write)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, timeout=60)
+    assert res.returncode == -signal.SIGKILL
+    leftovers = list(tmp_path.iterdir())
+    assert leftovers and all(p.name.startswith("tmp-") for p in leftovers)
+    cache = PromptCache(tmp_path, 10**9)
+    assert cache.entries() == [] and cache.best(KEY.digest, tokens(300)) is None
+    old = time.time() - 3600
+    for p in leftovers:
+        os.utime(p, (old, old))
+    assert cache.save(KEY, tokens(300), writer(b"ok")) is not None  # the next save sweeps them
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".state"]
+
+
+def test_common_prefix():
+    assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2
+    assert common_prefix([], [1]) == 0 and common_prefix([1, 2], [1, 2]) == 2
+
+
+# -- through the CLI, on the demo model ------------------------------------------------------
+
+FILE = (REPO / "starchat_cli" / "engine" / "local.py").read_text()[:5000]  # ~1,300 tokens
+
+
+def ask_json(question: str, stdin: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    res = run_starchat(
+        ["ask", "-m", "demo", "-t", "0", "-n", "24", "--json", *args, question],
+        input=stdin.encode(),
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr.decode()
+    return {**json.loads(res.stdout), "stderr": res.stderr.decode()}
+
+
+@pytest.mark.e2e
+def test_the_same_long_prompt_twice_comes_from_the_cache_with_the_same_answer(demo_gguf, isolated_home):
+    first = ask_json("What does this code do?", FILE)
+    second = ask_json("What does this code do?", FILE)
+    p1, p2 = first["stats"], second["stats"]
+    assert p1["cached_tokens"] == 0 and p1["prompt_tokens"] > 1000
+    assert p2["cached_from"] == "disk" and p2["cached_tokens"] >= 0.9 * p2["prompt_tokens"]
+    assert second["text"] == first["text"] and first["text"].strip()
+    # A different question about the same piped file reuses the file part.
+    third = ask_json("Which function is the longest?", FILE)
+    assert third["stats"]["cached_from"] == "disk"
+    assert third["stats"]["cached_tokens"] >= 0.9 * (p1["prompt_tokens"] - 20)
+    # With the cache off nothing is reused, and the answer is still the same.
+    off = ask_json("What does this code do?", FILE, env={"STARCHAT_PROMPT_CACHE": "off"})
+    assert off["stats"]["cached_tokens"] == 0 and off["text"] == first["text"]
+    listed = run_starchat(["cache", "list", "--json"])
+    rows = json.loads(listed.stdout)["entries"]
+    assert {r["model"] for r in rows} == {"demo"} and len(rows) == 2
+    cleared = run_starchat(["cache", "clear"])
+    assert cleared.returncode == 0 and "removed 2 saved prompt state(s)" in cleared.stdout.decode()
+    assert json.loads(run_starchat(["cache", "list", "--json"]).stdout)["entries"] == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("damage", ["truncated", "zero-length", "random bytes", "foreign state"])
+def test_a_bad_cache_file_gives_the_right_answer_and_is_removed(demo_gguf, isolated_home, damage):
+    import zlib
+
+    first = ask_json("What does this code do?", FILE)
+    folder = isolated_home / "cache" / "prompt-cache"
+    (state,) = folder.glob("*.state")
+    (meta_path,) = folder.glob("*.json")
+    good = state.read_bytes()
+
+    def spoil() -> None:
+        if damage == "truncated":
+            state.write_bytes(good[: len(good) // 2])
+        elif damage == "zero-length":
+            state.write_bytes(b"")
+        elif damage == "random bytes":
+            state.write_bytes(os.urandom(len(good)))
+        else:  # bytes llama.cpp does not accept, with a side file that vouches for them
+            junk = os.urandom(4096)
+            state.write_bytes(junk)
+            meta = json.loads(meta_path.read_text())
+            meta.update(size=len(junk), crc32=zlib.crc32(junk))
+            meta_path.write_text(json.dumps(meta))
+
+    def whole() -> bool:
+        meta = json.loads(meta_path.read_text())
+        data = state.read_bytes()
+        return len(data) == meta["size"] and zlib.crc32(data) == meta["crc32"] and len(data) > 4096
+
+    spoil()
+    quiet = ask_json("What does this code do?", FILE, "--stats")
+    assert quiet["text"] == first["text"] and quiet["stats"]["cached_tokens"] == 0
+    assert quiet["stderr"].count("\n") == 1 and "prompt tokens" in quiet["stderr"]  # only --stats
+    assert whole()  # the bad entry went; the run saved a good one in its place
+    spoil()
+    noted = ask_json("What does this code do?", FILE, "-v")
+    assert noted["text"] == first["text"] and noted["stats"]["cached_tokens"] == 0
+    assert "removed" in noted["stderr"] and "prompt-cache entry" in noted["stderr"]
+    again = ask_json("What does this code do?", FILE)
+    assert again["text"] == first["text"] and again["stats"]["cached_from"] == "disk"
+
+
+@pytest.mark.e2e
+def test_a_small_cap_keeps_only_the_newest_and_zero_writes_nothing(demo_gguf, isolated_home):
+    folder = isolated_home / "cache" / "prompt-cache"
+    env = {"STARCHAT_PROMPT_CACHE": "0.02"}  # 20 MB: room for one ~1,300-token demo state
+    ask_json("What does this code do?", FILE[:2500], env=env)
+    ask_json("What does this code do?", FILE[2500:], env=env)
+    rows = json.loads(run_starchat(["cache", "list", "--json"], env=env).stdout)["entries"]
+    assert len(rows) == 1 and sum(r["size_bytes"] for r in rows) <= 20_000_000
+    run_starchat(["cache", "clear"])
+    ask_json("What does this code do?", FILE, env={"STARCHAT_PROMPT_CACHE": "0"})
+    assert not folder.exists() or list(folder.iterdir()) == []
