@@ -16,9 +16,7 @@ def lint_imports(*args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
     if not Path(exe).exists():
         pytest.fail("lint-imports is missing: pip install -e '.[test]' installs import-linter")
-    return subprocess.run(
-        [exe, "--no-cache", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([exe, "--no-cache", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def test_layer_contracts_are_kept():
