@@ -59,29 +59,19 @@ class ChatApp(App[None]):
 
     def __init__(
         self,
-        engine: Engine,
+        conversation: Conversation,
         *,
-        model_name: str,
-        store: SessionStore,
         session_id: str | None = None,
-        system: str | None = None,
-        params: GenerationParams | None = None,
-        engine_factory: EngineFactory | None = None,
         journal: UndoJournal | None = None,
         root: Path | None = None,
         preload: bool = True,
     ) -> None:
         super().__init__()
-        self.conversation = Conversation(
-            engine,
-            model_name=model_name,
-            store=store,
-            system=system,
-            params=params,
-            engine_factory=engine_factory,
-        )
+        self.conversation = conversation
         self.root = (root or Path.cwd()).resolve()
-        self.codeflow = CodeFlow(self, root=self.root, journal=journal or UndoJournal(), copy=self.copy_block)
+        self.codeflow = CodeFlow(
+            self, root=self.root, journal=journal or UndoJournal(), copy=lambda block: self.copy_block(block)
+        )
         self.preload = preload
         self.state = ""
         self._resume_id = session_id
@@ -336,18 +326,15 @@ def make_app(
     preload: bool = True,
 ) -> ChatApp:
     """Build the chat app: the CLI, the tests and the benchmark all come through here."""
-    return ChatApp(
+    conversation = Conversation(
         engine,
         model_name=model_name,
         store=store or SessionStore(),
-        session_id=session_id,
         system=system,
         params=params,
         engine_factory=engine_factory,
-        journal=journal,
-        root=root,
-        preload=preload,
     )
+    return ChatApp(conversation, session_id=session_id, journal=journal, root=root, preload=preload)
 
 
 __all__ = ["HELP", "ChatApp", "make_app", "normalize_turns"]

@@ -11,7 +11,7 @@ import inspect
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Sequence
 
 from textual.app import SystemCommand
 
@@ -118,7 +118,7 @@ def _quit(app: ChatApp, arg: str) -> None:
     app.exit()
 
 
-_TABLE = [
+_TABLE = (
     Command("/new", "/new", "start a new session (default system prompt)", _new),
     Command(
         "/clear",
@@ -147,7 +147,7 @@ _TABLE = [
     Command("/rename", "/rename TITLE", "rename this session", _rename),
     Command("/help", "/help", "this help", _help),
     Command("/quit", "/quit", "leave", _quit, aliases=("/exit",)),
-]
+)
 
 COMMANDS: dict[str, Command] = {}
 for _command in _TABLE:
@@ -197,7 +197,8 @@ need a second yes. Sessions are saved as you go.
 """
 
 
-def help_text(commands: list[Command] = _TABLE) -> str:
+def help_text(commands: Sequence[Command] = _TABLE) -> str:
+    """The help screen's Markdown: the keys, then one row per command."""
     rows = "".join(f"| `{c.usage}` | {c.help} |\n" for c in commands)
     return f"{_KEYS}\n## Commands\n\n| command | does |\n|---|---|\n{rows}{_AFTER}"
 
@@ -215,7 +216,7 @@ class PaletteEntry:
     run: Callable[[ChatApp], Any]
 
 
-PALETTE = [
+PALETTE = (
     PaletteEntry("New session", "Start a new chat session", lambda app: app.action_new_session()),
     PaletteEntry(
         "Sessions", "Search, resume, rename or delete saved sessions", lambda app: app.action_sessions()
@@ -230,10 +231,11 @@ PALETTE = [
     ),
     PaletteEntry("Export session", "Export this session to Markdown", lambda app: app.run_command("/export")),
     PaletteEntry("Help", "Keys and commands", lambda app: app.action_help()),
-]
+)
 
 
 def palette_commands(app: ChatApp) -> Iterator[SystemCommand]:
+    """The palette entries for ``app`` (its ``get_system_commands`` yields them after Textual's)."""
     for entry in PALETTE:
         yield SystemCommand(entry.title, entry.help, partial(entry.run, app))
 

@@ -8,7 +8,7 @@ the app routes it back to :meth:`ModelLoading.ready`.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import Engine
@@ -23,7 +23,7 @@ class ModelLoading:
     def __init__(self, app: ChatApp) -> None:
         self.app = app
 
-    def _in_thread(self, fn, *args: object) -> None:
+    def _in_thread(self, fn: Callable[..., None], *args: object) -> None:
         self.app.run_worker(
             partial(fn, *args), name=fn.__name__, group="load", exit_on_error=False, thread=True
         )
