@@ -46,6 +46,7 @@ def app_with(reply: str = REPLY, **kwargs):
 
 
 async def send(pilot, text: str) -> None:
+    pilot.app.input.cursor_blink = False  # a blinking cursor is drawn or not by timing: the one flaky cell
     pilot.app.input.text = text
     await pilot.press("enter")
     await pilot.app.workers.wait_for_complete()

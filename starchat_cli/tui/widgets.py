@@ -215,9 +215,12 @@ class StatusBar(Static):
         tps: float = 0.0,
         session: str = "",
         state: str = "",
+        cached: int = 0,
     ) -> None:
         parts = [model]
         parts.append(f"ctx {used:,}/{n_ctx:,}" if n_ctx else "ctx –")
+        if cached:
+            parts.append(f"{cached:,} cached")
         parts.append(f"{tps:.1f} tok/s" if tps else "– tok/s")
         if state:
             parts.append(state)
