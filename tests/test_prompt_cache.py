@@ -239,3 +239,103 @@ def test_a_small_cap_keeps_only_the_newest_and_zero_writes_nothing(demo_gguf, is
     run_starchat(["cache", "clear"])
     ask_json("What does this code do?", FILE, env={"STARCHAT_PROMPT_CACHE": "0"})
     assert not folder.exists() or list(folder.iterdir()) == []
+
+
+async def _say(app, pilot, text: str) -> None:
+    app.input.text = text
+    app.input.focus()
+    await pilot.press("enter")
+    await pilot.app.workers.wait_for_complete()
+    for _ in range(600):
+        await pilot.pause()
+        if not app.generating:
+            break
+    assert not app.generating
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.e2e
+@pytest.mark.anyio
+async def test_a_resumed_chat_reports_its_history_as_cached(demo_gguf, isolated_home):
+    """`starchat chat -S ID` in a new process: the first reply finds the session's last state on disk."""
+    from starchat_cli.chat.sessions import SessionStore
+    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.models.store import Store
+    from starchat_cli.services.config import Settings
+    from starchat_cli.services.runtime import engine_for
+    from starchat_cli.tui.app import make_app
+    from starchat_cli.tui.widgets import StatusBar
+
+    settings = Settings(ctx=2048, threads=2)
+    params = GenerationParams(max_tokens=120, temperature=0.0)
+    model = Store().resolve("demo")
+    app = make_app(engine_for(model, settings), model_name="demo", store=SessionStore(), params=params)
+    async with app.run_test(size=(100, 32)) as pilot:
+        for text in (
+            "Write a Python function that reverses a list.",
+            "Now make it work on strings too.",
+            "Explain how slicing with a negative step works.",
+        ):
+            await _say(app, pilot, text)
+        session_id = app.session.id
+    assert list((isolated_home / "cache" / "prompt-cache").glob("*.state"))
+
+    fresh = engine_for(model, settings)  # a new llama.cpp context: nothing in memory
+    app = make_app(fresh, model_name="demo", store=SessionStore(), session_id=session_id, params=params)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await _say(app, pilot, "Add a docstring.")
+        last = app.store.messages(session_id)[-1]
+        status = str(app.query_one(StatusBar).render())
+    assert last.role == "assistant" and last.content.strip()
+    st = last.stats
+    assert st["cached_from"] == "disk", st
+    # everything but the new message and the last 64 tokens (re-evaluated as one exact batch)
+    assert st["cached_tokens"] >= 0.8 * st["prompt_tokens"] and st["prompt_tokens"] > 320
+    assert f"{st['cached_tokens']:,} cached" in status
+
+
+@pytest.mark.e2e
+def test_a_restarted_server_answers_a_known_prefix_from_the_cache(demo_gguf, isolated_home):
+    import httpx
+
+    from .test_serve import free_port, wait_healthy
+
+    folder = isolated_home / "cache" / "prompt-cache"
+    body = {
+        "messages": [{"role": "user", "content": f"```python\n{FILE}\n```\nWhat does this code do?"}],
+        "max_tokens": 16,
+        "temperature": 0,
+    }
+
+    def one_server_run() -> dict:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "starchat_cli", "serve", "-m", "demo", "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+        )
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/health", proc)
+            res = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=300)
+            assert res.status_code == 200, res.text
+            for _ in range(300):  # the state is written after the answer, off the request
+                if list(folder.glob("*.json")):
+                    break
+                time.sleep(0.1)
+            return res.json()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+
+    first = one_server_run()
+    second = one_server_run()
+    usage = second["usage"]
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert usage["prompt_tokens_details"]["cached_tokens"] >= 0.9 * usage["prompt_tokens"]
+    assert second["choices"][0]["message"] == first["choices"][0]["message"]
