@@ -19,6 +19,7 @@ from typing import Sequence
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import ModelLoadError, StarchatError
 from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.gpu import GpuChoice, choose_gpu_layers
 from starchat_cli.engine.kv_state import EXACT_BATCH, cache_key, eval_batches, load_state, save_state
 from starchat_cli.engine.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
 
@@ -87,44 +88,6 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
-@dataclass
-class GpuChoice:
-    n_gpu_layers: int  # llama.cpp's value: -1 all, 0 none, N blocks (+1 = output too)
-    plan: object | None = None  # offload.OffloadPlan when planned from free memory
-    reason: str = ""
-    hint: str | None = None  # e.g. "this machine has an NVIDIA GPU but the build is CPU-only: ..."
-
-
-def choose_gpu_layers(setting: str | int, info, n_ctx: int) -> GpuChoice:  # info: GGUFInfo
-    """``off``/0: CPU only; N: N layers; ``auto``: plan from the GPUs' free memory.
-
-    ``auto`` with a CPU-only build is 0; with an offload build but no way to read free
-    memory (no NVML, no nvidia-smi: ROCm, Vulkan, ...) it is every layer, and an
-    out-of-memory load falls back to fewer (see ``LlamaCppBackend.load``).
-    """
-    if setting in ("off", 0, "0"):
-        return GpuChoice(0, None, "GPU off")
-    if setting != "auto":
-        return GpuChoice(int(setting), None, f"{setting} layers requested")
-    from starchat_cli.engine.hardware import build_info, build_mismatch, detect_gpus
-    from starchat_cli.engine.offload import ModelShape, plan_offload
-
-    build = build_info()
-    gpus = detect_gpus()
-    if not build.gpu_offload:
-        return GpuChoice(0, None, "this llama.cpp build has no GPU offload", build_mismatch(build, gpus))
-    if not gpus:
-        return GpuChoice(-1, None, "offloading every layer (free GPU memory unknown)")
-    plan = plan_offload(
-        ModelShape.from_gguf(info),
-        n_ctx,
-        sum(g.free_bytes for g in gpus),
-        device=gpus[0].name if len(gpus) == 1 else f"{len(gpus)} GPUs",
-        n_devices=len(gpus),
-    )
-    return GpuChoice(plan.n_gpu_layers, plan, plan.describe())
-
-
 class LlamaCppBackend:
     """A local GGUF model run by llama-cpp-python, loaded on first use."""
 
@@ -142,6 +105,9 @@ class LlamaCppBackend:
         self.name = name or self.path.stem
         self._cache_key: CacheKey | None = None
         self._unsaved = False  # the sequence changed since it was last saved to the cache
+        # The sequence's first ``_exact`` tokens were evaluated as a prompt in exact batches (see
+        # EXACT_BATCH): a later prompt sharing them gets the reply an uncached run would give.
+        self._exact = 0
         self.last_save_seconds = 0.0
         self._llm = None
         self._vocab = None
@@ -311,16 +277,23 @@ class LlamaCppBackend:
             hit = self.cache.best(self._key().digest, tokens)
             if hit is not None and hit.prefix > prefix:
                 if load_state(llm, self.cache, hit.entry):
-                    # Re-evaluate the tail as one exact-size batch: the reply is then the one an
-                    # uncached run gives, token for token (see EXACT_BATCH).
-                    prefix, source = min(hit.prefix, len(tokens) - EXACT_BATCH), "disk"
+                    prefix, source = hit.prefix, "disk"
+                    self._exact = min(hit.entry.exact, hit.prefix)
+                    if hit.prefix <= hit.entry.exact:
+                        # Re-evaluate the tail as one exact batch: the reply is then the one an
+                        # uncached run gives, token for token. (A prefix that runs into an earlier
+                        # reply's tokens gives the reply of the warm engine that saved it.)
+                        prefix = min(prefix, len(tokens) - EXACT_BATCH)
                 else:
                     prefix, source = 0, ""
         prefix = max(0, min(prefix, len(tokens) - 1))  # always evaluate one token to get logits
         llm.n_tokens = prefix
         self._unsaved = True
+        exact_after = len(tokens) if prefix <= self._exact and len(tokens) - prefix >= EXACT_BATCH else None
+        self._exact = min(self._exact, prefix)
         if abort is None:
             eval_batches(llm, tokens, prefix)
+            self._exact = exact_after if exact_after is not None else self._exact
             return prefix, source
         import llama_cpp
 
@@ -334,6 +307,7 @@ class LlamaCppBackend:
             raise
         finally:
             llama_cpp.llama_set_abort_callback(llm.ctx, llama_cpp.ggml_abort_callback(), None)
+        self._exact = exact_after if exact_after is not None else self._exact
         return prefix, source
 
     def _key(self) -> CacheKey:
@@ -352,7 +326,9 @@ class LlamaCppBackend:
             return
         tokens = [int(t) for t in llm.input_ids[:n]]
         started = time.perf_counter()
-        self.cache.save(self._key(), tokens, lambda path: save_state(llm, path, tokens))
+        self.cache.save(
+            self._key(), tokens, lambda path: save_state(llm, path, tokens), exact=min(self._exact, n)
+        )
         self.last_save_seconds = time.perf_counter() - started
 
     def make_sampler(self, params: GenerationParams):

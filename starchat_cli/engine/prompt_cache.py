@@ -74,6 +74,7 @@ class CacheEntry:
     crc32: int
     created: float
     last_used: float = 0.0
+    exact: int = 0  # the first ``exact`` tokens were evaluated as a prompt in exact batches
 
     @property
     def state_path(self) -> Path:
@@ -167,6 +168,7 @@ class PromptCache:
                 crc32=int(data["crc32"]),
                 created=float(data.get("created", 0.0)),
                 last_used=meta.stat().st_mtime,
+                exact=int(data.get("exact", 0)),
             )
         except FileNotFoundError:
             return None
@@ -206,7 +208,11 @@ class PromptCache:
 
     # -- writing ------------------------------------------------------------------------
     def save(
-        self, key: CacheKey, tokens: Sequence[int], write_state: Callable[[Path], bool]
+        self,
+        key: CacheKey,
+        tokens: Sequence[int],
+        write_state: Callable[[Path], bool],
+        exact: int = 0,
     ) -> CacheEntry | None:
         """Write a new entry for ``tokens``: ``write_state(path)`` writes the state file.
 
@@ -225,7 +231,7 @@ class PromptCache:
         ident = f"{digest[:12]}-{hashlib.sha256(repr(tokens).encode()).hexdigest()[:16]}"
         tmp_state = self.folder / f"{TMP_PREFIX}{os.getpid()}-{ident}{STATE_SUFFIX}"
         tmp_meta = self.folder / f"{TMP_PREFIX}{os.getpid()}-{ident}{META_SUFFIX}"
-        entry = CacheEntry(ident, self.folder, digest, key.model, tokens, 0, 0, time.time())
+        entry = CacheEntry(ident, self.folder, digest, key.model, tokens, 0, 0, time.time(), exact=exact)
         try:
             if not write_state(tmp_state):
                 raise OSError("llama.cpp did not write the state")
@@ -239,6 +245,7 @@ class PromptCache:
                 "size": entry.size,
                 "crc32": entry.crc32,
                 "created": entry.created,
+                "exact": exact,
                 "tokens": tokens,
             }
             tmp_meta.write_text(json.dumps(meta, separators=(",", ":")), "utf-8")
