@@ -104,7 +104,8 @@ def test_help_imports_nothing_heavy():
 
 
 @pytest.mark.parametrize(
-    "command", ["ask", "list", "info", "add", "rm", "paths", "doctor", "convert", "quantize", "serve", "pull"]
+    "command",
+    ["ask", "list", "info", "add", "rm", "paths", "doctor", "convert", "quantize", "serve", "pull", "cache"],
 )
 def test_subcommand_help_imports_nothing_heavy(command):
     probe = (
