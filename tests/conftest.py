@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +87,60 @@ def write_tiny_gguf(path: Path, *, arch: str = "llama", template: str | None = N
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, deadline: float = 120) -> None:
+    import httpx
+
+    end = time.time() + deadline
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stderr.read().decode()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never became healthy")
+
+
+def start_server(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`starchat serve -m demo ARGS` on a free loopback port, once /health answers: (process, base URL)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "starchat_cli", "serve", "-m", "demo", "--port", str(port), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(f"{base}/health", proc)
+    return proc, base
+
+
+def stop_server(proc: subprocess.Popen) -> bytes:
+    """Ctrl-C, as a user stops it; its stderr."""
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return err
+
+
+async def say(app, pilot, text: str, rounds: int = 600) -> None:
+    """Type a message into the chat app, send it, and wait until the reply is done."""
+    app.input.text = text
+    app.input.focus()
+    await pilot.press("enter")
+    await pilot.app.workers.wait_for_complete()
+    for _ in range(rounds):
+        await pilot.pause()
+        if not app.generating:
+            break

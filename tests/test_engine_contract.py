@@ -3,19 +3,13 @@ and the faces can tell nothing from what they read (the same greedy text local a
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-
 import pytest
 
 from starchat_cli.engine.contract import Engine, EngineInfo, GenerationParams
 from starchat_cli.engine.prompts import Message
 
-from .conftest import REPO
+from .conftest import start_server, stop_server
 from .fake_engine import FakeEngine
-from .test_serve import free_port, wait_healthy
 
 GREEDY = GenerationParams(max_tokens=24, temperature=0.0)
 QUESTION = [Message("user", "Write a Python function that adds two numbers.")]
@@ -24,23 +18,10 @@ QUESTION = [Message("user", "Write a Python function that adds two numbers.")]
 @pytest.fixture(scope="module")
 def plain_server(demo_gguf, tmp_path_factory):
     """`starchat serve -m demo` with no key and the same context as the local demo engine."""
-    port = free_port()
-    env = {**os.environ, "STARCHAT_HOME": str(tmp_path_factory.mktemp("contract-home"))}
-    for var in [v for v in env if v.startswith("STARCHAT_") and v != "STARCHAT_HOME"]:
-        env.pop(var)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", "serve", "-m", "demo", "--port", str(port), "--ctx", "2048"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_healthy(f"{base}/health", proc)
+    home = str(tmp_path_factory.mktemp("contract-home"))
+    proc, base = start_server("--ctx", "2048", env={"STARCHAT_HOME": home})
     yield base
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    stop_server(proc)
 
 
 def test_every_backend_is_an_engine(demo_engine):

@@ -15,7 +15,7 @@ import pytest
 
 from starchat_cli.engine.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
 
-from .conftest import REPO, run_starchat
+from .conftest import REPO, run_starchat, say, start_server, stop_server
 
 KEY = CacheKey("m", "fp", 4096, True, "f16", "0.3")
 OTHER = CacheKey("m2", "fp2", 4096, True, "f16", "0.3")
@@ -241,18 +241,6 @@ def test_a_small_cap_keeps_only_the_newest_and_zero_writes_nothing(demo_gguf, is
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
-async def _say(app, pilot, text: str) -> None:
-    app.input.text = text
-    app.input.focus()
-    await pilot.press("enter")
-    await pilot.app.workers.wait_for_complete()
-    for _ in range(600):
-        await pilot.pause()
-        if not app.generating:
-            break
-    assert not app.generating
-
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -280,14 +268,14 @@ async def test_a_resumed_chat_reports_its_history_as_cached(demo_gguf, isolated_
             "Now make it work on strings too.",
             "Explain how slicing with a negative step works.",
         ):
-            await _say(app, pilot, text)
+            await say(app, pilot, text)
         session_id = app.session.id
     assert list((isolated_home / "cache" / "prompt-cache").glob("*.state"))
 
     fresh = engine_for(model, settings)  # a new llama.cpp context: nothing in memory
     app = make_app(fresh, model_name="demo", store=SessionStore(), session_id=session_id, params=params)
     async with app.run_test(size=(100, 32)) as pilot:
-        await _say(app, pilot, "Add a docstring.")
+        await say(app, pilot, "Add a docstring.")
         last = app.store.messages(session_id)[-1]
         status = str(app.query_one(StatusBar).render())
     assert last.role == "assistant" and last.content.strip()
@@ -302,8 +290,6 @@ async def test_a_resumed_chat_reports_its_history_as_cached(demo_gguf, isolated_
 def test_a_restarted_server_answers_a_known_prefix_from_the_cache(demo_gguf, isolated_home):
     import httpx
 
-    from .test_serve import free_port, wait_healthy
-
     folder = isolated_home / "cache" / "prompt-cache"
     body = {
         "messages": [{"role": "user", "content": f"```python\n{FILE}\n```\nWhat does this code do?"}],
@@ -312,17 +298,9 @@ def test_a_restarted_server_answers_a_known_prefix_from_the_cache(demo_gguf, iso
     }
 
     def one_server_run() -> dict:
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "starchat_cli", "serve", "-m", "demo", "--port", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-        )
+        proc, base = start_server()
         try:
-            wait_healthy(f"http://127.0.0.1:{port}/health", proc)
-            res = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=300)
+            res = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=300)
             assert res.status_code == 200, res.text
             for _ in range(300):  # the state is written after the answer, off the request
                 if list(folder.glob("*.json")):
@@ -330,8 +308,7 @@ def test_a_restarted_server_answers_a_known_prefix_from_the_cache(demo_gguf, iso
                 time.sleep(0.1)
             return res.json()
         finally:
-            proc.send_signal(signal.SIGINT)
-            proc.communicate(timeout=60)
+            stop_server(proc)
 
     first = one_server_run()
     second = one_server_run()

@@ -7,7 +7,6 @@ remote backend talks to llama-cpp-python's own OpenAI-compatible server.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -23,65 +22,21 @@ from typer.testing import CliRunner
 from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import REPO, run_starchat
+from .conftest import free_port, run_starchat, say, start_server, stop_server, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
 KEY = "test-key-123"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, deadline: float = 120) -> None:
-    end = time.time() + deadline
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stderr.read().decode()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} never became healthy")
-
-
 @pytest.fixture(scope="module")
 def server(demo_gguf, tmp_path_factory):
-    port = free_port()
-    env = {**os.environ, "STARCHAT_HOME": str(tmp_path_factory.mktemp("serve-home"))}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "starchat_cli",
-            "serve",
-            "-m",
-            "demo",
-            "--port",
-            str(port),
-            "--api-key",
-            KEY,
-            "--max-tokens-limit",
-            "3000",
-            "--max-body",
-            "100000",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env=env,
+    home = str(tmp_path_factory.mktemp("serve-home"))
+    proc, base = start_server(
+        "--api-key", KEY, "--max-tokens-limit", "3000", "--max-body", "100000", env={"STARCHAT_HOME": home}
     )
-    base = f"http://127.0.0.1:{port}"
-    wait_healthy(f"{base}/health", proc)
     yield base
-    proc.send_signal(signal.SIGINT)  # Ctrl-C shuts it down cleanly
-    _, err = proc.communicate(timeout=60)
+    err = stop_server(proc)  # Ctrl-C shuts it down cleanly
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err and b"server stopped" in err
 
@@ -309,17 +264,7 @@ def test_ask_endpoint_against_llama_cpp_python_server(demo_gguf, tmp_path):
 
 
 def test_ctrl_c_closes_in_flight_streams(demo_gguf, tmp_path):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", "serve", "-m", "demo", "--port", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env={**os.environ, "STARCHAT_HOME": str(tmp_path)},
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_healthy(f"{base}/health", proc)
+    proc, base = start_server(env={"STARCHAT_HOME": str(tmp_path)})
     body = {
         "messages": [{"role": "user", "content": "Write a very long story."}],
         "max_tokens": 2500,
@@ -358,14 +303,7 @@ async def test_chat_tui_on_a_remote_engine_saves_the_session(server):
     engine = RemoteEngine(server, api_key=KEY)
     app = make_app(engine, model_name=engine.model, store=SessionStore())
     async with app.run_test(size=(100, 32)) as pilot:
-        app.input.text = "Write hello world in Python."
-        app.input.focus()
-        await pilot.press("enter")
-        await pilot.app.workers.wait_for_complete()
-        for _ in range(400):
-            await pilot.pause()
-            if not app.generating:
-                break
+        await say(app, pilot, "Write hello world in Python.", rounds=400)
         replies = [r.text for r in app.query(AssistantMessage)]
         assert len(replies) == 1 and replies[0].strip()
         saved = app.store.messages(app.session.id)

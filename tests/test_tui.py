@@ -57,6 +57,22 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
+async def submit_and_confirm(pilot, answer: str) -> None:
+    """Submit the insert form, then answer the diff's confirm with ``answer`` (y or n)."""
+    await pilot.press("enter")
+    await pilot.pause()
+    await pilot.press(answer)
+    await pilot.pause()
+
+
+async def until_held(pilot, engine: FakeEngine) -> None:
+    """Let the UI run until the fake engine holds mid-reply (``hold_after``)."""
+    for _ in range(500):
+        if engine.held.is_set():
+            break
+        await pilot.pause()
+
+
 async def send(pilot, text: str) -> None:
     pilot.app.input.text = text
     pilot.app.input.focus()
@@ -109,10 +125,7 @@ async def test_esc_stops_and_keeps_the_partial_reply_marked_stopped():
     async with app.run_test(size=SIZE) as pilot:
         app.input.text = "count"
         await pilot.press("enter")
-        for _ in range(500):
-            if engine.held.is_set():
-                break
-            await pilot.pause()
+        await until_held(pilot, engine)
         assert engine.held.is_set() and app.generating
         # The UI stays usable mid-stream: typing goes into the input.
         await pilot.press("o", "k")
@@ -273,10 +286,7 @@ async def test_cancelling_the_diff_writes_nothing(work):
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "write hello")
         await open_insert(pilot)
-        await pilot.press("enter")
-        await pilot.pause()
-        await pilot.press("n")
-        await pilot.pause()
+        await submit_and_confirm(pilot, "n")
         assert not (work / "app.py").exists() and "nothing written" in app.notes
 
 
@@ -363,10 +373,7 @@ async def test_undo_after_a_restart(work):
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "write hello")
         await open_insert(pilot)
-        await pilot.press("enter")
-        await pilot.pause()
-        await pilot.press("y")
-        await pilot.pause()
+        await submit_and_confirm(pilot, "y")
     assert (work / "app.py").exists()
     app2 = build(FakeEngine(), root=work)
     async with app2.run_test(size=SIZE) as pilot:
@@ -510,10 +517,7 @@ async def test_switching_sessions_mid_reply_saves_the_partial_reply_where_it_bel
     async with app.run_test(size=SIZE) as pilot:
         app.input.text = "new question"
         await pilot.press("enter")
-        for _ in range(500):
-            if engine.held.is_set():
-                break
-            await pilot.pause()
+        await until_held(pilot, engine)
         first = app.session.id
         await app.open_session(other.id)  # what choosing it in the sessions screen does
         engine.release.set()
