@@ -142,6 +142,15 @@ def test_a_kill_during_the_save_leaves_nothing_that_is_loaded(tmp_path):
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".state"]
 
 
+def test_an_unwritable_cache_folder_is_a_note_not_an_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cache = PromptCache(blocker / "prompt-cache", 10**9)  # its parent is a regular file
+    assert cache.save(KEY, tokens(300), writer(b"x")) is None
+    assert len(cache.notes) == 1 and "cannot create" in cache.notes[0]
+    assert cache.entries() == [] and cache.best(KEY.digest, tokens(300)) is None
+
+
 def test_common_prefix():
     assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2
     assert common_prefix([], [1]) == 0 and common_prefix([1, 2], [1, 2]) == 2

@@ -226,7 +226,11 @@ class PromptCache:
         existing = self.entries(digest)
         if any(e.tokens == tokens for e in existing):
             return None  # already saved as it is
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only or full cache folder: answers still work, uncached
+            self.notes.append(f"prompt cache not saved: cannot create {self.folder} ({exc.strerror or exc})")
+            return None
         self._sweep()
         ident = f"{digest[:12]}-{hashlib.sha256(repr(tokens).encode()).hexdigest()[:16]}"
         tmp_state = self.folder / f"{TMP_PREFIX}{os.getpid()}-{ident}{STATE_SUFFIX}"
