@@ -88,3 +88,12 @@ ApiKey = Annotated[
     Optional[str],
     typer.Option("--api-key", help="Bearer key for --endpoint. [env: STARCHAT_API_KEY]", show_default=False),
 ]
+Draft = Annotated[
+    Optional[str],
+    typer.Option(
+        "--draft",
+        help="Drafted decoding (copies verified several tokens per step): auto (only where it pays "
+        f"on this hardware), on, off. [env: STARCHAT_DRAFT; default: {defaults.DRAFT}]",
+        show_default=False,
+    ),
+]

@@ -30,6 +30,8 @@ class GenerationParams:
     top_p: float = defaults.TOP_P
     seed: int | None = None
     stop: tuple[str, ...] = ()  # extra plain-text stops (e.g. an API request's "stop")
+    draft: str = "off"  # drafted (prompt-lookup) decoding: "auto" (where it pays here), "on", "off"
+    prediction: str | None = None  # text the reply is expected to copy (the file under edit)
 
 
 @dataclass
@@ -46,6 +48,9 @@ class Stats:
     n_ctx: int = 0
     dropped_turns: int = 0
     truncated_chars: int = 0
+    drafted_tokens: int = 0  # tokens proposed by drafting from the context
+    accepted_tokens: int = 0  # drafted tokens the model confirmed (kept in the reply)
+    decode_steps: int = 0  # forward passes while decoding (one per token without drafts)
 
     @property
     def tokens_per_second(self) -> float:

@@ -52,6 +52,7 @@ class Settings:
     endpoint: str | None = None  # an OpenAI-compatible server URL, or a profile name
     api_key: str | None = None  # its Bearer key
     prompt_cache: float = defaults.PROMPT_CACHE_GB  # GB of saved prompt states on disk; 0: off
+    draft: str = defaults.DRAFT  # drafted decoding: auto, on, off
 
 
 def _check_float(lo: float, hi: float) -> Callable[[Any], float]:
@@ -108,6 +109,14 @@ def _check_cache_size(value: Any) -> float:
     return float(value)
 
 
+def _check_draft(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str) and value.strip().lower() in ("auto", "on", "off"):
+        return value.strip().lower()
+    raise ValueError('must be "auto", "on" or "off"')
+
+
 def _check_format(value: Any) -> str:
     from starchat_cli.engine.prompts import FORMATS
 
@@ -131,6 +140,7 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "endpoint": _check_str,
     "api_key": _check_str,
     "prompt_cache": _check_cache_size,
+    "draft": _check_draft,
 }
 ENDPOINT_KEYS = ("url", "api_key", "model")
 MODEL_KEYS = ("temperature", "top_p", "max_tokens", "ctx", "system", "format", "gpu")
@@ -217,7 +227,7 @@ def _validate_flag(key: str, value: Any) -> Any:
 
 
 def _parse_env_value(key: str, text: str) -> Any:
-    if key in ("model", "system", "format", "gpu", "endpoint", "api_key", "prompt_cache"):
+    if key in ("model", "system", "format", "gpu", "endpoint", "api_key", "prompt_cache", "draft"):
         return text
     if key in ("temperature", "top_p"):
         try:

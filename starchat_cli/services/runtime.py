@@ -64,6 +64,7 @@ def generation_params(settings: Settings) -> GenerationParams:
         temperature=settings.temperature,
         top_p=settings.top_p,
         seed=settings.seed,
+        draft=settings.draft,
     )
 
 
