@@ -21,6 +21,8 @@ class ExitCode:
     NO_CODE = 8  # --code, but the answer had no fenced code block
     CONVERT = 9  # a checkpoint cannot be converted or quantized (bad input, unsupported)
     REMOTE = 10  # a remote endpoint cannot be reached, refuses the key, or answers an error
+    NOT_APPLIED = 11  # `edit`: the rewrite was declined, refused (file changed, elided code) or not safe
+    OUTPUT = 12  # a file or folder the user named cannot be written (read-only, not a folder, ...)
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
 
