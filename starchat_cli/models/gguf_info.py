@@ -13,7 +13,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterable
 
 from starchat_cli.core.errors import ModelLoadError, ModelNotFoundError
 
@@ -312,3 +312,40 @@ def looks_like_gguf(path: str | os.PathLike[str]) -> bool:
             return handle.read(4) == GGUF_MAGIC
     except OSError:
         return False
+
+
+def find_tokens(path: str | os.PathLike[str], wanted: Iterable[str]) -> set[str]:
+    """Which of the ``wanted`` token texts the file's vocabulary holds (the header only).
+
+    ``read_gguf_info`` skips long arrays such as the vocabulary; this reads just that one
+    (about 50k short strings for the StarCoder family: milliseconds). Unreadable or
+    corrupt files hold nothing.
+    """
+    want = set(wanted)
+    found: set[str] = set()
+    p = Path(path)
+    try:
+        with p.open("rb") as handle:
+            if handle.read(4) != GGUF_MAGIC:
+                return found
+            r = _Reader(handle, p)
+            r.unpack("<I")  # version
+            r.unpack("<Q")  # tensors
+            n_kv = r.unpack("<Q")
+            for _ in range(min(n_kv, 1_000_000)):
+                key = r.string()
+                vtype = r.unpack("<I")
+                if key != "tokenizer.ggml.tokens" or vtype != _ARRAY:
+                    r.value(vtype)
+                    continue
+                item_type, length = r.unpack("<I"), r.unpack("<Q")
+                if item_type != _STRING:
+                    return found
+                for _ in range(length):
+                    text = r.string()
+                    if text in want:
+                        found.add(text)
+                return found
+    except (OSError, ModelLoadError):
+        pass
+    return found

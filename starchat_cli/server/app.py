@@ -1,7 +1,8 @@
 """An OpenAI-compatible HTTP API over the starchat engine (Starlette; run by uvicorn).
 
 Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (JSON or
-server-sent events), ``POST /v1/completions``. Requests queue on the one model (the
+server-sent events), ``POST /v1/completions``, and Ollama's API (:mod:`.ollama`:
+``/api/generate``, ``/api/chat``, ``/api/tags``, ...). Requests queue on the one model (the
 engine's lock); a client that disconnects mid-stream stops its generation. Errors use
 OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 
@@ -21,6 +22,7 @@ from starchat_cli.engine.contract import Engine
 from .bridge import Bridge
 from .config import ServerConfig
 from .errors import EXCEPTION_HANDLERS, APIError, error_response
+from .ollama import OllamaEndpoints
 from .routes import Endpoints
 
 
@@ -38,7 +40,10 @@ def make_app(
             on_shutdown()
 
     app = Starlette(
-        routes=Endpoints(engine, config, bridge).routes(),
+        routes=[
+            *Endpoints(engine, config, bridge).routes(),
+            *OllamaEndpoints(engine, config, bridge).routes(),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

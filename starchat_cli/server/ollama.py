@@ -1,0 +1,244 @@
+"""The subset of Ollama's API that editors use (Continue, Open WebUI, Copilot's Ollama provider, ...).
+
+``GET|HEAD /`` ("Ollama is running", no key needed: editors probe it), ``GET /api/version``,
+``GET /api/tags``, ``POST /api/show``, ``GET /api/ps``, ``POST /api/generate`` and
+``POST /api/chat``, with Ollama's field names. Replies stream as newline-delimited JSON
+(``application/x-ndjson``) unless the request says ``"stream": false``; the last object
+has ``done: true``, ``done_reason``, the token counts and nanosecond durations. Errors are
+``{"error": "..."}`` (also a line of a stream that fails after it started). The API key,
+the bridge (queue on the one model, cancel on disconnect, persist after) and the model
+names are the OpenAI routes' own.
+
+``/api/version`` says 0.6.4: GitHub Copilot's Ollama provider refuses anything older
+(its error: "Please ensure you have Ollama version 0.6.4 or higher"), and claiming a
+newer version would invite features starchat does not have (thinking, tool calls).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, AsyncIterator, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from starchat_cli.core.errors import StarchatError
+from starchat_cli.engine.contract import Engine, Generation
+from starchat_cli.engine.prompts import Message
+
+from .auth import check_auth
+from .bridge import Bridge
+from .config import ServerConfig
+from .errors import APIError, from_engine_error
+from .ollama_model import ServedModel, rfc3339
+from .ollama_requests import (
+    ChatRequest,
+    GenerateRequest,
+    OllamaError,
+    check_model,
+    parse_chat,
+    parse_generate,
+)
+from .requests import read_json
+from .sse import first_item
+
+OLLAMA_VERSION = "0.6.4"
+DONE_REASON = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
+
+Shape = Callable[[str], dict[str, Any]]  # text -> the reply's text field(s)
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+def final_fields(gen: Generation | None, started_ns: int) -> dict[str, Any]:
+    """What the last object of a reply adds: ``done_reason``, counts and durations (ns)."""
+    total = time.perf_counter_ns() - started_ns
+    if gen is None:
+        return {"done_reason": "stop", "total_duration": total}
+    st = gen.stats
+    return {
+        "done_reason": DONE_REASON.get(st.stop_reason, "stop"),
+        "total_duration": total,
+        "load_duration": _ns(st.load_seconds),
+        "prompt_eval_count": st.prompt_tokens,
+        "prompt_eval_duration": _ns(st.prompt_seconds),
+        "eval_count": st.generated_tokens,
+        "eval_duration": _ns(st.decode_seconds),
+    }
+
+
+class OllamaEndpoints:
+    """The Ollama routes of one app: the engine, its config and bridge, the model's facts."""
+
+    def __init__(self, engine: Engine, config: ServerConfig, bridge: Bridge) -> None:
+        self.engine, self.config, self.bridge = engine, config, bridge
+        self.model = ServedModel(engine, config)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.root, methods=["GET", "HEAD"]),
+            Route("/api/version", self.version, methods=["GET", "HEAD"]),
+            Route("/api/tags", self.tags, methods=["GET", "HEAD"]),
+            Route("/api/ps", self.ps, methods=["GET"]),
+            Route("/api/show", self.show, methods=["POST"]),
+            Route("/api/generate", self.generate, methods=["POST"]),
+            Route("/api/chat", self.chat, methods=["POST"]),
+        ]
+
+    def _auth(self, request: Request) -> None:
+        try:
+            check_auth(request, self.config.api_key)
+        except APIError as exc:
+            raise OllamaError.of(exc) from None
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        self._auth(request)
+        try:
+            return await read_json(request, self.config.max_body_bytes)
+        except APIError as exc:
+            raise OllamaError.of(exc) from None
+
+    async def root(self, request: Request) -> Response:
+        return PlainTextResponse("Ollama is running")
+
+    async def version(self, request: Request) -> Response:
+        return await self._simple(request, lambda: {"version": OLLAMA_VERSION})
+
+    async def tags(self, request: Request) -> Response:
+        return await self._simple(request, self.model.tags)
+
+    async def ps(self, request: Request) -> Response:
+        return await self._simple(request, self.model.ps)
+
+    async def _simple(self, request: Request, body: Callable[[], dict[str, Any]]) -> Response:
+        try:
+            self._auth(request)
+            return JSONResponse(body())
+        except OllamaError as exc:
+            return exc.response()
+        except StarchatError as exc:
+            return OllamaError(500, exc.message).response()
+
+    async def show(self, request: Request) -> Response:
+        try:
+            data = await self._body(request)
+            check_model(data, self.config, self.model.quant)
+            return JSONResponse(self.model.show())
+        except OllamaError as exc:
+            return exc.response()
+        except StarchatError as exc:
+            return OllamaError(500, exc.message).response()
+
+    async def generate(self, request: Request) -> Response:
+        started = time.perf_counter_ns()
+        try:
+            data = await self._body(request)
+            req = parse_generate(data, self.config, self.model.quant)
+            if req.suffix is not None and self.model.facts.fim is False:
+                raise OllamaError(
+                    400,
+                    f"model '{req.model}' does not support insert: it has no fill-in-the-middle tokens "
+                    "(<fim_prefix>, <fim_suffix>, <fim_middle>); serve a StarCoder-family model "
+                    "such as starcoder2-3b for a request with 'suffix'",
+                )
+        except OllamaError as exc:
+            return exc.response()
+        return await self._reply(req, lambda text: {"response": text}, started)
+
+    async def chat(self, request: Request) -> Response:
+        started = time.perf_counter_ns()
+        try:
+            data = await self._body(request)
+            req = parse_chat(data, self.config, self.model.quant)
+        except OllamaError as exc:
+            return exc.response()
+        return await self._reply(
+            req, lambda text: {"message": {"role": "assistant", "content": text}}, started
+        )
+
+    def _start(self, req: GenerateRequest | ChatRequest) -> Callable[[], Generation]:
+        """What the worker thread runs to start the generation ``req`` asks for."""
+        engine = self.engine
+        if isinstance(req, ChatRequest):
+            return lambda: engine.generate(list(req.turns), req.params, system=req.system)
+        if req.suffix is not None:
+            infill = getattr(engine, "infill", None)
+            if infill is None:
+                raise OllamaError(400, "this server cannot fill in the middle: its engine has no infill")
+            return lambda: infill(req.prompt, req.suffix, req.params)
+        if req.raw:
+            return lambda: engine.complete(req.prompt, req.params)
+        return lambda: engine.generate([Message("user", req.prompt)], req.params, system=req.system)
+
+    def _head(self, req: GenerateRequest | ChatRequest) -> dict[str, Any]:
+        return {"model": req.model, "created_at": rfc3339()}
+
+    async def _reply(self, req: GenerateRequest | ChatRequest, shape: Shape, started: int) -> Response:
+        try:
+            if req.load_only:  # Ollama's way to preload a model: nothing to generate
+                body = {**self._head(req), **shape(""), "done": True, "done_reason": "load"}
+                return JSONResponse(body)
+            start = self._start(req)
+            if not req.stream:
+                try:
+                    text, gen = await self.bridge.run_blocking(start)
+                except StarchatError as exc:
+                    raise OllamaError.of(from_engine_error(exc)) from None
+                body = {**self._head(req), **shape(text), "done": True, **final_fields(gen, started)}
+                return JSONResponse(body)
+            items, cancel = self.bridge.stream_chunks(start)
+            first = await first_item(items)
+            if isinstance(first, StarchatError):
+                cancel.set()
+                raise OllamaError.of(from_engine_error(first))
+            return StreamingResponse(
+                self._lines(req, shape, first, items, cancel, started),
+                media_type="application/x-ndjson",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        except OllamaError as exc:
+            return exc.response()
+
+    async def _lines(
+        self,
+        req: GenerateRequest | ChatRequest,
+        shape: Shape,
+        first: str | Generation | None,
+        items: AsyncIterator[str | Generation],
+        cancel: threading.Event,
+        started: int,
+    ) -> AsyncIterator[bytes]:
+        """One JSON object per line: a chunk of text each, then the ``done: true`` summary."""
+
+        def line(obj: dict[str, Any]) -> bytes:
+            return (json.dumps(obj, ensure_ascii=False) + "\n").encode()
+
+        gen: Generation | None = None
+        pending = [first]
+        try:
+            while True:
+                try:
+                    item = pending.pop() if pending else await items.__anext__()
+                except StopAsyncIteration:
+                    break
+                except StarchatError as exc:  # failed after the stream began: say so in-band
+                    yield line({"error": exc.message})
+                    return
+                if item is None:
+                    break
+                if isinstance(item, str):
+                    if item:
+                        yield line({**self._head(req), **shape(item), "done": False})
+                else:
+                    gen = item
+            yield line({**self._head(req), **shape(""), "done": True, **final_fields(gen, started)})
+        finally:
+            cancel.set()  # a client that went away stops its generation at the next token
+
+
+__all__ = ["OLLAMA_VERSION", "OllamaEndpoints", "final_fields"]

@@ -1,0 +1,244 @@
+"""Ollama request bodies (``/api/generate``, ``/api/chat``, ``/api/show``), read and checked by hand.
+
+Every field is type-checked exactly (bools are bools, numbers are numbers): a bad value is
+an :class:`OllamaError` (400) naming the field, in Ollama's ``{"error": "..."}`` shape.
+Model names are Ollama-style: the served model's name, with or without a ``:tag``
+(``latest`` or the served quantization); another model is a 404 ``model 'x' not found``.
+
+Options honoured: ``temperature``, ``top_p``, ``num_predict``, ``stop``, ``seed``. Accepted
+and ignored: ``top_k`` (the engine samples with top_p only), ``num_ctx`` (the context is
+fixed when ``serve`` starts: ``--ctx``), and every other Ollama option. Refused with a 400:
+``images``, ``template``, ``format`` and ``think``, and ``tools`` on ``/api/chat``; starchat
+cannot honour them, and silently ignoring them would give wrong answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.prompts import Message
+
+from .config import ServerConfig
+from .errors import APIError
+from .requests import MAX_STOPS, chat_turns
+
+
+class OllamaError(Exception):
+    """A failed Ollama request: ``status`` and the message of ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+    @classmethod
+    def of(cls, exc: APIError) -> OllamaError:
+        return cls(exc.status, exc.message)
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.message}, status_code=self.status)
+
+
+def _bad(field: str, what: str) -> OllamaError:
+    return OllamaError(400, f"invalid request: '{field}' must be {what}")
+
+
+def _opt_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _bad(key, "a string")
+    return value
+
+
+def _opt_bool(data: dict[str, Any], key: str, default: bool) -> bool:
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _bad(key, "true or false")
+    return value
+
+
+def _num(opts: dict[str, Any], key: str, lo: float, hi: float, *, whole: bool = False) -> Any:
+    value = opts.get(key)
+    if value is None:
+        return None
+    field = f"options.{key}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(field, "a whole number" if whole else "a number")
+    if whole and int(value) != value:
+        raise _bad(field, "a whole number")
+    if not lo <= value <= hi:
+        raise _bad(field, f"from {lo:g} to {hi:g}")
+    return int(value) if whole else float(value)
+
+
+def served_name(config: ServerConfig) -> str:
+    """The served model's Ollama name (``NAME:TAG``): its own tag, else ``latest``."""
+    return config.model_name if ":" in config.model_name else f"{config.model_name}:latest"
+
+
+def check_model(data: dict[str, Any], config: ServerConfig, quant: str, *, key: str = "model") -> str:
+    """The request's model name, if it names the served model; else a 400 (none) or a 404."""
+    name = data.get(key)
+    if key == "model" and name is None:
+        name = data.get("name")  # /api/show's older field
+    if name is None or name == "":
+        raise OllamaError(400, "model is required")
+    if not isinstance(name, str):
+        raise _bad(key, "a string")
+    names = {n.lower() for n in config.served_names}
+    base, sep, tag = name.lower().partition(":")
+    if name.lower() in names or (sep and base in names and tag in ("latest", quant.lower())):
+        return name
+    raise OllamaError(404, f"model '{name}' not found")
+
+
+def options(data: dict[str, Any], config: ServerConfig) -> GenerationParams:
+    """``options`` as the engine's sampling parameters (see the module's docstring)."""
+    opts = data.get("options")
+    if opts is None:
+        opts = {}
+    if not isinstance(opts, dict):
+        raise _bad("options", "an object")
+    limit = config.max_tokens_limit
+    predict = _num(opts, "num_predict", -2, limit, whole=True)
+    if predict == 0:
+        raise _bad("options.num_predict", f"from 1 to {limit}, or -1 for no limit")
+    if predict is None or predict < 0:  # -1: until the model stops; -2: fill the context
+        predict = config.default_max_tokens or limit
+    _num(opts, "top_k", 0, 1_000_000, whole=True)  # accepted, not used
+    _num(opts, "num_ctx", 1, 10_000_000, whole=True)  # accepted: the context is fixed at start
+    temperature = _num(opts, "temperature", 0.0, 5.0)
+    top_p = _num(opts, "top_p", 0.0, 1.0)
+    seed = _num(opts, "seed", -(2**63), 2**63 - 1, whole=True)
+    stop = opts.get("stop")
+    if stop is None:
+        stop = []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > MAX_STOPS:
+        raise _bad("options.stop", f"a list of up to {MAX_STOPS} strings")
+    return GenerationParams(
+        max_tokens=predict,
+        temperature=config.default_temperature if temperature is None else temperature,
+        top_p=config.default_top_p if top_p is None else top_p,
+        seed=None if seed is None or seed < 0 else seed % 2**32,  # -1: a random seed, as in Ollama
+        stop=tuple(s for s in stop if s),
+    )
+
+
+def _common(data: dict[str, Any]) -> bool:
+    """The fields both routes share and starchat refuses or ignores; returns ``stream``."""
+    stream = _opt_bool(data, "stream", True)  # Ollama streams unless told not to
+    keep_alive = data.get("keep_alive")
+    if keep_alive is not None and (
+        isinstance(keep_alive, bool) or not isinstance(keep_alive, (int, float, str))
+    ):
+        raise _bad("keep_alive", 'a duration ("5m") or a number of seconds')
+    fmt = data.get("format")
+    if fmt not in (None, ""):
+        raise OllamaError(400, "'format' (JSON output) is not supported by starchat serve: leave it out")
+    think = data.get("think")
+    if think not in (None, False):
+        raise OllamaError(400, "'think' is not supported: this model does not think")
+    return stream
+
+
+def _no_images(value: Any, field: str) -> None:
+    if value is None or value == []:
+        return
+    if not isinstance(value, list):
+        raise _bad(field, "a list")
+    raise OllamaError(400, f"'{field}' is not supported: starchat's models read text only")
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    model: str
+    params: GenerationParams
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    raw: bool = False
+    stream: bool = True
+
+    @property
+    def load_only(self) -> bool:
+        """An empty prompt loads the model and answers at once (``done_reason`` "load")."""
+        return not self.prompt and not self.suffix
+
+
+def parse_generate(data: dict[str, Any], config: ServerConfig, quant: str) -> GenerateRequest:
+    model = check_model(data, config, quant)
+    prompt = _opt_str(data, "prompt") or ""
+    suffix = _opt_str(data, "suffix")
+    system = _opt_str(data, "system")
+    if _opt_str(data, "template"):
+        raise OllamaError(
+            400,
+            "'template' is not supported: starchat renders the model's own prompt format; "
+            "send raw: true with a prompt you formatted yourself",
+        )
+    raw = _opt_bool(data, "raw", False)
+    context = data.get("context")
+    if context is not None and (
+        not isinstance(context, list)
+        or not all(isinstance(t, int) and not isinstance(t, bool) for t in context)
+    ):
+        raise _bad("context", "a list of token ids")
+    _no_images(data.get("images"), "images")
+    stream = _common(data)
+    return GenerateRequest(model, options(data, config), prompt, suffix or None, system, raw, stream)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    params: GenerationParams
+    turns: tuple[Message, ...] = ()
+    system: str | None = None
+    stream: bool = True
+
+    @property
+    def load_only(self) -> bool:
+        return not self.turns
+
+
+def parse_chat(data: dict[str, Any], config: ServerConfig, quant: str) -> ChatRequest:
+    model = check_model(data, config, quant)
+    tools = data.get("tools")
+    if tools not in (None, []):
+        raise OllamaError(400, f"model '{model}' does not support tools")
+    stream = _common(data)
+    params = options(data, config)
+    messages = data.get("messages")
+    if messages is None or messages == []:
+        return ChatRequest(model, params, stream=stream)  # load the model, as Ollama does
+    if not isinstance(messages, list):
+        raise _bad("messages", "a list")
+    for i, msg in enumerate(messages):
+        if isinstance(msg, dict):
+            _no_images(msg.get("images"), f"messages[{i}].images")
+            if msg.get("tool_calls"):
+                raise OllamaError(400, f"model '{model}' does not support tools")
+    try:
+        turns, system = chat_turns({"messages": messages})
+    except APIError as exc:
+        raise OllamaError.of(exc) from None
+    return ChatRequest(model, params, tuple(turns), system, stream)
+
+
+__all__ = [
+    "ChatRequest",
+    "GenerateRequest",
+    "OllamaError",
+    "check_model",
+    "options",
+    "parse_chat",
+    "parse_generate",
+    "served_name",
+]
