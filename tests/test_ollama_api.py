@@ -9,13 +9,19 @@ from __future__ import annotations
 import http.client
 import json
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 import ollama
 import pytest
+from starlette.testclient import TestClient
 
+from starchat_cli.core.errors import InputError
+from starchat_cli.engine.prompts import Message
+from starchat_cli.server.app import ServerConfig, make_app
 from tests.conftest import start_server, stop_server
+from tests.fake_engine import FakeEngine
 
 KEY = "sekrit-ollama-key"
 
@@ -243,3 +249,88 @@ def test_api_key_is_required_when_set(keyed_server: str) -> None:
     assert keyed.list().models[0].model == "demo:latest"
     r = keyed.generate(model="demo", prompt="hi", stream=False, options={"num_predict": 2})
     assert r.done and r.eval_count <= 2
+
+
+# --- in-process, with a fake engine that fills in the middle --------------------------------------
+
+
+class FimFakeEngine(FakeEngine):
+    """The fake engine plus a minimal ``infill`` (the agreed signature), recording its calls.
+
+    Until the FIM engineer's ``FakeEngine.infill`` is merged; the integrator may drop this.
+    """
+
+    def __init__(self, middle: str = "x + y", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.middle = middle
+        self.infills: list[tuple[str, str]] = []
+
+    def infill(self, prefix: str, suffix: str, params: Any = None, *, extra=(), path=None, cancel=None):
+        self.infills.append((prefix, suffix))
+        if self.middle == "":
+            raise InputError("no FIM tokens in this model: use starcoder2-3b")
+        return self.generate([Message("user", prefix)], params)
+
+
+def fake_client(engine: Any) -> TestClient:
+    return TestClient(make_app(engine, ServerConfig(model_name="fake")), raise_server_exceptions=False)
+
+
+def test_suffix_goes_to_infill():
+    engine = FimFakeEngine(reply="x + y")
+    c = fake_client(engine)
+    body = {"model": "fake", "prompt": "def add(x, y):\n    return ", "suffix": "\n", "stream": False}
+    r = c.post("/api/generate", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["response"] == "x + y" and r.json()["done"] is True
+    assert engine.infills == [("def add(x, y):\n    return ", "\n")]
+    streamed = c.post("/api/generate", json={**body, "stream": True})
+    lines = [json.loads(line) for line in streamed.text.splitlines()]
+    assert "".join(o["response"] for o in lines) == "x + y" and lines[-1]["done"] is True
+    assert len(engine.infills) == 2
+
+
+def test_engine_errors_are_ollama_errors():
+    c = fake_client(FimFakeEngine(middle=""))
+    r = c.post("/api/generate", json={"model": "fake", "prompt": "a", "suffix": "b", "stream": False})
+    assert r.status_code == 400 and r.json() == {"error": "no FIM tokens in this model: use starcoder2-3b"}
+    r = c.post("/api/generate", json={"model": "fake", "prompt": "a", "suffix": "b"})  # streamed
+    assert r.status_code == 400 and "starcoder2-3b" in r.json()["error"]
+
+
+def test_unknown_route_and_model_names():
+    c = fake_client(FakeEngine(name="fake"))
+    for name in ("fake", "fake:latest", "FAKE"):
+        assert c.post("/api/show", json={"model": name}).status_code == 200, name
+    for name in ("fake:7b", "other", "other:latest"):
+        r = c.post("/api/show", json={"model": name})
+        assert r.status_code == 404 and r.json() == {"error": f"model '{name}' not found"}
+    assert c.post("/api/show", json={}).json() == {"error": "model is required"}
+
+
+def test_insert_capability_from_the_vocabulary(tmp_path):
+    import gguf
+    import numpy as np
+
+    from starchat_cli.server.ollama_model import ModelFacts
+
+    def write(name: str, tokens: list[str]):
+        path = tmp_path / name
+        w = gguf.GGUFWriter(str(path), "starcoder2")
+        w.add_context_length(256)
+        w.add_token_list(tokens)
+        w.add_tensor("token_embd.weight", np.ones((len(tokens), 4), dtype=np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return path
+
+    base = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"]
+    words = [f"w{i}" for i in range(100)]  # past the 64 entries gguf_info keeps
+    with_fim = ModelFacts.read(str(write("fim.gguf", base + words)))
+    assert with_fim.capabilities() == ["completion", "insert"]
+    assert with_fim.family == "starcoder2" and with_fim.model_info["starcoder2.context_length"] == 256
+    without = ModelFacts.read(str(write("plain.gguf", ["<|endoftext|>", "<fim_prefix>"] + words)))
+    assert without.capabilities() == ["completion"]
+    assert with_fim.digest != without.digest and len(with_fim.digest) == 64
