@@ -104,7 +104,16 @@ def test_stops_per_family():
 
 
 def test_catalog_names_and_formats():
-    assert set(CATALOG) == {"starchat-alpha", "starchat-beta", "starchat2", "starcoder2-instruct", "demo"}
+    assert set(CATALOG) == {
+        "starchat-alpha",
+        "starchat-beta",
+        "starchat2",
+        "starcoder2-instruct",
+        "starcoder2-3b",
+        "starcoder2-7b",
+        "starcoder2-15b",
+        "demo",
+    }
     assert CATALOG["starchat-alpha"].prompt_format == "starchat"
     assert CATALOG["starchat-beta"].llama_arch == "starcoder"
     assert CATALOG["starcoder2-instruct"].prompt_format == "starcoder2-instruct"

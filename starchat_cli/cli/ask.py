@@ -109,7 +109,7 @@ def ask(
             'nothing to ask: give a question (starchat ask "...") or pipe text in (cat file | starchat ask "...")'
         )
 
-    opened = open_engine(settings, explicit)
+    opened = open_engine(settings, explicit, chat_only=True)
     out = Output(raw=raw or code or json_out)
     if opened.note:
         out.note(opened.note)

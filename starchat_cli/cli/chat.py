@@ -104,7 +104,7 @@ def chat(
         "api_key": api_key,
     }
     settings, explicit = load_settings(flags)
-    opened = open_engine(settings, explicit or resumed is not None)
+    opened = open_engine(settings, explicit or resumed is not None, chat_only=True)
     engine = opened.engine
     model_name = engine.info.name or engine.load().name  # a remote server without -m: its first model
     if opened.note:
@@ -112,7 +112,7 @@ def chat(
 
     def factory(name: str):
         s2, _ = load_settings({**flags, "model": name})
-        other = open_engine(s2, True).engine
+        other = open_engine(s2, True, chat_only=True).engine
         return other.info.name or other.load().name, other
 
     from starchat_cli.tui.app import make_app

@@ -144,7 +144,7 @@ def convert(
     prompt_format = None
     if family is not None:
         spec = get_spec(family)
-        prompt_format = spec.prompt_format if spec.prompt_format != "gguf" else None
+        prompt_format = spec.prompt_format if spec.prompt_format != "gguf" and spec.chats else None
         _check_family(hf_dir, spec.hf_architecture, family)
     from starchat_cli.services.conversion import converter_errors
 

@@ -39,7 +39,9 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 def list_models(
     catalog: bool = typer.Option(
-        False, "--catalog", help="List the models starchat knows by name, and which are downloaded."
+        False,
+        "--catalog",
+        help="List the models starchat knows by name: which chat, which complete code, which are downloaded.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -58,6 +60,7 @@ def list_models(
                     "name": spec.name,
                     "title": spec.title,
                     "hub_repo": spec.hub_repo,
+                    "task": spec.task,  # "chat" or "complete" (completion and fill-in-the-middle only)
                     "format": spec.prompt_format,
                     "context": spec.context_length,
                     "downloaded": entry.name if entry else None,
@@ -72,13 +75,14 @@ def list_models(
                     [
                         r["name"],
                         r["title"],
-                        r["format"],
+                        "chat" if r["task"] == "chat" else "complete",
+                        r["format"] if r["task"] == "chat" else "-",
                         str(r["context"]),
                         "yes" if r["downloaded"] else "no",
                     ]
                     for r in rows_c
                 ],
-                ["NAME", "MODEL", "FORMAT", "CONTEXT", "LOCAL"],
+                ["NAME", "MODEL", "USE", "FORMAT", "CONTEXT", "LOCAL"],
             )
         )
         return

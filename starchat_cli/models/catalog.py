@@ -1,6 +1,10 @@
-"""The models starchat knows by name: the StarChat family plus the bundled demo model.
+"""The models starchat knows by name: the StarChat family, the StarCoder2 base models, the demo model.
 
-Facts from ../shared/MODELS.md. The catalog's prompt format and stops win over whatever
+Each model either chats (``task`` "chat": ask, chat, serve's chat routes) or completes
+code (``task`` "complete": the StarCoder2 base models, trained for fill-in-the-middle and
+plain continuation, not for conversation; ``ask``/``chat`` refuse them). Facts from
+../shared/MODELS.md; the StarCoder2 base models' prebuilt GGUFs are QuantFactory's
+``starcoder2-{3b,7b,15b}-GGUF`` repos, files ``starcoder2-{size}.{QUANT}.gguf``. The catalog's prompt format and stops win over whatever
 chat template a third-party GGUF carries.
 """
 
@@ -58,6 +62,33 @@ class ModelSpec:
     package: str | None = None
     package_file: str | None = None
     notes: str = ""
+    task: str = "chat"  # "chat" (instruction-tuned) or "complete" (a base model: completion and FIM)
+
+    @property
+    def chats(self) -> bool:
+        return self.task == "chat"
+
+
+def _starcoder2_base(size: str, params: str, q4_bytes: int) -> ModelSpec:
+    """A StarCoder2 base model (bigcode): completion only, 16k context, FIM tokens in the vocabulary."""
+    return ModelSpec(
+        name=f"starcoder2-{size}",
+        title=f"StarCoder2 {params} (base, code completion)",
+        hub_repo=f"bigcode/starcoder2-{size}",
+        hf_architecture="Starcoder2ForCausalLM",
+        llama_arch="starcoder2",
+        context_length=16384,
+        # A base model has no chat format; serve's chat routes use its instruct sibling's.
+        prompt_format="starcoder2-instruct",
+        default_system=None,
+        prebuilt=GGUFSource(
+            f"QuantFactory/starcoder2-{size}-GGUF",
+            f"starcoder2-{size}.{{quant}}.gguf",
+            {"Q4_K_M": q4_bytes},
+        ),
+        notes="completion only: use `starchat complete` or `starchat serve` (/infill, /api/generate)",
+        task="complete",
+    )
 
 
 CATALOG: dict[str, ModelSpec] = {
@@ -120,6 +151,9 @@ CATALOG: dict[str, ModelSpec] = {
             ),
             notes="no system role: --system is folded into the first instruction",
         ),
+        _starcoder2_base("3b", "3B", 1_890_000_000),
+        _starcoder2_base("7b", "7B", 4_460_000_000),
+        _starcoder2_base("15b", "15B", 9_860_000_000),
         ModelSpec(
             name="demo",
             title="SmolLM2-135M-Instruct Q4_1 (demo model, not StarChat)",
@@ -136,7 +170,9 @@ CATALOG: dict[str, ModelSpec] = {
     )
 }
 
-STARCHAT_FAMILY = tuple(name for name in CATALOG if name != "demo")
+# The chat models a run falls back to when the default is not downloaded.
+STARCHAT_FAMILY = tuple(name for name, spec in CATALOG.items() if name != "demo" and spec.chats)
+COMPLETION_MODELS = tuple(name for name, spec in CATALOG.items() if not spec.chats)
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -270,7 +270,8 @@ def _build_from_source(plan, hf_dir, store, keep_f16, on_stage, convert_progress
     stem = (target.family or target.repo.split("/")[-1]).replace(":", "-")
     f16 = models / f"{stem}-F16.gguf"
     final = models / f"{stem}-{quant}.gguf"
-    fmt = target.spec.prompt_format if target.spec else None
+    # A completion model gets no chat template in its file (its catalog format still applies).
+    fmt = target.spec.prompt_format if target.spec and target.spec.chats else None
     if not f16.exists():
         if on_stage:
             on_stage(f"converting {target.repo} to F16 GGUF")

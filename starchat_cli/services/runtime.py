@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from starchat_cli.core.errors import ModelNotFoundError
+from starchat_cli.core.errors import InputError, ModelNotFoundError
 from starchat_cli.core.paths import get_paths
 from starchat_cli.engine.contract import Engine, GenerationParams
 from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
 from starchat_cli.engine.local import LocalEngine
 from starchat_cli.engine.prompt_cache import PromptCache
 from starchat_cli.engine.prompts import get_format
-from starchat_cli.models.catalog import CATALOG, DEFAULT_MODEL, STARCHAT_FAMILY
+from starchat_cli.models.catalog import CATALOG, DEFAULT_MODEL, STARCHAT_FAMILY, ModelSpec
 from starchat_cli.models.store import ResolvedModel, Store
 from starchat_cli.services.config import Settings, explicit_model, load_config_file, resolve_settings
 
@@ -102,15 +102,38 @@ class Opened:
     note: str | None = None
 
 
-def open_engine(settings: Settings, explicit: bool, *, local_only: bool = False) -> Opened:
+def refuse_completion_model(spec: ModelSpec | None, settings: Settings) -> None:
+    """A completion-only model cannot hold a conversation: a one-line error (exit 6) naming what to use.
+
+    Refused rather than warned about: a base model under a chat template continues the
+    template (it invents more turns), and the warning would scroll by above that answer.
+    ``--format`` (or the ``format`` setting) is the way to try it anyway.
+    """
+    if spec is None or spec.chats or settings.format:
+        return
+    raise InputError(
+        f"{spec.name} is a completion model (trained to continue and fill in code, not to chat): "
+        f"use `starchat complete` or `starchat serve -m {spec.name}` for editors, or a chat model "
+        f"such as {DEFAULT_MODEL} here (--format FORMAT forces a chat format anyway)"
+    )
+
+
+def open_engine(
+    settings: Settings, explicit: bool, *, local_only: bool = False, chat_only: bool = False
+) -> Opened:
     """The one way a face gets an engine: a remote endpoint when one is set, else a local model.
 
     ``local_only``: ignore an endpoint (``starchat serve`` serves a model of this machine).
+    ``chat_only``: refuse a completion-only model (``ask``, ``chat``), before any download.
     """
     if settings.endpoint and not local_only:
         from starchat_cli.engine.remote import RemoteEngine
 
         model = settings.model if explicit or settings.model != DEFAULT_MODEL else None
         return Opened(RemoteEngine(settings.endpoint, settings.api_key, model))
+    if chat_only:
+        refuse_completion_model(CATALOG.get((settings.model or "").partition(":")[0]), settings)
     choice = choose_model(settings, explicit)
+    if chat_only:
+        refuse_completion_model(choice.model.spec, settings)
     return Opened(engine_for(choice.model, settings), choice.note)
