@@ -306,6 +306,9 @@ def test_unknown_route_and_model_names():
         r = c.post("/api/show", json={"model": name})
         assert r.status_code == 404 and r.json() == {"error": f"model '{name}' not found"}
     assert c.post("/api/show", json={}).json() == {"error": "model is required"}
+    r = c.post("/api/pull", json={"model": "fake"})
+    assert r.status_code == 404 and "/api/pull is not part of" in r.json()["error"]
+    assert c.get("/api/generate").status_code == 405  # a known route keeps its methods
 
 
 def test_insert_capability_from_the_vocabulary(tmp_path):

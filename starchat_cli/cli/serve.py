@@ -20,7 +20,8 @@ Serve a model over an OpenAI-compatible HTTP API (for editors, scripts, other to
        -d '{"messages": [{"role": "user", "content": "hello"}]}'
 
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions (stream or not),
-POST /v1/completions. It binds to loopback by default; binding any other address
+POST /v1/completions, and Ollama's API for editors (http://127.0.0.1:8080 as an Ollama
+host: /api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version). It binds to loopback by default; binding any other address
 requires --api-key (clients then send "Authorization: Bearer KEY"). Ctrl-C stops it.
 """
 
@@ -110,6 +111,7 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     print(
         f"starchat: serving {info.name} at http://{shown}:{port}/v1 "
+        f"and as an Ollama host at http://{shown}:{port} "
         f"(context {info.n_ctx} tokens{', API key required' if key else ''}); Ctrl-C stops",
         file=sys.stderr,
         flush=True,

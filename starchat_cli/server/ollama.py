@@ -88,7 +88,18 @@ class OllamaEndpoints:
             Route("/api/show", self.show, methods=["POST"]),
             Route("/api/generate", self.generate, methods=["POST"]),
             Route("/api/chat", self.chat, methods=["POST"]),
+            # The rest of Ollama's API (pull, create, embed, ...): an error an Ollama client can read.
+            Route("/api/{rest:path}", self.unsupported, methods=["GET", "POST", "DELETE", "PUT"]),
         ]
+
+    async def unsupported(self, request: Request) -> Response:
+        path = request.url.path
+        if any(route.path == path for route in self.routes()[:-1]):
+            return OllamaError(405, f"{request.method} is not allowed on {path}").response()
+        return OllamaError(
+            404,
+            f"{request.url.path} is not part of starchat serve's Ollama API (see `starchat serve --help`)",
+        ).response()
 
     def _auth(self, request: Request) -> None:
         try:

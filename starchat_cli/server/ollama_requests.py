@@ -24,7 +24,10 @@ from starchat_cli.engine.prompts import Message
 
 from .config import ServerConfig
 from .errors import APIError
-from .requests import MAX_STOPS, chat_turns
+from .requests import chat_turns
+
+# Editors send many stops for completion (Continue: one per language construct); Ollama has no limit.
+MAX_STOPS = 32
 
 
 class OllamaError(Exception):
