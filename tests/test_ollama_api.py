@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
@@ -337,3 +338,23 @@ def test_insert_capability_from_the_vocabulary(tmp_path):
     without = ModelFacts.read(str(write("plain.gguf", ["<|endoftext|>", "<fim_prefix>"] + words)))
     assert without.capabilities() == ["completion"]
     assert with_fim.digest != without.digest and len(with_fim.digest) == 64
+
+
+def test_a_client_that_goes_away_stops_its_generation(server: str) -> None:
+    before = httpx.get(f"{server}/health").json()["generations"]["cancelled"]
+    url = urlparse(server)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    body = json.dumps(
+        {"model": "demo", "prompt": "Write a very long essay.", "options": {"num_predict": 2000}}
+    )
+    conn.request("POST", "/api/generate", body=body, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert json.loads(resp.readline())["done"] is False
+    conn.sock.close()  # gone mid-stream
+    conn.close()
+    for _ in range(200):
+        counts = httpx.get(f"{server}/health").json()["generations"]
+        if counts["cancelled"] > before and counts["in_flight"] == 0:
+            break
+        time.sleep(0.1)
+    assert counts["cancelled"] == before + 1 and counts["in_flight"] == 0
