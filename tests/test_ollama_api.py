@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import time
 from datetime import datetime
 from typing import Any
@@ -74,6 +75,9 @@ def test_show_and_ps(client: ollama.Client) -> None:
     assert shown.modelinfo["llama.context_length"] == 8192
     assert shown.details.quantization_level == "Q4_1"
     assert "num_ctx 1024" in shown.parameters and "FROM " in shown.modelfile
+    # Continue reads num_ctx from these lines, and gives up on any that does not match this.
+    assert all(re.match(r'^(\S+)\s+((?:".*")|\S+)$', line) for line in shown.parameters.splitlines())
+    assert ".Suffix" not in (shown.template or "")  # no FIM tokens: no FIM template
     assert isinstance(shown.modified_at, datetime)
     running = client.ps().models
     assert len(running) == 1
@@ -301,6 +305,7 @@ def test_engine_errors_are_ollama_errors():
 
 def test_unknown_route_and_model_names():
     c = fake_client(FakeEngine(name="fake"))
+    assert c.post("/api/show", json={"name": "fake"}).status_code == 200  # Continue's field
     for name in ("fake", "fake:latest", "FAKE"):
         assert c.post("/api/show", json={"model": name}).status_code == 200, name
     for name in ("fake:7b", "other", "other:latest"):
@@ -334,6 +339,7 @@ def test_insert_capability_from_the_vocabulary(tmp_path):
     words = [f"w{i}" for i in range(100)]  # past the 64 entries gguf_info keeps
     with_fim = ModelFacts.read(str(write("fim.gguf", base + words)))
     assert with_fim.capabilities() == ["completion", "insert"]
+    assert ".Suffix" in with_fim.template  # how Continue decides that a model fills in the middle
     assert with_fim.family == "starcoder2" and with_fim.model_info["starcoder2.context_length"] == 256
     without = ModelFacts.read(str(write("plain.gguf", ["<|endoftext|>", "<fim_prefix>"] + words)))
     assert without.capabilities() == ["completion"]

@@ -4,5 +4,6 @@
 ``requests`` reads and checks request bodies; ``bridge`` runs generations in worker
 threads for the event loop; ``sse`` shapes replies (JSON or server-sent events);
 ``auth`` checks the API key; ``errors`` gives every failure OpenAI's error shape;
-``config`` is the typed ``ServerConfig``.
+``config`` is the typed ``ServerConfig``. ``ollama`` holds Ollama's API (its requests in
+``ollama_requests``, what it says about the model in ``ollama_model``).
 """

@@ -4,7 +4,9 @@ Read once from the GGUF header (cheap) the first time a route asks. ``digest`` i
 the file's sha256 (hashing gigabytes per start is too slow): it is the sha256 of the
 file's size and its first and last MiB, stable for one file and different for another.
 ``size_vram`` is 0 unless the engine put every layer on the GPU (then the file size).
-The served model is the only one listed: ``starchat serve`` runs one model per
+``template`` is Ollama's Go-template notation of the FIM layout for a model with FIM tokens
+(editors read it: Continue enables FIM when it mentions ``.Suffix``), else the file's own
+chat template for information. The served model is the only one listed: ``starchat serve`` runs one model per
 process, and a model an editor could pick but never use would only fail later.
 """
 
@@ -25,6 +27,13 @@ from .config import ServerConfig
 from .ollama_requests import served_name
 
 FIM_TOKENS = ("<fim_prefix>", "<fim_middle>", "<fim_suffix>")
+# /api/show's template for a model with FIM tokens, in Ollama's Go-template notation: what
+# starchat does with ``suffix`` (prefix-suffix-middle). Continue turns fill-in-the-middle on
+# only when the template mentions ``.Suffix``; starchat renders prompts itself either way.
+FIM_TEMPLATE = (
+    "{{- if .Suffix }}<fim_prefix>{{ .Prompt }}<fim_suffix>{{ .Suffix }}<fim_middle>"
+    "{{- else }}{{ .Prompt }}{{- end }}"
+)
 NEVER_EXPIRES = "9999-12-31T23:59:59Z"  # the model stays loaded until the server stops
 
 
@@ -62,7 +71,7 @@ class ModelFacts:
     family: str = "unknown"
     parameter_size: str = ""
     quant: str = ""
-    template: str = ""
+    template: str = ""  # FIM_TEMPLATE for a model with FIM tokens, else the file's chat template
     fim: bool | None = None  # None: unknown (no file to read); the engine decides
     model_info: dict[str, Any] = field(default_factory=dict)
 
@@ -72,6 +81,7 @@ class ModelFacts:
         if not path.is_file():
             return cls(modified_at=rfc3339())
         gi = read_gguf_info(path)
+        fim = set(FIM_TOKENS) <= find_tokens(path, FIM_TOKENS)
         info: dict[str, Any] = {
             key: (None if isinstance(value, (ArraySummary, list)) else value)
             for key, value in gi.metadata.items()
@@ -85,8 +95,8 @@ class ModelFacts:
             family=gi.architecture,
             parameter_size=parameter_size(gi.n_params),
             quant=gi.quant,
-            template=gi.chat_template or "",
-            fim=set(FIM_TOKENS) <= find_tokens(path, FIM_TOKENS),
+            template=(FIM_TEMPLATE if fim else gi.chat_template) or "",
+            fim=fim,
             model_info=info,
         )
 
@@ -183,4 +193,4 @@ class ServedModel:
         return {"models": [entry]}
 
 
-__all__ = ["FIM_TOKENS", "ModelFacts", "ServedModel", "cheap_digest", "rfc3339"]
+__all__ = ["FIM_TEMPLATE", "FIM_TOKENS", "ModelFacts", "ServedModel", "cheap_digest", "rfc3339"]

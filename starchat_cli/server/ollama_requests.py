@@ -27,7 +27,7 @@ from .errors import APIError
 from .requests import chat_turns
 
 # Editors send many stops for completion (Continue: one per language construct); Ollama has no limit.
-MAX_STOPS = 32
+MAX_STOPS = 64
 
 
 class OllamaError(Exception):
@@ -88,7 +88,7 @@ def check_model(data: dict[str, Any], config: ServerConfig, quant: str, *, key: 
     """The request's model name, if it names the served model; else a 400 (none) or a 404."""
     name = data.get(key)
     if key == "model" and name is None:
-        name = data.get("name")  # /api/show's older field
+        name = data.get("name")  # the older field, still sent by Continue to /api/show
     if name is None or name == "":
         raise OllamaError(400, "model is required")
     if not isinstance(name, str):
