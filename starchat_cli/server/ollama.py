@@ -16,6 +16,7 @@ newer version would invite features starchat does not have (thinking, tool calls
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -107,8 +108,17 @@ class OllamaEndpoints:
         except APIError as exc:
             raise OllamaError.of(exc) from None
 
+    async def _facts(self) -> None:
+        """Read the model's facts (the GGUF header, the vocabulary) once, off the event loop."""
+        if not self.model.has_facts:
+            try:
+                await asyncio.to_thread(lambda: self.model.facts)
+            except StarchatError as exc:  # the file changed under the server
+                raise OllamaError(500, exc.message) from None
+
     async def _body(self, request: Request) -> dict[str, Any]:
         self._auth(request)
+        await self._facts()
         try:
             return await read_json(request, self.config.max_body_bytes)
         except APIError as exc:
@@ -121,14 +131,18 @@ class OllamaEndpoints:
         return await self._simple(request, lambda: {"version": OLLAMA_VERSION})
 
     async def tags(self, request: Request) -> Response:
-        return await self._simple(request, self.model.tags)
+        return await self._simple(request, self.model.tags, facts=True)
 
     async def ps(self, request: Request) -> Response:
-        return await self._simple(request, self.model.ps)
+        return await self._simple(request, self.model.ps, facts=True)
 
-    async def _simple(self, request: Request, body: Callable[[], dict[str, Any]]) -> Response:
+    async def _simple(
+        self, request: Request, body: Callable[[], dict[str, Any]], *, facts: bool = False
+    ) -> Response:
         try:
             self._auth(request)
+            if facts:
+                await self._facts()
             return JSONResponse(body())
         except OllamaError as exc:
             return exc.response()

@@ -128,6 +128,10 @@ class ServedModel:
         return self._facts
 
     @property
+    def has_facts(self) -> bool:
+        return self._facts is not None
+
+    @property
     def quant(self) -> str:
         return self.facts.quant
 
