@@ -116,3 +116,28 @@ def test_convert_as_a_completion_model_writes_no_chat_template(tmp_path: Path):
     assert info["family"] == "starcoder2-3b" and info["architecture"] == "starcoder2"
     assert info["chat_template"] is None
     assert ModelFacts.read(str(out)).capabilities() == ["completion", "insert"]  # FIM tokens kept
+
+
+def test_the_prebuilt_file_is_picked_from_the_repos_real_listing():
+    """File names as QuantFactory/starcoder2-3b-GGUF lists them (Q4_K_M is 1.89 GB there)."""
+    from starchat_cli.models.hub import RemoteFile
+    from starchat_cli.services.pull import pick_gguf
+
+    quants = [
+        "Q2_K",
+        "Q3_K_L",
+        "Q3_K_M",
+        "Q3_K_S",
+        "Q4_0",
+        "Q4_1",
+        "Q4_K_M",
+        "Q4_K_S",
+        "Q5_0",
+        "Q5_K_M",
+        "Q8_0",
+    ]
+    files = [RemoteFile(f"starcoder2-3b.{q}.gguf", 1) for q in quants] + [RemoteFile("README.md", 1)]
+    spec = CATALOG["starcoder2-3b"]
+    for quant in ("Q4_K_M", "Q8_0", "Q4_0"):
+        picked = pick_gguf(files, quant, None, spec.prebuilt.repo)
+        assert [f.name for f in picked] == [spec.prebuilt.filename(quant)]
