@@ -364,3 +364,32 @@ def test_a_client_that_goes_away_stops_its_generation(server: str) -> None:
             break
         time.sleep(0.1)
     assert counts["cancelled"] == before + 1 and counts["in_flight"] == 0
+
+
+def test_chat_and_show_types_are_checked():
+    c = fake_client(FakeEngine(name="fake"))
+    cases = [
+        ("/api/chat", {"model": "fake", "messages": "hi"}, "'messages'"),
+        (
+            "/api/chat",
+            {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": 0},
+            "'stream'",
+        ),
+        ("/api/chat", {"model": "fake", "messages": [], "keep_alive": True}, "'keep_alive'"),
+        ("/api/chat", {"model": "fake", "messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
+        ("/api/show", {"model": 7}, "'model'"),
+        ("/api/generate", {"model": "fake", "prompt": "x", "options": {"top_k": 1.5}}, "'options.top_k'"),
+        (
+            "/api/generate",
+            {"model": "fake", "prompt": "x", "options": {"num_predict": 0}},
+            "'options.num_predict'",
+        ),
+    ]
+    for path, body, field in cases:
+        r = c.post(path, json=body)
+        assert r.status_code == 400 and field in r.json()["error"], (path, body, r.text)
+    ok = c.post(
+        "/api/generate",
+        json={"model": "fake", "prompt": "x", "keep_alive": "5m", "options": {"num_predict": -1}},
+    )
+    assert ok.status_code == 200 and ok.headers["content-type"].startswith("application/x-ndjson")
