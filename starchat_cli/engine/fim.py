@@ -122,6 +122,7 @@ class FimPrompt:
     extra_tokens: int = 0
     cut_prefix_tokens: int = 0  # dropped from the prefix's start
     cut_suffix_tokens: int = 0  # dropped from the suffix's end
+    cut_chars: int = 0  # characters of prefix, suffix and repository files left out
     dropped_files: list[str] = field(default_factory=list)
 
 
@@ -207,6 +208,11 @@ def build_fim_prompt(
         extra_tokens=extra_tokens,
         cut_prefix_tokens=len(prefix_ids) - len(kept_prefix),
         cut_suffix_tokens=len(suffix_ids) - len(kept_suffix),
+        cut_chars=len(prefix)
+        - len(prefix_text)
+        + len(suffix)
+        - len(suffix_text)
+        + sum(len(text) for file_path, text in extra if file_path in dropped),
         dropped_files=dropped,
     )
 

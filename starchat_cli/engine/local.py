@@ -262,6 +262,7 @@ class LocalEngine:
             repo=repo,
         )
         stats.prompt_tokens = len(prompt.tokens)
+        stats.truncated_chars = max(0, prompt.cut_chars)
         stop_ids = vocab.stop_ids | ({backend.eos_id} if backend.eos_id >= 0 else set())
         chunks = self._run(
             prompt.tokens, params, stats, started, n_ctx, chat=False, cancel=cancel, stop_ids=stop_ids
