@@ -165,8 +165,15 @@ def build_fim_prompt(
     kept_prefix = _cut_start(prefix_ids, room - fixed - len(kept_suffix))
     left = room - fixed - len(kept_suffix) - len(kept_prefix)
 
-    # Repository context: whole files, nearest the cursor (last in the list) kept first.
+    # Repository context: the name first (it is short and always leads), then whole files,
+    # nearest the cursor (last in the list) kept first.
     blocks: list[tuple[list[int], str]] = []
+    if repo_level and repo and v.repo_name is not None:
+        repo_ids = [v.repo_name, *tokenize(repo)]
+        if len(repo_ids) <= left:
+            left -= len(repo_ids)
+            blocks.append((repo_ids, f"{REPO_NAME}{repo}"))
+    files: list[tuple[list[int], str]] = []
     dropped: list[str] = []
     sep = v.file_sep if v.file_sep is not None else v.filename
     for file_path, content in reversed(list(extra)):
@@ -179,12 +186,9 @@ def build_fim_prompt(
             left = 0  # the farther files are dropped too: never a gap in the middle
             continue
         left -= len(ids)
-        blocks.append((ids, f"{FILE_SEP if v.file_sep is not None else FILENAME}{file_path}\n{content}"))
-    blocks.reverse()
-    if repo_level and repo:
-        repo_ids = [v.repo_name, *tokenize(repo)] if v.repo_name is not None else []
-        if repo_ids and len(repo_ids) <= left:
-            blocks.insert(0, (repo_ids, f"{REPO_NAME}{repo}"))
+        files.append((ids, f"{FILE_SEP if v.file_sep is not None else FILENAME}{file_path}\n{content}"))
+    blocks += reversed(files)
+    dropped.reverse()
 
     tokens: list[int] = list(lead)
     text_parts: list[str] = []
