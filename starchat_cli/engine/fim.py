@@ -36,7 +36,7 @@ from starchat_cli.core.errors import FimUnsupportedError
 
 PREFIX, SUFFIX, MIDDLE, PAD = "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>"
 REPO_NAME, FILE_SEP, FILENAME = "<repo_name>", "<file_sep>", "<filename>"
-SUFFIX_CAP = 256  # tokens of suffix at most (re-evaluated on every keystroke)
+SUFFIX_CAP = 128  # tokens of suffix at most (re-evaluated on every keystroke; llama.cpp: n_batch / 4)
 FIM_MODELS = "starcoder2-3b, starcoder2-7b, starcoder2-15b, starchat2, starchat-beta, starchat-alpha, starcoder2-instruct"
 
 Tokenize = Callable[[str], list[int]]  # plain text to ids, never parsing special tokens
