@@ -228,7 +228,9 @@ def test_n_indent_stops_at_a_line_indented_less():
     text, reason = _limited(["x = 1\n", "    y", " = 2\n", "  ", "z = 3\n"], n_indent=4)
     assert (text, reason) == ("x = 1\n    y = 2\n  ", "length")  # llama.cpp keeps the indent, drops the line
     text, reason = _limited(["a\n", "    b\n", "\n", "    c"], n_indent=4)
-    assert (text, reason) == ("a\n    b\n\n    c", "stop")  # blank lines do not count
+    assert (text, reason) == ("a\n    b\n", "length")  # an empty line is indented less too (llama.cpp)
+    text, reason = _limited(["a\n", "\tb\n", "    c"], n_indent=1)
+    assert (text, reason) == ("a\n\tb\n    c", "stop")  # a tab counts one, as in llama.cpp
 
 
 def test_t_max_predict_ms_stops_at_the_next_newline():

@@ -5,7 +5,7 @@ Request fields (llama.cpp's names; unknown fields are accepted and ignored):
 context), ``prompt`` (text at the cursor, placed after the prefix), ``n_predict`` (-1: up to the
 server's limit), ``temperature``, ``top_p``, ``top_k`` (accepted, not applied), ``stop``,
 ``seed``, ``t_max_predict_ms`` (after that long, stop at the next newline), ``n_indent`` (stop
-at a later line indented less, that line left out), ``cache_prompt`` (always on: the KV prefix
+at a later line indented less, an empty one included, that line left out), ``cache_prompt`` (always on: the KV prefix
 in memory is reused), ``stream``, ``response_fields`` (answer only these, nested ones as
 ``"timings/prompt_n"`` keys, as llama.cpp does).
 
@@ -138,12 +138,12 @@ def limit_lines(gen: Generation, n_indent: int, t_max_predict_ms: float) -> Gene
                         if ch in " \t":
                             pending += ch
                             continue
-                        if ch != "\n" and len(pending) < n_indent:
+                        if len(pending) < n_indent:  # an empty line counts too, as in llama.cpp
                             out.append(pending)
                             pending, limited = "", True
                             break
                         out.append(pending)
-                        pending, checking = "", ch == "\n" and n_indent > 0
+                        pending, checking = "", ch == "\n"
                         out.append(ch)
                     else:
                         out.append(ch)
