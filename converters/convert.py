@@ -311,6 +311,8 @@ def _write_metadata(writer: Any, plan: ArchPlan, vocab: Vocab, outtype: str, nam
     writer.add_unk_token_id(vocab.unk_id)
     if vocab.pad_id is not None:
         writer.add_pad_token_id(vocab.pad_id)
+    for kind, token_id in vocab.fim_ids.items():
+        writer.add_uint32(f"tokenizer.ggml.fim_{kind}_token_id", token_id)
     writer.add_add_bos_token(vocab.add_bos)
     writer.add_add_eos_token(vocab.add_eos)
     if vocab.chat_template is not None:

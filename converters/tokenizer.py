@@ -22,6 +22,19 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 PRE_TOKENIZER = "starcoder"
 
+# Fill-in-the-middle tokens by text, as the GGUF keys name them (``tokenizer.ggml.fim_<kind>_token_id``).
+# llama.cpp also finds these by text at load; writing them makes the file say so itself. StarCoder
+# (v1) has no repository tokens in StarCoder2's sense (its ``<reponame>`` is metadata), so only
+# StarCoder2's ``<repo_name>``/``<file_sep>`` are written as ``fim_rep``/``fim_sep``.
+FIM_TOKENS = {
+    "pre": "<fim_prefix>",
+    "suf": "<fim_suffix>",
+    "mid": "<fim_middle>",
+    "pad": "<fim_pad>",
+    "rep": "<repo_name>",
+    "sep": "<file_sep>",
+}
+
 # Jinja equivalents of starchat_cli.engine.prompts' formats, byte for byte (tests render both).
 # Written with explicit whitespace control so they render the same with or without
 # trim_blocks/lstrip_blocks.
@@ -89,6 +102,7 @@ class Vocab:
     add_eos: bool = False
     chat_template: str | None = None
     template_source: str = "none"  # checkpoint | chat_template.jinja | catalog:<format> | none
+    fim_ids: dict[str, int] = field(default_factory=dict)  # FIM_TOKENS' kinds present in the vocab
     warnings: list[str] = field(default_factory=list)
 
     def token_id(self, text: str) -> int | None:
@@ -263,5 +277,6 @@ def read_vocab(
         add_eos=bool(tok_config.get("add_eos_token", False)),
         chat_template=template,
         template_source=source,
+        fim_ids={kind: index[text] for kind, text in FIM_TOKENS.items() if text in index},
         warnings=warnings,
     )

@@ -71,6 +71,7 @@ class FakeEngine:
         self.name = name
         self.loads = 0  # how many times load() was called
         self.persists = 0  # how many times persist() was called
+        self.infill_calls: list[tuple[str, str, list[tuple[str, str]], str | None]] = []
 
     @property
     def info(self) -> EngineInfo:
@@ -124,6 +125,26 @@ class FakeEngine:
     ) -> FakeGeneration:
         """The raw path: the reply (a function of one user turn holding the prompt), chunk by chunk."""
         return self.generate([Message("user", prompt)], params)
+
+    def infill(
+        self,
+        prefix: str,
+        suffix: str,
+        params: GenerationParams | None = None,
+        *,
+        extra: Sequence[tuple[str, str]] = (),
+        path: str | None = None,
+        cancel: object = None,
+    ) -> FakeGeneration:
+        """FIM: the reply (a function of one user turn holding ``<fim_prefix>…<fim_middle>``), chunk by chunk.
+
+        Every call is recorded in ``infill_calls``; ``prompt_text`` is a StarCoder-style prompt.
+        """
+        self.infill_calls.append((prefix, suffix, list(extra), path))
+        text = f"<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>"
+        gen = self.generate([Message("user", text)], params)
+        gen.prompt_text = text
+        return gen
 
     def _run(self, chunks: list[str], stats: Stats, limit: int | None) -> Iterator[str]:
         start = time.perf_counter()

@@ -46,6 +46,42 @@ Prices: 3.14159, 2718, 1e-9, 0x1F, 1_000_000. Dates: 2024-03-15T12:00:00Z.
 """
 
 STARCODER_SPECIALS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"]
+# The leading special tokens of the real vocabularies, at their real ids (bigcode/starcoder and
+# bigcode/starcoder2 tokenizer.json; ../shared/MODELS.md): for the FIM tests.
+SPECIALS = {
+    "base": STARCODER_SPECIALS,
+    "starcoder": [
+        *STARCODER_SPECIALS,
+        "<filename>",  # 5
+        "<gh_stars>",
+        "<issue_start>",
+        "<issue_comment>",
+        "<issue_closed>",
+        "<jupyter_start>",  # 10
+        "<jupyter_text>",
+        "<jupyter_code>",
+        "<jupyter_output>",
+        "<empty_output>",
+        "<commit_before>",  # 15
+        "<commit_msg>",
+        "<commit_after>",
+        "<reponame>",  # 18
+    ],
+    "starcoder2": [
+        *STARCODER_SPECIALS,
+        "<repo_name>",  # 5
+        "<file_sep>",  # 6
+        "<issue_start>",
+        "<issue_comment>",
+        "<issue_closed>",
+        "<jupyter_start>",  # 10
+        "<jupyter_text>",
+        "<jupyter_code>",
+        "<jupyter_output>",
+        "<jupyter_script>",
+        "<empty_output>",  # 15
+    ],
+}
 CHAT_TOKENS = {
     "starchat": ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],
     "chatml": ["<|im_start|>", "<|im_end|>"],
@@ -53,8 +89,11 @@ CHAT_TOKENS = {
 }
 
 
-def build_tokenizer(chat: str, vocab_size: int = 512):
-    """A PreTrainedTokenizerFast like StarCoder's, with the chat tokens of one seed model."""
+def build_tokenizer(chat: str, vocab_size: int = 512, vocab: str = "base"):
+    """A PreTrainedTokenizerFast like StarCoder's, with the chat tokens of one seed model.
+
+    ``vocab``: which leading special tokens (a key of :data:`SPECIALS`): "base" (the FIM
+    tokens 0-4 only), or the real "starcoder" / "starcoder2" lists."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -65,7 +104,7 @@ def build_tokenizer(chat: str, vocab_size: int = 512):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=STARCODER_SPECIALS,
+        special_tokens=SPECIALS[vocab],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -96,6 +135,7 @@ class TinySpec:
     extra_vocab: int = 0  # embedding rows beyond the tokenizer (padding)
     seed: int = 1234
     scale: float = 0.08  # std of matrix weights: logits spread over a few units
+    vocab: str = "base"  # leading special tokens: a key of SPECIALS
 
 
 def build_model(spec: TinySpec, n_vocab: int):
@@ -153,7 +193,7 @@ def build_checkpoint(
     ``bin_shards`` > 0 writes PyTorch ``pytorch_model*.bin`` files instead of safetensors
     (transformers 5 no longer writes them), with an index when there are several.
     """
-    tokenizer = build_tokenizer(spec.chat)
+    tokenizer = build_tokenizer(spec.chat, vocab=spec.vocab)
     model = build_model(spec, len(tokenizer) + spec.extra_vocab)
     out_dir.mkdir(parents=True, exist_ok=True)
     if bin_shards:
@@ -198,7 +238,9 @@ def _save_bin(model, out_dir: Path, n_shards: int) -> None:
     (out_dir / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2))
 
 
-def write_wide_starcoder2(out_dir: Path, n_layer: int, hidden: int = 1024, ff: int = 8192) -> int:
+def write_wide_starcoder2(
+    out_dir: Path, n_layer: int, hidden: int = 1024, ff: int = 8192, vocab: str = "base"
+) -> int:
     """A random float32 StarCoder2 checkpoint with wide layers (for memory tests, not accuracy).
 
     Written straight with safetensors (no transformers model): the tokenizer is the tiny
@@ -207,7 +249,7 @@ def write_wide_starcoder2(out_dir: Path, n_layer: int, hidden: int = 1024, ff: i
     import numpy as np
     from safetensors.numpy import save_file
 
-    tokenizer = build_tokenizer("none")
+    tokenizer = build_tokenizer("none", vocab=vocab)
     n_vocab = len(tokenizer)
     heads, kv_heads = 16, 4
     kv = hidden // heads * kv_heads

@@ -88,9 +88,10 @@ def _root(
 
 
 def _register() -> None:
-    from starchat_cli.cli import ask, cache, chat, convert, doctor, models, pull, serve
+    from starchat_cli.cli import ask, cache, chat, complete, convert, doctor, models, pull, serve
 
     ask.register(app)
+    complete.register(app)
     models.register(app)
     doctor.register(app)
     serve.register(app)

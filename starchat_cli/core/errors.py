@@ -54,6 +54,10 @@ class InputError(StarchatError):
     exit_code = ExitCode.INPUT
 
 
+class FimUnsupportedError(InputError):
+    """Fill-in-the-middle asked of a model whose vocabulary has no FIM tokens (exit 6, HTTP 400)."""
+
+
 class ContextOverflowError(StarchatError):
     exit_code = ExitCode.CONTEXT
 

@@ -6,6 +6,8 @@
     for text in gen:                      # text chunks as they are decoded
         ...
     gen.stats                             # prompt/generated tokens, time to first token, stop reason
+    gen = engine.infill(prefix, suffix, params, extra=[(path, text)], path="src/app.py")
+    gen.prompt_text                       # the FIM prompt with its special tokens written out
 
 Backends: :class:`~starchat_cli.engine.local.LocalEngine` (llama.cpp) and
 :class:`~starchat_cli.engine.remote.RemoteEngine` (an OpenAI-compatible server); the
@@ -79,13 +81,17 @@ class Generation:
 
     ``close()`` (or breaking out of the loop and closing) cancels the generation; the
     stop reason is then "cancelled". ``fit`` says what the prompt became (tokens, the
-    messages kept, how much of an attachment was cut).
+    messages kept, how much of an attachment was cut). ``prompt_text``: the prompt as
+    text with its special tokens written out, where the engine knows it (infill), else "".
     """
 
-    def __init__(self, chunks: Iterator[str], stats: Stats, fit: FitResult | None = None) -> None:
+    def __init__(
+        self, chunks: Iterator[str], stats: Stats, fit: FitResult | None = None, *, prompt_text: str = ""
+    ) -> None:
         self._chunks = chunks
         self.stats = stats
         self.fit = fit if fit is not None else FitResult(tokens=[], messages=[])
+        self.prompt_text = prompt_text
         self._parts: list[str] = []
 
     def __iter__(self) -> Generation:
@@ -174,6 +180,24 @@ class Engine(Protocol):
         cancel: threading.Event | None = None,
     ) -> Generation:
         """A raw continuation of ``prompt`` (no chat template): the /v1/completions path."""
+        ...
+
+    def infill(
+        self,
+        prefix: str,
+        suffix: str,
+        params: GenerationParams | None = None,
+        *,
+        extra: Sequence[tuple[str, str]] = (),
+        path: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """The middle between ``prefix`` and ``suffix`` (fill-in-the-middle): /infill, ``complete``.
+
+        ``extra``: other files as (path, text), repository context where the model has it;
+        ``path``: the current file's path. A model without FIM tokens raises
+        :class:`~starchat_cli.core.errors.FimUnsupportedError`.
+        """
         ...
 
 

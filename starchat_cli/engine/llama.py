@@ -211,8 +211,13 @@ class LlamaCppBackend:
     def n_ctx(self) -> int:
         return self.load().n_ctx()
 
-    def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
-        return self.load().tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+    def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
+        """Text to ids; ``special=False`` reads special-token strings as plain text (user files)."""
+        return self.load().tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Ids to text, special tokens written out."""
+        return b"".join(self.piece(t, special=True) for t in tokens).decode("utf-8", "replace")
 
     def piece(self, token: int, special: bool = False) -> bytes:
         import llama_cpp
@@ -314,6 +319,11 @@ class LlamaCppBackend:
         if self._cache_key is None:
             self._cache_key = cache_key(self.load(), self.path, self.name, self.flash_attn)
         return self._cache_key
+
+    def skip_persist(self) -> None:
+        """The sequence in memory is not worth saving to disk (a FIM prompt: editors send one per
+        keystroke and never repeat it); it stays in memory for the next request's prefix."""
+        self._unsaved = False
 
     def persist(self) -> None:
         """Save the sequence in memory to the prompt cache, if it changed and is long enough."""

@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError, ModelLoadError
 from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.fim import FimVocab, build_fim_prompt, fim_vocab
 from starchat_cli.engine.fit import FitResult, fit_prompt
 from starchat_cli.engine.llama import LlamaCppBackend, PromptAborted
 from starchat_cli.engine.prompts import JinjaFormat, Message, PromptFormat, get_format
@@ -78,6 +79,7 @@ class LocalEngine:
         self.aliases = tuple(aliases)
         self._stop_ids: frozenset[int] | None = None
         self._extra_stop_texts: tuple[str, ...] = ()
+        self._fim: FimVocab | None = None
 
     @property
     def info(self) -> EngineInfo:
@@ -218,6 +220,63 @@ class LocalEngine:
         chunks = self._run(tokens, params, stats, started, n_ctx, chat=False, cancel=cancel)
         return Generation(chunks, stats, FitResult(tokens, []))
 
+    def fim_vocab(self) -> FimVocab:
+        """The model's FIM token ids (FimUnsupportedError when it has none)."""
+        if self._fim is None:
+            b = self.backend
+            self._fim = fim_vocab(
+                b.special_token_id, eos=b.eos_id, bos=b.bos_id, add_bos=b.add_bos, model=self.name
+            )
+        return self._fim
+
+    def infill(
+        self,
+        prefix: str,
+        suffix: str,
+        params: GenerationParams | None = None,
+        *,
+        extra: Sequence[tuple[str, str]] = (),
+        path: str | None = None,
+        repo: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """The middle between ``prefix`` and ``suffix`` in the model's FIM format (engine/fim.py).
+
+        ``repo``: the repository's name, for StarCoder2's repository layout. Stops at end of
+        text and the FIM tokens, ``params.stop`` and ``max_tokens``; the prompt in memory is
+        reused as a KV prefix by the next request but never written to the prompt cache.
+        """
+        params = params or GenerationParams()
+        started, stats, n_ctx = self._begin()
+        vocab = self.fim_vocab()
+        backend = self.backend
+        prompt = build_fim_prompt(
+            vocab,
+            lambda text: backend.tokenize(text, special=False),
+            backend.detokenize,
+            prefix,
+            suffix,
+            n_ctx - _reserve(n_ctx, params.max_tokens),
+            extra=extra,
+            path=path,
+            repo=repo,
+        )
+        stats.prompt_tokens = len(prompt.tokens)
+        stats.truncated_chars = max(0, prompt.cut_chars)
+        stop_ids = vocab.stop_ids | ({backend.eos_id} if backend.eos_id >= 0 else set())
+        chunks = self._run(
+            prompt.tokens, params, stats, started, n_ctx, chat=False, cancel=cancel, stop_ids=stop_ids
+        )
+
+        def run() -> Iterator[str]:
+            try:
+                yield from chunks
+            finally:
+                with backend.lock:
+                    backend.skip_persist()
+
+        return Generation(run(), stats, FitResult(prompt.tokens, []), prompt_text=prompt.text)
+
     def _run(
         self,
         tokens: list[int],
@@ -227,14 +286,17 @@ class LocalEngine:
         n_ctx: int,
         chat: bool = True,
         cancel: threading.Event | None = None,
+        stop_ids: frozenset[int] | None = None,
     ) -> Iterator[str]:
         backend = self.backend
-        stop_ids, extra_texts = self._stops()
-        fmt = self.prompt_format
+        if stop_ids is None:
+            stop_ids, extra_texts = self._stops()
+            strip_newline = self.prompt_format.strip_leading_newline and chat
+        else:  # infill: its own stop ids, no chat format involved
+            extra_texts, strip_newline = (), False
         texts = (*extra_texts, *params.stop) if chat else tuple(params.stop)
         stop_filter = StopTextFilter(texts)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        strip_newline = fmt.strip_leading_newline and chat
         limit = params.max_tokens
         with backend.lock:
             chain = backend.make_sampler(params)

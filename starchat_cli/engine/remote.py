@@ -157,6 +157,41 @@ class RemoteEngine:
         chunks = self._stream("completions", body, stats, tuple(params.stop), cancel)
         return Generation(chunks, stats, FitResult([], []))
 
+    def infill(
+        self,
+        prefix: str,
+        suffix: str,
+        params: GenerationParams | None = None,
+        *,
+        extra: Sequence[tuple[str, str]] = (),
+        path: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """Fill in the middle through the server's ``/v1/completions`` with OpenAI's ``suffix``.
+
+        The server renders the FIM prompt; ``extra`` and ``path`` have no place in that API
+        and are not sent. A server that refuses is a :class:`RemoteError` saying so.
+        """
+        params = params or GenerationParams()
+        body = self._sampling(params, {"model": self.model, "prompt": prefix, "suffix": suffix})
+        if params.stop:
+            body["stop"] = list(dict.fromkeys(params.stop))[:4]
+        stats = Stats()
+        chunks = self._stream("completions", body, stats, tuple(params.stop), cancel)
+
+        def run() -> Iterator[str]:
+            try:
+                yield from chunks
+            except RemoteError as exc:
+                if exc.message.startswith("cannot reach"):
+                    raise
+                raise RemoteError(
+                    f"{exc.message} (a fill-in-the-middle request: /v1/completions with 'suffix'); "
+                    "the server or its model may not support it: use a starchat serve with a FIM model"
+                ) from None
+
+        return Generation(run(), stats, FitResult([], []))
+
     @staticmethod
     def _sampling(params: GenerationParams, body: dict[str, object]) -> dict[str, object]:
         body.update(

@@ -167,6 +167,7 @@ class CompletionRequest:
     turns: tuple[Message, ...] = ()  # chat
     system: str | None = None  # chat
     prompt: str = ""  # text
+    suffix: str | None = None  # text: the text after the middle (fill-in-the-middle)
     stream: bool = False
     include_usage: bool = False  # streaming: end with a usage chunk
 
@@ -178,17 +179,22 @@ def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> 
     turns: tuple[Message, ...] = ()
     system: str | None = None
     prompt = ""
+    suffix = None
     if kind == "chat":
         chat, system = chat_turns(data)
         turns = tuple(chat)
     else:
         prompt = completion_prompt(data)
+        suffix = data.get("suffix")
+        if suffix is not None and not isinstance(suffix, str):
+            raise APIError(400, "'suffix' must be a string", param="suffix")
     return CompletionRequest(
         kind=kind,
         params=params,
         turns=turns,
         system=system,
         prompt=prompt,
+        suffix=suffix,
         stream=bool(data.get("stream")),
         include_usage=bool((data.get("stream_options") or {}).get("include_usage")),
     )

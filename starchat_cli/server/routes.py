@@ -1,4 +1,5 @@
-"""The endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``.
+"""The endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``
+(with ``suffix``: fill-in-the-middle), ``POST /infill`` (llama.cpp's, in :mod:`.infill`).
 
 Every route but ``/health`` checks the API key. A completion request is read and
 checked (:mod:`.requests`), generated through the :class:`~.bridge.Bridge`, and answered
@@ -19,6 +20,7 @@ from .auth import check_auth
 from .bridge import Bridge
 from .config import ServerConfig
 from .errors import APIError, from_engine_error
+from .infill import InfillEndpoint
 from .requests import CompletionRequest, Kind, parse_completion, read_json
 from .sse import ReplyHead, completion_body, first_item, sse_response
 
@@ -35,6 +37,7 @@ class Endpoints:
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/infill", InfillEndpoint(self.engine, self.config, self.bridge).handle, methods=["POST"]),
         ]
 
     async def health(self, request: Request) -> Response:
@@ -86,6 +89,8 @@ class Endpoints:
         """Start the generation ``req`` asks for (in the worker thread)."""
         if req.kind == "chat":
             return self.engine.generate(list(req.turns), req.params, system=req.system)
+        if req.suffix is not None:  # OpenAI's legacy FIM field: the prompt is the prefix
+            return self.engine.infill(req.prompt, req.suffix, req.params)
         return self.engine.complete(req.prompt, req.params)
 
 

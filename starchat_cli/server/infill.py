@@ -1,0 +1,286 @@
+"""``POST /infill``: llama.cpp's fill-in-the-middle endpoint, as llama.vim and llama.vscode call it.
+
+Request fields (llama.cpp's names; unknown fields are accepted and ignored):
+``input_prefix``, ``input_suffix``, ``input_extra`` (``[{"filename", "text"}]``, repository
+context), ``prompt`` (text at the cursor, placed after the prefix), ``n_predict`` (-1: up to the
+server's limit), ``temperature``, ``top_p``, ``top_k`` (accepted, not applied), ``stop``,
+``seed``, ``t_max_predict_ms`` (after that long, stop at the next newline), ``n_indent`` (stop
+at a later line indented less, an empty one included, that line left out), ``cache_prompt`` (always on: the KV prefix
+in memory is reused), ``stream``, ``response_fields`` (answer only these, nested ones as
+``"timings/prompt_n"`` keys, as llama.cpp does).
+
+The answer is llama.cpp's: ``content``, ``stop``, ``stop_type``, ``tokens_predicted``,
+``tokens_evaluated``, ``tokens_cached``, ``truncated``, ``timings``
+(``prompt_n`` = tokens evaluated, ``cache_n`` = reused, ``prompt_ms``, ``predicted_n``,
+``predicted_ms``, per-token and per-second figures) and ``prompt``, the rendered FIM prompt
+with its special tokens written out. Streaming sends ``data: {...}`` chunks with ``stop: false``,
+then the full answer with ``stop: true`` (no ``[DONE]``, as llama.cpp's own endpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from starchat_cli.core.errors import StarchatError
+from starchat_cli.engine.contract import Engine, Generation, GenerationParams
+
+from .auth import check_auth
+from .bridge import Bridge
+from .config import ServerConfig
+from .errors import APIError, from_engine_error
+from .requests import _number, read_json, sampling_params
+from .sse import first_item
+
+STOP_TYPES = {"stop": "eos", "length": "limit", "context": "limit", "cancelled": "none"}
+
+
+@dataclass(frozen=True)
+class InfillRequest:
+    prefix: str
+    suffix: str
+    params: GenerationParams
+    extra: tuple[tuple[str, str], ...] = ()
+    n_indent: int = 0
+    t_max_predict_ms: float = 0.0
+    stream: bool = False
+    response_fields: tuple[str, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _string(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise APIError(400, f"'{key}' must be a string", param=key)
+    return value
+
+
+def _extra(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    chunks = data.get("input_extra")
+    if chunks is None:
+        return ()
+    if not isinstance(chunks, list):
+        raise APIError(400, "'input_extra' must be a list of {filename, text} objects", param="input_extra")
+    out = []
+    for i, chunk in enumerate(chunks):
+        if not isinstance(chunk, dict):
+            raise APIError(400, f"input_extra[{i}] must be an object", param="input_extra")
+        text, filename = chunk.get("text", ""), chunk.get("filename", "tmp")
+        if not isinstance(text, str) or not isinstance(filename, str):
+            raise APIError(400, f"input_extra[{i}].text and .filename must be strings", param="input_extra")
+        out.append((filename, text))
+    return tuple(out)
+
+
+def parse_infill(data: dict[str, Any], config: ServerConfig) -> InfillRequest:
+    """Check an /infill body: every bad value is a 400 naming its field."""
+    prefix = _string(data, "input_prefix") + _string(data, "prompt")
+    suffix = _string(data, "input_suffix")
+    extra = _extra(data)
+    n_predict = _number(data, "n_predict", None, -1, config.max_tokens_limit, int)
+    mapped = {key: data.get(key) for key in ("temperature", "top_p", "seed", "stop")}
+    mapped["max_tokens"] = None if n_predict is None or n_predict < 0 else max(1, n_predict)
+    params = sampling_params(mapped, config)
+    _number(data, "top_k", 0, 0, 1 << 31, int)  # checked, not applied (the sampler has no top-k)
+    n_indent = _number(data, "n_indent", 0, 0, 1 << 16, int)
+    t_max = _number(data, "t_max_predict_ms", 0.0, 0, 1e9)
+    fields = data.get("response_fields") or ()
+    if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
+        raise APIError(400, "'response_fields' must be a list of strings", param="response_fields")
+    settings = {
+        "n_predict": params.max_tokens if params.max_tokens is not None else -1,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "seed": params.seed if params.seed is not None else 4294967295,
+        "stop": list(params.stop),
+        "n_indent": n_indent,
+        "t_max_predict_ms": t_max,
+    }
+    return InfillRequest(
+        prefix=prefix,
+        suffix=suffix,
+        params=params,
+        extra=extra,
+        n_indent=n_indent,
+        t_max_predict_ms=t_max,
+        stream=bool(data.get("stream")),
+        response_fields=tuple(fields),
+        settings=settings,
+    )
+
+
+def limit_lines(gen: Generation, n_indent: int, t_max_predict_ms: float) -> Generation:
+    """``gen`` with llama.cpp's two line limits applied (see the module's docstring).
+
+    A stop here is stop reason "length" (llama.cpp's "limit"); the inner generation is closed.
+    """
+    if n_indent <= 0 and t_max_predict_ms <= 0:
+        return gen
+
+    def chunks() -> Iterator[str]:
+        started = None
+        checking = False  # at the start of a line after the first: only whitespace seen
+        pending = ""  # that whitespace, held back until the line's indent is known
+        limited = False
+        try:
+            for chunk in gen:
+                started = started if started is not None else time.perf_counter()
+                out = []
+                for ch in chunk:
+                    if checking:
+                        if ch in " \t":
+                            pending += ch
+                            continue
+                        if len(pending) < n_indent:  # an empty line counts too, as in llama.cpp
+                            out.append(pending)
+                            pending, limited = "", True
+                            break
+                        out.append(pending)
+                        pending, checking = "", ch == "\n"
+                        out.append(ch)
+                    else:
+                        out.append(ch)
+                        checking = ch == "\n" and n_indent > 0
+                    if ch == "\n" and t_max_predict_ms > 0:
+                        if (time.perf_counter() - started) * 1000 > t_max_predict_ms:
+                            limited = True
+                            break
+                text = "".join(out)
+                if text:
+                    yield text
+                if limited:
+                    gen.stats.stop_reason = "length"
+                    return
+            if pending:
+                yield pending
+        finally:
+            gen.close()
+
+    return Generation(chunks(), gen.stats, gen.fit, prompt_text=gen.prompt_text)
+
+
+def _timings(gen: Generation) -> dict[str, Any]:
+    st = gen.stats
+    evaluated = max(0, st.prompt_tokens - st.cached_tokens)
+    prompt_ms = st.prompt_seconds * 1000
+    predicted_ms = st.decode_seconds * 1000
+    n = st.generated_tokens
+    return {
+        "cache_n": st.cached_tokens,
+        "prompt_n": evaluated,
+        "prompt_ms": round(prompt_ms, 3),
+        "prompt_per_token_ms": round(prompt_ms / evaluated, 3) if evaluated else 0.0,
+        "prompt_per_second": round(evaluated / st.prompt_seconds, 2) if st.prompt_seconds > 0 else 0.0,
+        "predicted_n": n,
+        "predicted_ms": round(predicted_ms, 3),
+        "predicted_per_token_ms": round(predicted_ms / n, 3) if n else 0.0,
+        "predicted_per_second": round(st.tokens_per_second, 2),
+    }
+
+
+def infill_body(req: InfillRequest, text: str, gen: Generation, model: str) -> dict[str, Any]:
+    """The whole answer (also the last chunk of a stream, with ``content`` "" there)."""
+    st = gen.stats
+    body = {
+        "index": 0,
+        "content": text,
+        "tokens": [],
+        "id_slot": 0,
+        "stop": True,
+        "model": model,
+        "tokens_predicted": st.generated_tokens,
+        "tokens_evaluated": st.prompt_tokens,
+        "tokens_cached": st.prompt_tokens + st.generated_tokens,
+        "generation_settings": req.settings,
+        "prompt": gen.prompt_text,
+        "has_new_line": "\n" in text,
+        "truncated": st.truncated_chars > 0,
+        "stop_type": STOP_TYPES.get(st.stop_reason, "none"),
+        "stopping_word": "",
+        "timings": _timings(gen),
+    }
+    return _select(body, req.response_fields)
+
+
+def _select(body: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """Only ``fields`` (``a/b`` for nested values, kept as flat keys), as llama.cpp answers."""
+    if not fields:
+        return body
+    out: dict[str, Any] = {}
+    for path in fields:
+        value: Any = body
+        for part in path.split("/"):
+            if not isinstance(value, dict) or part not in value:
+                break
+            value = value[part]
+        else:
+            out[path] = value
+    return out
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+
+class InfillEndpoint:
+    """The /infill handler of one app (one engine, its config, its bridge)."""
+
+    def __init__(self, engine: Engine, config: ServerConfig, bridge: Bridge) -> None:
+        self.engine, self.config, self.bridge = engine, config, bridge
+
+    def _start(self, req: InfillRequest) -> Generation:
+        gen = self.engine.infill(req.prefix, req.suffix, req.params, extra=req.extra)
+        return limit_lines(gen, req.n_indent, req.t_max_predict_ms)
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            check_auth(request, self.config.api_key)
+            req = parse_infill(await read_json(request, self.config.max_body_bytes), self.config)
+            model = self.config.model_name
+            if not req.stream:
+                try:
+                    text, gen = await self.bridge.run_blocking(lambda: self._start(req))
+                except StarchatError as exc:
+                    raise from_engine_error(exc) from None
+                return JSONResponse(infill_body(req, text, gen, model))
+            items, cancel = self.bridge.stream_chunks(lambda: self._start(req))
+            first = await first_item(items)
+            if isinstance(first, StarchatError):
+                cancel.set()
+                raise from_engine_error(first)
+        except APIError as exc:
+            return exc.response()
+
+        async def events(first: Any, items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+            gen, pending = None, [first]
+            try:
+                while True:
+                    item = pending.pop() if pending else await items.__anext__()
+                    if item is None:
+                        break
+                    if isinstance(item, str):
+                        yield _event({"index": 0, "content": item, "tokens": [], "stop": False, "id_slot": 0})
+                    else:
+                        gen = item
+            except StopAsyncIteration:
+                pass
+            finally:
+                cancel.set()
+            if gen is not None:
+                yield _event(infill_body(req, "", gen, model))
+
+        return StreamingResponse(
+            events(first, items),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+
+__all__ = ["InfillEndpoint", "InfillRequest", "infill_body", "limit_lines", "parse_infill"]

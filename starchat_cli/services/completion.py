@@ -1,0 +1,46 @@
+"""The engine for fill-in-the-middle (``starchat complete``): a model trained for completion.
+
+With no model chosen: a downloaded completion model (the StarCoder2 base models, when the
+catalog has them), else the configured/default model, else any downloaded StarChat model
+(they all carry FIM tokens); the demo model has none, so it is never a fallback here.
+"""
+
+from __future__ import annotations
+
+from starchat_cli.core.errors import ModelNotFoundError
+from starchat_cli.models.catalog import CATALOG, DEFAULT_MODEL, STARCHAT_FAMILY
+from starchat_cli.models.store import Store
+from starchat_cli.services.config import Settings
+from starchat_cli.services.runtime import Opened, engine_for, open_engine
+
+# Completion-first models, smallest first (catalog entries added with the StarCoder2 base models).
+COMPLETION_MODELS = ("starcoder2-3b", "starcoder2-7b", "starcoder2-15b")
+
+
+def open_completion_engine(settings: Settings, explicit: bool, store: Store | None = None) -> Opened:
+    """The engine ``complete`` uses (an endpoint or an explicit model as given)."""
+    if settings.endpoint or explicit:
+        return open_engine(settings, explicit)
+    store = store or Store()
+    for name in COMPLETION_MODELS:
+        if name in CATALOG and store.available(name) is not None:
+            entry = store.available(name)
+            return Opened(engine_for(store.resolve(entry.name), settings))  # type: ignore[union-attr]
+    name = settings.model or DEFAULT_MODEL
+    try:
+        return Opened(engine_for(store.resolve(name), settings))
+    except ModelNotFoundError:
+        pass
+    for family in STARCHAT_FAMILY:
+        entry = store.available(family)
+        if entry is not None and family not in COMPLETION_MODELS:
+            note = f"using {entry.name} for completion: no completion model is downloaded"
+            return Opened(engine_for(store.resolve(entry.name), settings), note)
+    pull = next((n for n in COMPLETION_MODELS if n in CATALOG), name)
+    raise ModelNotFoundError(
+        f"no model for fill-in-the-middle: run `starchat pull {pull}` or pass -m MODEL "
+        "(the demo model has no FIM tokens)"
+    )
+
+
+__all__ = ["COMPLETION_MODELS", "open_completion_engine"]
