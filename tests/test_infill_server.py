@@ -173,6 +173,26 @@ def test_completions_with_suffix_through_the_openai_client(tiny_server):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "suffix"
 
 
+def test_ollama_generate_with_suffix_through_the_ollama_client(tiny_server):
+    """Ollama's /api/generate with ``suffix`` (Continue's autocomplete) takes the FIM path: the same
+    middle as /infill, streamed or not, and /api/show reports the "insert" capability."""
+    import ollama
+
+    client = ollama.Client(host=tiny_server)
+    options = {"num_predict": 8, "temperature": 0}
+    reply = client.generate(
+        model="tiny-starcoder2", prompt=PREFIX, suffix=SUFFIX, stream=False, options=options
+    )
+    body = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 8, "temperature": 0}
+    assert reply.response == infill(tiny_server, body).json()["content"]
+    assert reply.done and 0 < reply.eval_count <= 8 and reply.prompt_eval_count > 0
+    parts = list(
+        client.generate(model="tiny-starcoder2", prompt=PREFIX, suffix=SUFFIX, stream=True, options=options)
+    )
+    assert "".join(p.response for p in parts) == reply.response and parts[-1].done
+    assert "insert" in client.show("tiny-starcoder2").capabilities
+
+
 def test_remote_engine_infill_gets_the_same_middle(tiny_server):
     from starchat_cli.engine.remote import RemoteEngine
 

@@ -19,8 +19,7 @@ import ollama
 import pytest
 from starlette.testclient import TestClient
 
-from starchat_cli.core.errors import InputError
-from starchat_cli.engine.prompts import Message
+from starchat_cli.core.errors import FimUnsupportedError
 from starchat_cli.server.app import ServerConfig, make_app
 from tests.conftest import start_server, stop_server
 from tests.fake_engine import FakeEngine
@@ -259,22 +258,11 @@ def test_api_key_is_required_when_set(keyed_server: str) -> None:
 # --- in-process, with a fake engine that fills in the middle --------------------------------------
 
 
-class FimFakeEngine(FakeEngine):
-    """The fake engine plus a minimal ``infill`` (the agreed signature), recording its calls.
-
-    Until the FIM engineer's ``FakeEngine.infill`` is merged; the integrator may drop this.
-    """
-
-    def __init__(self, middle: str = "x + y", **kw: Any) -> None:
-        super().__init__(**kw)
-        self.middle = middle
-        self.infills: list[tuple[str, str]] = []
+class NoFimEngine(FakeEngine):
+    """The fake engine as a model without FIM tokens: ``infill`` raises what the local engine raises."""
 
     def infill(self, prefix: str, suffix: str, params: Any = None, *, extra=(), path=None, cancel=None):
-        self.infills.append((prefix, suffix))
-        if self.middle == "":
-            raise InputError("no FIM tokens in this model: use starcoder2-3b")
-        return self.generate([Message("user", prefix)], params)
+        raise FimUnsupportedError("no FIM tokens in this model: use starcoder2-3b")
 
 
 def fake_client(engine: Any) -> TestClient:
@@ -282,21 +270,21 @@ def fake_client(engine: Any) -> TestClient:
 
 
 def test_suffix_goes_to_infill():
-    engine = FimFakeEngine(reply="x + y")
+    engine = FakeEngine(reply="x + y")
     c = fake_client(engine)
     body = {"model": "fake", "prompt": "def add(x, y):\n    return ", "suffix": "\n", "stream": False}
     r = c.post("/api/generate", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["response"] == "x + y" and r.json()["done"] is True
-    assert engine.infills == [("def add(x, y):\n    return ", "\n")]
+    assert engine.infill_calls == [("def add(x, y):\n    return ", "\n", [], None)]
     streamed = c.post("/api/generate", json={**body, "stream": True})
     lines = [json.loads(line) for line in streamed.text.splitlines()]
     assert "".join(o["response"] for o in lines) == "x + y" and lines[-1]["done"] is True
-    assert len(engine.infills) == 2
+    assert len(engine.infill_calls) == 2
 
 
 def test_engine_errors_are_ollama_errors():
-    c = fake_client(FimFakeEngine(middle=""))
+    c = fake_client(NoFimEngine())
     r = c.post("/api/generate", json={"model": "fake", "prompt": "a", "suffix": "b", "stream": False})
     assert r.status_code == 400 and r.json() == {"error": "no FIM tokens in this model: use starcoder2-3b"}
     r = c.post("/api/generate", json={"model": "fake", "prompt": "a", "suffix": "b"})  # streamed
