@@ -35,6 +35,7 @@ from .fake_engine import FakeEngine
 
 U = [{"role": "user", "content": "hi"}]
 KEY = "sekrit"
+JSON = {"Content-Type": "application/json"}
 
 
 def config(**kw: Any) -> ServerConfig:
@@ -269,7 +270,8 @@ def test_bearer_matches_only_the_bearer_scheme_and_the_exact_key(monkeypatch):
 
 def client(engine: Any = None, **kw: Any) -> TestClient:
     app = make_app(engine or FakeEngine("one two three"), config(**kw))
-    return TestClient(app, raise_server_exceptions=False)
+    # A loopback Host: the app refuses TestClient's default "testserver" (server/guard.py).
+    return TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False)
 
 
 def test_every_route_but_health_needs_the_key():
@@ -330,14 +332,14 @@ def test_unknown_routes_and_methods_have_the_error_shape():
 def test_a_body_over_the_limit_is_413_declared_or_streamed():
     c = client(max_body_bytes=100)
     big = json.dumps({"messages": U, "pad": "x" * 200}).encode()
-    declared = c.post("/v1/chat/completions", content=big)
+    declared = c.post("/v1/chat/completions", content=big, headers=JSON)
     assert declared.status_code == 413 and declared.json()["error"]["code"] == "request_too_large"
 
     def chunks():  # no Content-Length: the limit holds while reading
         yield big[:60]
         yield big[60:]
 
-    streamed = c.post("/v1/chat/completions", content=chunks())
+    streamed = c.post("/v1/chat/completions", content=chunks(), headers=JSON)
     assert (
         streamed.status_code == 413 and streamed.json()["error"]["message"] == "request body over 100 bytes"
     )
@@ -431,7 +433,7 @@ def test_engine_failures_become_http_errors_not_broken_streams(exc, status, code
 def test_shutdown_sets_the_event_and_calls_the_hook():
     called: list[str] = []
     app = make_app(FakeEngine(), config(), on_shutdown=lambda: called.append("bye"))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         assert c.get("/health").status_code == 200
         assert not app.state.shutting_down.is_set() and called == []
     assert app.state.shutting_down.is_set() and called == ["bye"]
