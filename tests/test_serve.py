@@ -103,7 +103,11 @@ def test_error_shapes(server):
         url, json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}, headers=auth()
     )
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
-    big = httpx.post(url, content=b'{"messages": "' + b"x" * 200_000 + b'"}', headers={**auth(), "Content-Type": "application/json"})
+    big = httpx.post(
+        url,
+        content=b'{"messages": "' + b"x" * 200_000 + b'"}',
+        headers={**auth(), "Content-Type": "application/json"},
+    )
     assert big.status_code == 413
     too_many = httpx.post(
         url, json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 5000}, headers=auth()
