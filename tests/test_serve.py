@@ -81,17 +81,19 @@ def test_models_and_health(server):
 
 
 @pytest.mark.parametrize(
-    "headers, status, code",
-    [({}, 401, "invalid_api_key"), ({"Authorization": "Bearer wrong"}, 401, "invalid_api_key")],
-    ids=["missing key", "wrong key"],
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}, {"Authorization": KEY}],
+    ids=["missing key", "wrong key", "right key, other scheme", "right key, no scheme"],
 )
-def test_api_key_is_required(server, headers, status, code):
-    res = httpx.post(
-        f"{server}/v1/chat/completions",
-        json={"messages": [{"role": "user", "content": "x"}]},
-        headers=headers,
-    )
-    assert res.status_code == status and res.json()["error"]["code"] == code
+def test_api_key_is_required(server, headers):
+    for path, body in (
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 1}),
+    ):
+        res = httpx.post(f"{server}{path}", json=body, headers=headers)
+        assert res.status_code == 401 and res.json()["error"]["code"] == "invalid_api_key", path
+        ok = httpx.post(f"{server}{path}", json=body, headers=auth(), timeout=120)
+        assert ok.status_code == 200, path
     assert httpx.get(f"{server}/v1/models", headers=headers).status_code == 401
 
 
