@@ -145,13 +145,29 @@ def test_ask_stats_on_stderr(demo_gguf):
     assert "tokens/s" not in res.stdout
 
 
-def test_piped_text_is_attached_in_a_fence(demo_gguf):
+def test_piped_text_is_attached_in_a_fence(demo_gguf, monkeypatch):
+    from starchat_cli.engine.local import LocalEngine
+
+    rendered: list[list] = []  # the messages each prompt was rendered from (the real render runs)
+    real = LocalEngine.render_tokens
+
+    def spy(self, messages):
+        rendered.append(list(messages))
+        return real(self, messages)
+
+    monkeypatch.setattr(LocalEngine, "render_tokens", spy)
     src = "def add(a, b):\n    return a + b\n"
-    res = invoke(
-        "ask", "-m", "demo", "-t", "0", "-n", "30", "--json", "What does this function do?", input=src
-    )
+    question = "What does this function do?"
+    res = invoke("ask", "-m", "demo", "-t", "0", "-n", "1", "--json", question, input=src)
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["stats"]["prompt_tokens"] > 30
+    attached = json.loads(res.stdout)["stats"]["prompt_tokens"]
+    last = rendered[-1][-1]
+    assert last.role == "user" and last.content == f"```python\n{src}```\n\n{question}"
+    bare = invoke("ask", "-m", "demo", "-t", "0", "-n", "1", "--json", question)
+    assert bare.exit_code == 0, bare.output
+    assert rendered[-1][-1].content == question
+    # The fenced source adds its own tokens to the prompt (about 20 for these two lines).
+    assert attached - json.loads(bare.stdout)["stats"]["prompt_tokens"] >= 15
 
 
 def test_list_info_add_rm_paths(tmp_path, demo_gguf, isolated_home):

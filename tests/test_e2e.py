@@ -199,6 +199,19 @@ def test_text_stop_cuts_the_real_stream(demo_engine):
     assert text == full[: full.index("[::-1]")]
 
 
+def test_text_held_back_for_a_stop_is_released_when_the_stream_ends(demo_engine):
+    """A reply ending in the first characters of a text stop keeps them (the filter flushes)."""
+    turns = [Message("user", "Write a Python function that reverses a string.")]
+    params = GenerationParams(temperature=0, max_tokens=12)
+    full = "".join(demo_engine.generate(turns, params))
+    assert full.strip()
+    tail = full[-3:]  # the stream ends (max_tokens) inside a would-be stop: held back, then flushed
+    gen = demo_engine.generate(turns, GenerationParams(temperature=0, max_tokens=12, stop=(tail + "\x00",)))
+    text = "".join(gen)
+    assert gen.stats.stop_reason == "length"
+    assert text == full
+
+
 def test_cancelling_a_generation(demo_engine):
     gen = demo_engine.generate([Message("user", "Tell a long story.")], GenerationParams(temperature=0))
     next(gen)

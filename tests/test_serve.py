@@ -81,17 +81,19 @@ def test_models_and_health(server):
 
 
 @pytest.mark.parametrize(
-    "headers, status, code",
-    [({}, 401, "invalid_api_key"), ({"Authorization": "Bearer wrong"}, 401, "invalid_api_key")],
-    ids=["missing key", "wrong key"],
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}, {"Authorization": KEY}],
+    ids=["missing key", "wrong key", "right key, other scheme", "right key, no scheme"],
 )
-def test_api_key_is_required(server, headers, status, code):
-    res = httpx.post(
-        f"{server}/v1/chat/completions",
-        json={"messages": [{"role": "user", "content": "x"}]},
-        headers=headers,
-    )
-    assert res.status_code == status and res.json()["error"]["code"] == code
+def test_api_key_is_required(server, headers):
+    for path, body in (
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 1}),
+    ):
+        res = httpx.post(f"{server}{path}", json=body, headers=headers)
+        assert res.status_code == 401 and res.json()["error"]["code"] == "invalid_api_key", path
+        ok = httpx.post(f"{server}{path}", json=body, headers=auth(), timeout=120)
+        assert ok.status_code == 200, path
     assert httpx.get(f"{server}/v1/models", headers=headers).status_code == 401
 
 
@@ -103,7 +105,11 @@ def test_error_shapes(server):
         url, json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}, headers=auth()
     )
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
-    big = httpx.post(url, content=b'{"messages": "' + b"x" * 200_000 + b'"}', headers=auth())
+    big = httpx.post(
+        url,
+        content=b'{"messages": "' + b"x" * 200_000 + b'"}',
+        headers={**auth(), "Content-Type": "application/json"},
+    )
     assert big.status_code == 413
     too_many = httpx.post(
         url, json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 5000}, headers=auth()
@@ -202,12 +208,62 @@ def test_unreachable_endpoint():
     assert res.exit_code == ExitCode.REMOTE and "is the server running?" in res.stderr
 
 
-def test_text_stop_is_sent_and_enforced_for_catalog_models():
-    from starchat_cli.engine.remote import RemoteEngine
+class RecordingServer:
+    """A loopback OpenAI-style server that records each request body and streams a fixed reply.
 
-    engine = RemoteEngine("http://127.0.0.1:9", model="starcoder2-instruct")
-    assert "###" in engine.stops and "<|endoftext|>" in engine.stops
-    assert RemoteEngine("http://127.0.0.1:9", model="my-model").stops == ()
+    It ignores ``stop`` (as some servers do), so any cut in the printed text is the client's.
+    """
+
+    def __init__(self, pieces: list[str]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for piece in pieces:
+                    chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_text_stop_is_sent_and_enforced_for_catalog_models():
+    # The reply runs on into an invented next instruction, the "###" split over two chunks.
+    pieces = ["def add(a, b):\n", "    return a + b\n\n", "#", "## Instruction\nmore"]
+    server = RecordingServer(pieces)
+    try:
+        res = CliRunner().invoke(
+            app, ["ask", "--endpoint", server.url, "-m", "starcoder2-instruct", "--raw", "add two numbers"]
+        )
+        assert res.exit_code == 0, res.output
+        (body,) = server.bodies
+        assert "###" in body["stop"] and "<|endoftext|>" in body["stop"]  # the catalog's stops, sent
+        assert res.stdout.rstrip() == "def add(a, b):\n    return a + b"  # and cut here
+        assert "Instruction" not in res.stdout and "#" not in res.stdout
+        plain = CliRunner().invoke(app, ["ask", "--endpoint", server.url, "-m", "my-model", "--raw", "x"])
+        assert plain.exit_code == 0 and "stop" not in server.bodies[-1]  # no catalog entry: no stops
+        assert "## Instruction" in plain.stdout
+    finally:
+        server.close()
 
 
 def test_serve_refuses_a_public_address_without_a_key():

@@ -35,6 +35,7 @@ from .fake_engine import FakeEngine
 
 U = [{"role": "user", "content": "hi"}]
 KEY = "sekrit"
+JSON = {"Content-Type": "application/json"}
 
 
 def config(**kw: Any) -> ServerConfig:
@@ -155,7 +156,7 @@ def test_chat_turns_split_the_system_prompt_and_merge_runs():
         {"role": "system", "content": "S"},
         {"role": "developer", "content": "D"},
         {"role": "user", "content": "a"},
-        {"role": "user", "content": [{"type": "text", "text": "b"}, {"type": "image_url"}, "junk"]},
+        {"role": "user", "content": [{"type": "text", "text": "b"}]},
         {"role": "assistant", "content": "c"},
         {"role": "user", "content": [{"type": "text", "text": "d"}, {"type": "text", "text": "e"}]},
     ]
@@ -172,10 +173,18 @@ def test_chat_turns_split_the_system_prompt_and_merge_runs():
         ([], "non-empty list"),
         ("hi", "non-empty list"),
         (["hi"], "messages[0] must be an object"),
-        ([{"role": "user", "content": 3}], "messages[0].content must be a string"),
+        ([{"role": "user", "content": 3}], "Invalid type for 'messages[0].content'"),
         ([{"role": "user"}], "messages[0].content must be a string"),
         ([*U, {"role": "system", "content": "late"}], "system messages must come first"),
         ([{"role": "tool", "content": "x"}], "messages[0].role 'tool' is not supported"),
+        ([{"role": 1, "content": "x"}], "Invalid type for 'messages[0].role'"),
+        ([{"role": "user", "content": "x", "name": 5}], "Invalid type for 'messages[0].name'"),
+        ([{"role": "user", "content": {"text": "x"}}], "Invalid type for 'messages[0].content'"),
+        ([{"role": "user", "content": ["junk"]}], "Invalid type for 'messages[0].content[0]'"),
+        ([{"role": "user", "content": [None]}], "messages[0].content[0] must be an object"),
+        ([{"role": "user", "content": [{"type": 1}]}], "Invalid type for 'messages[0].content[0].type'"),
+        ([{"role": "user", "content": [{"type": "text", "text": 2}]}], "'messages[0].content[0].text'"),
+        ([{"role": "user", "content": [{"type": "image_url"}]}], "'image_url' is not supported"),
         ([{"role": "assistant", "content": "x"}], "start and end with a user message"),
         ([*U, {"role": "assistant", "content": "x"}], "start and end with a user message"),
         ([{"role": "system", "content": "x"}], "start and end with a user message"),
@@ -209,7 +218,7 @@ def test_parse_completion_checks_in_order_and_reads_the_flags():
         api_error(parse_completion, {"max_tokens": 0, "messages": []}, config(), "chat").param == "max_tokens"
     )
     req = parse_completion(
-        {"messages": U, "stream": 1, "stream_options": {"include_usage": True}}, config(), "chat"
+        {"messages": U, "stream": True, "stream_options": {"include_usage": True}}, config(), "chat"
     )
     assert req.kind == "chat" and req.turns == (Message("user", "hi"),) and req.system is None
     assert req.stream is True and req.include_usage is True
@@ -218,7 +227,14 @@ def test_parse_completion_checks_in_order_and_reads_the_flags():
 
 
 @pytest.mark.parametrize(
-    "body, message", [(b"{nope", "not valid JSON"), (b"\xff\xfe", "not valid JSON"), (b"[1]", "JSON object")]
+    "body, message",
+    [
+        (b"{nope", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[1]", "JSON object"),
+        (b'{"temperature": NaN}', "NaN is not JSON"),
+        (b'{"max_tokens": Infinity}', "Infinity is not JSON"),
+    ],
 )
 def test_parse_json_rejects_what_is_not_a_json_object(body, message):
     err = api_error(parse_json, body)
@@ -269,7 +285,8 @@ def test_bearer_matches_only_the_bearer_scheme_and_the_exact_key(monkeypatch):
 
 def client(engine: Any = None, **kw: Any) -> TestClient:
     app = make_app(engine or FakeEngine("one two three"), config(**kw))
-    return TestClient(app, raise_server_exceptions=False)
+    # A loopback Host: the app refuses TestClient's default "testserver" (server/guard.py).
+    return TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False)
 
 
 def test_every_route_but_health_needs_the_key():
@@ -330,14 +347,14 @@ def test_unknown_routes_and_methods_have_the_error_shape():
 def test_a_body_over_the_limit_is_413_declared_or_streamed():
     c = client(max_body_bytes=100)
     big = json.dumps({"messages": U, "pad": "x" * 200}).encode()
-    declared = c.post("/v1/chat/completions", content=big)
+    declared = c.post("/v1/chat/completions", content=big, headers=JSON)
     assert declared.status_code == 413 and declared.json()["error"]["code"] == "request_too_large"
 
     def chunks():  # no Content-Length: the limit holds while reading
         yield big[:60]
         yield big[60:]
 
-    streamed = c.post("/v1/chat/completions", content=chunks())
+    streamed = c.post("/v1/chat/completions", content=chunks(), headers=JSON)
     assert (
         streamed.status_code == 413 and streamed.json()["error"]["message"] == "request body over 100 bytes"
     )
@@ -431,7 +448,7 @@ def test_engine_failures_become_http_errors_not_broken_streams(exc, status, code
 def test_shutdown_sets_the_event_and_calls_the_hook():
     called: list[str] = []
     app = make_app(FakeEngine(), config(), on_shutdown=lambda: called.append("bye"))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         assert c.get("/health").status_code == 200
         assert not app.state.shutting_down.is_set() and called == []
     assert app.state.shutting_down.is_set() and called == ["bye"]
@@ -499,3 +516,111 @@ def test_a_stream_yields_the_chunks_then_the_generation_and_raises_thread_errors
     with pytest.raises(InputError, match="nope"):
         asyncio.run(drain(lambda: FailingEngine(InputError("nope")).generate([])))
     assert wait_idle(bridge) == {"in_flight": 0, "completed": 1, "cancelled": 0}
+
+
+# --- strict JSON types --------------------------------------------------------------------------
+
+# One value of each JSON type; 2.5 is a number with a fraction, 3.0 one without.
+SAMPLES: dict[str, Any] = {
+    "boolean": False,
+    "integer": 3,
+    "decimal": 2.5,
+    "string": "false",
+    "array": ["x"],
+    "object": {"x": 1},
+}
+
+
+def wrong_types() -> list[Any]:
+    """(kind, field path, bad value) for every typed field, nested ones too, from the tables."""
+    from starchat_cli.server.requests import FIELD_TYPES, NESTED_TYPES
+
+    fits = {
+        "boolean": {"boolean"},
+        "integer": {"integer"},
+        "number": {"integer", "decimal"},
+        "string": {"string"},
+        "array": {"array"},
+        "object": {"object"},
+    }
+    cases = []
+    for kind, fields in FIELD_TYPES.items():
+        paths = [(key, allowed) for key, allowed in fields.items()]
+        paths += [
+            (f"{key}.{inner}", allowed)
+            for key, nested in NESTED_TYPES.items()
+            if key in fields
+            for inner, allowed in nested.items()
+        ]
+        for path, allowed in paths:
+            ok = set().union(*(fits[t] for t in allowed))
+            for name, value in SAMPLES.items():
+                if name not in ok:
+                    cases.append(pytest.param(kind, path, value, id=f"{kind}-{path}-{name}"))
+    return cases
+
+
+def body_with(kind: str, path: str, value: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"messages": U} if kind == "chat" else {"prompt": "p"}
+    outer, _, inner = path.partition(".")
+    body[outer] = {inner: value} if inner else value
+    return body
+
+
+@pytest.mark.parametrize("kind, path, value", wrong_types())
+def test_every_field_of_the_wrong_type_is_a_400_naming_it(kind, path, value):
+    route = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
+    engine = FakeEngine("one two three")
+    res = client(engine).post(route, json=body_with(kind, path, value))
+    assert res.status_code == 400, res.text
+    error = res.json()["error"]
+    assert f"Invalid type for '{path}'" in error["message"] and error["code"] == "invalid_type"
+    assert error["param"] == path.partition(".")[0]
+    assert engine.calls == []  # nothing ran
+
+
+def test_the_type_table_covers_the_fields_openai_clients_send():
+    # A hand-written list, so a field dropped from the table fails here (and not silently above).
+    cases = [
+        ("chat", "stream", "false", "expected a boolean, but got a string"),
+        ("chat", "stream", 0, "expected a boolean, but got an integer"),
+        ("chat", "max_tokens", "10", "expected an integer, but got a string"),
+        ("chat", "max_tokens", 2.5, "expected an integer, but got a decimal number"),
+        ("chat", "max_completion_tokens", True, "expected an integer, but got a boolean"),
+        ("chat", "temperature", "0.2", "expected a number, but got a string"),
+        ("chat", "top_p", True, "expected a number, but got a boolean"),
+        ("chat", "seed", [1], "expected an integer, but got an array"),
+        ("chat", "stop", 5, "expected a string or an array, but got an integer"),
+        ("chat", "model", 1, "expected a string, but got an integer"),
+        ("chat", "messages", {"role": "user"}, "expected an array, but got an object"),
+        ("chat", "stream_options", "yes", "expected an object, but got a string"),
+        ("chat", "stream_options.include_usage", "true", "expected a boolean, but got a string"),
+        ("chat", "response_format", "json", "expected an object"),
+        ("chat", "response_format.type", 1, "expected a string"),
+        ("text", "prompt", 5, "expected a string or an array, but got an integer"),
+        ("text", "stream", "true", "expected a boolean"),
+        ("text", "echo", "no", "expected a boolean"),
+    ]
+    for kind, path, value, words in cases:
+        err = api_error(parse_completion, body_with(kind, path, value), config(), kind)
+        assert err.status == 400 and f"Invalid type for '{path}': {words}" in err.message, (path, err.message)
+
+
+def test_right_types_pass_and_null_is_not_given():
+    req = parse_completion(
+        {
+            "messages": U,
+            "max_tokens": 3.0,  # an integral number is an integer, as in JSON Schema
+            "temperature": 1,
+            "stream": False,
+            "stream_options": {"include_usage": None},
+            "response_format": {"type": "text"},
+            "n": None,
+            "user": "me",
+            "unknown_field": object(),  # not in the table: ignored
+        },
+        config(),
+        "chat",
+    )
+    assert req.params.max_tokens == 3 and req.stream is False and req.include_usage is False
+    assert parse_completion({"prompt": ["p"], "stream": None, "echo": False}, config(), "text").prompt == "p"

@@ -68,8 +68,10 @@ class UndoJournal:
 
     def _append(self, record: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.file, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        with open(self.file, "a+b") as fh:
+            # After a crash mid-line, start on a fresh line: the torn one stays skipped alone.
+            torn = fh.tell() > 0 and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n"
+            fh.write((("\n" if torn else "") + json.dumps(record) + "\n").encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
 

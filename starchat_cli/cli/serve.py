@@ -23,6 +23,10 @@ Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions (stream or not
 POST /v1/completions, and Ollama's API for editors (http://127.0.0.1:8080 as an Ollama
 host: /api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version). It binds to loopback by default; binding any other address
 requires --api-key (clients then send "Authorization: Bearer KEY"). Ctrl-C stops it.
+
+Web pages cannot use it: only loopback Host names are answered (--allow-host adds
+more), a browser Origin other than a loopback page or a VS Code webview is refused
+(--allow-origin adds more), and POST bodies must be Content-Type: application/json.
 """
 
 
@@ -39,6 +43,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _listed(flags: Optional[list[str]], var: str) -> tuple[str, ...]:
+    """The flag's values, or else the environment variable's comma-separated ones."""
+    values = flags or os.environ.get(var, "").split(",")
+    return tuple(v.strip() for v in values if v.strip())
 
 
 def serve(
@@ -62,6 +72,21 @@ def serve(
     max_body: int = typer.Option(
         defaults.SERVE_MAX_BODY, "--max-body", help="Largest request body in bytes."
     ),
+    allow_host: Optional[list[str]] = typer.Option(
+        None,
+        "--allow-host",
+        metavar="<name>",
+        help="Also answer requests with this Host name (repeatable; * any). [env: STARCHAT_ALLOW_HOST, comma-separated]",
+        show_default=False,
+    ),
+    allow_origin: Optional[list[str]] = typer.Option(
+        None,
+        "--allow-origin",
+        metavar="<origin>",
+        help="Also serve web pages from this Origin, e.g. chrome-extension://ID or https://app.example "
+        "(repeatable; * any; a * in it matches anything). [env: STARCHAT_ALLOW_ORIGIN, comma-separated]",
+        show_default=False,
+    ),
 ) -> None:
     import socket
 
@@ -75,6 +100,8 @@ def serve(
         )
     if not 0 < port < 65536:
         raise ConfigError(f"option --port must be from 1 to 65535, not {port}")
+    hosts = _listed(allow_host, "STARCHAT_ALLOW_HOST")
+    origins = _listed(allow_origin, "STARCHAT_ALLOW_ORIGIN")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -106,6 +133,9 @@ def serve(
         max_tokens_limit=max_tokens_limit,
         default_temperature=settings.temperature,
         default_top_p=settings.top_p,
+        bind_host=host,
+        allow_hosts=hosts,
+        allow_origins=origins,
     )
     app = make_app(engine, config)
     shown = f"[{host}]" if ":" in host else host

@@ -19,8 +19,14 @@ from starchat_cli.engine.contract import Attach, EngineInfo, Generation, Generat
 from starchat_cli.engine.fim import FimVocab, build_fim_prompt, fim_vocab
 from starchat_cli.engine.fit import FitResult, fit_prompt
 from starchat_cli.engine.llama import LlamaCppBackend, PromptAborted
-from starchat_cli.engine.prompts import JinjaFormat, Message, PromptFormat, get_format
-from starchat_cli.engine.stops import StopTextFilter
+from starchat_cli.engine.prompts import (
+    JinjaFormat,
+    Message,
+    PromptFormat,
+    get_format,
+    is_starcoder2_instruct_template,
+)
+from starchat_cli.engine.stops import StopTextFilter, without_trailing_whitespace
 
 # -- formats for a model file -----------------------------------------------------------
 
@@ -31,6 +37,10 @@ def format_for_backend(backend: LlamaCppBackend, forced: str | None = None) -> P
         return get_format(forced)
     meta = backend.metadata()
     template = meta.get("tokenizer.chat_template")
+    if template and is_starcoder2_instruct_template(template):
+        # Its own template raises on a system role; ours folds the system text into the
+        # instruction (as the catalog name does) and renders the same bytes otherwise.
+        return get_format("starcoder2-instruct")
     if template:
         llm = backend.load()
         return JinjaFormat(
@@ -127,6 +137,10 @@ class LocalEngine:
                     texts.append(text)  # not a special token here: match it as text
                 else:
                     ids.add(tok)
+            for text in fmt.turn_tokens:  # a turn opener ends the reply too (by id only)
+                tok = self.backend.special_token_id(text)
+                if tok is not None:
+                    ids.add(tok)
             eos = self.backend.eos_id
             if eos >= 0:
                 ids.add(eos)
@@ -137,7 +151,7 @@ class LocalEngine:
     def build_messages(self, turns: Sequence[Message], system: str | None) -> list[Message]:
         chosen = self.default_system if system is None else system
         msgs = list(turns)
-        if chosen:
+        if chosen or (chosen == "" and self.prompt_format.empty_system_block):
             msgs.insert(0, Message("system", chosen))
         return msgs
 
@@ -183,6 +197,8 @@ class LocalEngine:
         stats.dropped_turns = fit.dropped_turns
         stats.truncated_chars = fit.truncated_chars
         chunks = self._run(fit.tokens, params, stats, started, n_ctx, cancel=cancel)
+        if self.prompt_format.strip_trailing_whitespace:
+            chunks = without_trailing_whitespace(chunks)
         return Generation(chunks, stats, fit)
 
     def _begin(self) -> tuple[float, Stats, int]:

@@ -66,6 +66,11 @@ class PromptFormat:
     stop_texts: tuple[str, ...] = ()
     strip_leading_newline: bool = False
     supports_system: bool = True
+    # Control tokens that open a turn: a reply that generates one runs on into an invented
+    # next turn, so the engine ends it there (by id: control tokens detokenize to nothing).
+    turn_tokens: tuple[str, ...] = ()
+    strip_trailing_whitespace: bool = False  # the model card rstrips every reply
+    empty_system_block: bool = False  # an empty system prompt still renders its (empty) block
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         raise NotImplementedError
@@ -74,6 +79,8 @@ class PromptFormat:
         """Tidy a finished reply (the engine strips the leading newline while streaming too)."""
         if self.strip_leading_newline and text.startswith("\n"):
             text = text[1:]
+        if self.strip_trailing_whitespace:
+            text = text.rstrip()
         return text
 
 
@@ -88,6 +95,7 @@ class StarChatFormat(PromptFormat):
     description: str = "StarChat-alpha/beta dialogue tokens (<|system|> <|user|> <|assistant|> <|end|>)"
     stop_tokens: tuple[str, ...] = ("<|end|>",)
     strip_leading_newline: bool = True
+    turn_tokens: tuple[str, ...] = ("<|system|>", "<|user|>", "<|assistant|>")
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         system, turns = split_system(messages)
@@ -101,11 +109,17 @@ class StarChatFormat(PromptFormat):
 
 @dataclass(frozen=True)
 class ChatMLFormat(PromptFormat):
-    """ChatML (StarChat2): ``<|im_start|>role\\n...<|im_end|>\\n``; no system block when none is given."""
+    """ChatML (StarChat2): ``<|im_start|>role\\n...<|im_end|>\\n``; no system block when none is given.
+
+    An empty system prompt (``--system ""``) renders the empty block
+    ``<|im_start|>system\\n<|im_end|>\\n``, as the alignment-handbook recipe trained StarChat2.
+    """
 
     name: str = "chatml"
     description: str = "ChatML (<|im_start|>role ... <|im_end|>), StarChat2's own template"
     stop_tokens: tuple[str, ...] = ("<|im_end|>",)
+    turn_tokens: tuple[str, ...] = ("<|im_start|>",)
+    empty_system_block: bool = True
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         system, turns = split_system(messages)
@@ -131,7 +145,8 @@ class StarCoder2InstructFormat(PromptFormat):
 
     The model has no system role. A system prompt is folded into the first instruction
     of the window, separated from it by a blank line, so the trained preamble stays
-    untouched. Replies end at ``<|endoftext|>`` or at the text ``###``.
+    untouched. Replies end at ``<|endoftext|>`` or at the text ``###``, and lose their
+    trailing whitespace, as the model card's ``split("###")[0].rstrip()``.
     """
 
     name: str = "starcoder2-instruct"
@@ -139,6 +154,7 @@ class StarCoder2InstructFormat(PromptFormat):
     stop_tokens: tuple[str, ...] = ("<|endoftext|>",)
     stop_texts: tuple[str, ...] = ("###",)
     supports_system: bool = False
+    strip_trailing_whitespace: bool = True
     bos: str = "<|endoftext|>"
     eos: str = "<|endoftext|>"
     preamble: str = STARCODER2_INSTRUCT_PREAMBLE
@@ -165,6 +181,12 @@ class JinjaFormat(PromptFormat):
 
     name: str = "gguf"
     description: str = "the chat template stored in the GGUF file"
+    turn_tokens: tuple[str, ...] = (
+        "<|im_start|>",
+        "<|system|>",
+        "<|user|>",
+        "<|assistant|>",
+    )  # those in the vocab
     template: str = ""
     bos_token: str = ""
     eos_token: str = ""
@@ -213,6 +235,11 @@ def _compile_template(source: str):  # -> jinja2.Template
         raise ModelLoadError(
             f"the model's chat template does not parse: {exc} (choose a format with --format)"
         ) from exc
+
+
+def is_starcoder2_instruct_template(template: str) -> bool:
+    """Whether a file's chat template is StarCoder2-Instruct's (### Instruction / ### Response)."""
+    return "### Instruction" in template and "### Response" in template
 
 
 FORMATS: dict[str, PromptFormat] = {

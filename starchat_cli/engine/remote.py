@@ -18,7 +18,7 @@ from starchat_cli.core.errors import ExitCode, StarchatError
 from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
 from starchat_cli.engine.fit import FitResult
 from starchat_cli.engine.prompts import FORMATS, Message
-from starchat_cli.engine.stops import StopTextFilter
+from starchat_cli.engine.stops import StopTextFilter, without_trailing_whitespace
 from starchat_cli.models.catalog import CATALOG
 
 
@@ -48,6 +48,7 @@ class RemoteEngine:
         self.default_system = spec.default_system if spec else None
         fmt = FORMATS.get(spec.prompt_format) if spec else None
         self.stops: tuple[str, ...] = (*fmt.stop_tokens, *fmt.stop_texts) if fmt else ()
+        self._rstrip = bool(fmt and fmt.strip_trailing_whitespace)
 
     @property
     def info(self) -> EngineInfo:
@@ -139,6 +140,8 @@ class RemoteEngine:
             body["stop"] = list(dict.fromkeys(stops))[:4]  # OpenAI accepts up to 4
         stats = Stats()
         chunks = self._stream("chat/completions", body, stats, stops, cancel)
+        if self._rstrip:
+            chunks = without_trailing_whitespace(chunks)
         return Generation(chunks, stats, FitResult([], msgs, attachment_chars=len(attachment or "")))
 
     def complete(

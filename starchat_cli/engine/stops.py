@@ -7,7 +7,7 @@ soon as it cannot, and cuts the output cleanly at the first complete stop.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 
 class StopTextFilter:
@@ -51,3 +51,22 @@ class StopTextFilter:
         """The stream ended without a stop: release whatever was held back."""
         out, self._pending = self._pending, ""
         return "" if self.stopped else out
+
+
+def without_trailing_whitespace(chunks: Iterator[str]) -> Iterator[str]:
+    """The stream with the reply's trailing whitespace removed (held back until text follows it).
+
+    Closing this generator closes ``chunks`` (a cancelled reply stops the engine).
+    """
+    held = ""
+    try:
+        for chunk in chunks:
+            text = held + chunk
+            body = text.rstrip()
+            held = text[len(body) :]
+            if body:
+                yield body
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()

@@ -3,7 +3,8 @@
 ``app`` builds the Starlette app (``make_app``); ``routes`` holds the endpoints;
 ``requests`` reads and checks request bodies; ``bridge`` runs generations in worker
 threads for the event loop; ``sse`` shapes replies (JSON or server-sent events);
-``auth`` checks the API key; ``errors`` gives every failure OpenAI's error shape;
-``config`` is the typed ``ServerConfig``. ``ollama`` holds Ollama's API (its requests in
-``ollama_requests``, what it says about the model in ``ollama_model``).
+``auth`` checks the API key; ``guard`` is the Host/Origin/CORS/content-type middleware;
+``errors`` gives every failure OpenAI's error shape; ``config`` is the typed ``ServerConfig``.
+``ollama`` holds Ollama's API (its requests in ``ollama_requests``, what it says about the
+model in ``ollama_model``).
 """

@@ -1,8 +1,9 @@
 """An OpenAI-compatible HTTP API over the starchat engine (Starlette; run by uvicorn).
 
 Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (JSON or
-server-sent events), ``POST /v1/completions``, and Ollama's API (:mod:`.ollama`:
-``/api/generate``, ``/api/chat``, ``/api/tags``, ...). Requests queue on the one model (the
+server-sent events), ``POST /v1/completions``, ``POST /infill``, and Ollama's API
+(:mod:`.ollama`: ``/api/generate``, ``/api/chat``, ``/api/tags``, ...). Every route sits behind
+:class:`~.guard.WebGuard` (Host, Origin, CORS preflight, JSON content type). Requests queue on the one model (the
 engine's lock); a client that disconnects mid-stream stops its generation. Errors use
 OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 
@@ -16,6 +17,7 @@ import contextlib
 from typing import AsyncIterator, Callable
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from starchat_cli.engine.contract import Engine
 
@@ -23,6 +25,7 @@ from .bridge import Bridge
 from .config import ServerConfig
 from .errors import EXCEPTION_HANDLERS, APIError, error_response
 from .ollama import OllamaEndpoints
+from .guard import WebGuard, WebPolicy
 from .routes import Endpoints
 
 
@@ -46,6 +49,13 @@ def make_app(
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
+        # Host, Origin, CORS preflight and content type: on every route, also ones added later.
+        middleware=[
+            Middleware(
+                WebGuard,
+                policy=WebPolicy(config.bind_host, config.allow_hosts, config.allow_origins),
+            )
+        ],
     )
     # The server sets this on Ctrl-C, before it waits for open connections: in-flight
     # generations stop at their next token and their streams end properly.

@@ -19,6 +19,10 @@ class ServerConfig:
     default_temperature: float = defaults.TEMPERATURE
     default_top_p: float = defaults.TOP_P
     created: int = field(default_factory=lambda: int(time.time()))
+    # The web-page defences (guard.py): the bind address decides the default Host names.
+    bind_host: str = defaults.SERVE_HOST
+    allow_hosts: tuple[str, ...] = ()  # --allow-host: more Host names ("*" any)
+    allow_origins: tuple[str, ...] = ()  # --allow-origin: more Origins or patterns ("*" any)
 
     @property
     def served_names(self) -> set[str]:

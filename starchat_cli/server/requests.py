@@ -5,6 +5,13 @@ turns a ``/v1/chat/completions`` or ``/v1/completions`` body into a
 :class:`CompletionRequest`: the model check (404), the sampling parameters, and the chat
 messages as engine turns plus a system prompt (or the raw prompt). Every bad value is a
 400 :class:`~starchat_cli.server.errors.APIError` naming the parameter.
+
+Types come first, from one table (:data:`FIELD_TYPES`, :data:`NESTED_TYPES`), as
+OpenAI's API checks them: a boolean must be a JSON boolean (``"stream": "false"`` is a
+400 naming ``stream``), a number a JSON number (not a string, not a boolean), an integer
+a number with no fraction (``3.0`` passes, as in JSON Schema, which OpenAI validates
+with; ``3.5`` does not), and ``null`` is "not given". Fields not in the table are
+ignored. A new field is one line in the table.
 """
 
 from __future__ import annotations
@@ -24,6 +31,118 @@ from .errors import APIError
 Kind = Literal["chat", "text"]  # /v1/chat/completions or /v1/completions
 
 MAX_STOPS = 8
+
+# JSON types, named as in OpenAI's errors.
+BOOLEAN, INTEGER, NUMBER, STRING, ARRAY, OBJECT = "boolean", "integer", "number", "string", "array", "object"
+
+# Every field a completion body may have, per endpoint, with its allowed JSON types
+# (null is always allowed: "not given"). Fields we accept but do not act on are typed
+# too, so a client's mistake is reported the same as with OpenAI.
+COMMON_TYPES: dict[str, tuple[str, ...]] = {
+    "model": (STRING,),
+    "max_tokens": (INTEGER,),
+    "temperature": (NUMBER,),
+    "top_p": (NUMBER,),
+    "seed": (INTEGER,),
+    "stop": (STRING, ARRAY),
+    "stream": (BOOLEAN,),
+    "stream_options": (OBJECT,),
+    "n": (INTEGER,),
+    "presence_penalty": (NUMBER,),
+    "frequency_penalty": (NUMBER,),
+    "logit_bias": (OBJECT,),
+    "user": (STRING,),
+}
+FIELD_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
+    "chat": {
+        **COMMON_TYPES,
+        "messages": (ARRAY,),
+        "max_completion_tokens": (INTEGER,),
+        "response_format": (OBJECT,),
+        "logprobs": (BOOLEAN,),
+        "top_logprobs": (INTEGER,),
+        "tools": (ARRAY,),
+        "tool_choice": (STRING, OBJECT),
+        "parallel_tool_calls": (BOOLEAN,),
+        "prediction": (OBJECT,),
+        "metadata": (OBJECT,),
+        "store": (BOOLEAN,),
+    },
+    "text": {
+        **COMMON_TYPES,
+        "prompt": (STRING, ARRAY),
+        "suffix": (STRING,),
+        "echo": (BOOLEAN,),
+        "best_of": (INTEGER,),
+        "logprobs": (INTEGER,),
+    },
+}
+# Fields inside the nested objects above, named "outer.inner" in errors.
+NESTED_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
+    "stream_options": {"include_usage": (BOOLEAN,)},
+    "response_format": {"type": (STRING,), "json_schema": (OBJECT,)},
+    "prediction": {"type": (STRING,), "content": (STRING, ARRAY)},
+}
+# Each chat message's fields (messages[i].name in errors).
+MESSAGE_TYPES: dict[str, tuple[str, ...]] = {
+    "role": (STRING,),
+    "content": (STRING, ARRAY),
+    "name": (STRING,),
+}
+
+_ARTICLE = {INTEGER: "an integer", ARRAY: "an array", OBJECT: "an object"}
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of a decoded value; integral floats count as integers too (see below)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return BOOLEAN
+    if isinstance(value, int):
+        return INTEGER
+    if isinstance(value, float):
+        return "decimal number"
+    if isinstance(value, str):
+        return STRING
+    if isinstance(value, list):
+        return ARRAY
+    return OBJECT
+
+
+def _fits(value: Any, allowed: tuple[str, ...]) -> bool:
+    got = json_type(value)
+    if got == "null" or got in allowed:
+        return True
+    if got == INTEGER and NUMBER in allowed:
+        return True
+    if got == "decimal number":
+        return NUMBER in allowed or (INTEGER in allowed and float(value).is_integer())
+    return False
+
+
+def check_type(value: Any, allowed: tuple[str, ...], name: str, param: str | None = None) -> None:
+    """A 400 naming ``name`` unless ``value`` is null or one of the ``allowed`` JSON types."""
+    if _fits(value, allowed):
+        return
+    expected = " or ".join(_ARTICLE.get(t, f"a {t}") for t in allowed)
+    got = json_type(value)
+    raise APIError(
+        400,
+        f"Invalid type for '{name}': expected {expected}, but got {_ARTICLE.get(got, f'a {got}')} instead.",
+        code="invalid_type",
+        param=param or name,
+    )
+
+
+def check_types(data: dict[str, Any], kind: Kind) -> None:
+    """Every known field of a ``kind`` body, and of its nested objects, has an allowed type."""
+    for key, allowed in FIELD_TYPES[kind].items():
+        value = data.get(key)
+        check_type(value, allowed, key)
+        if isinstance(value, dict) and key in NESTED_TYPES:
+            for inner, inner_allowed in NESTED_TYPES[key].items():
+                check_type(value.get(inner), inner_allowed, f"{key}.{inner}", key)
 
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
@@ -46,12 +165,16 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
 def parse_json(body: bytes) -> dict[str, Any]:
     """A request body's JSON object, or a 400 ``invalid_json``."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise APIError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the body must be a JSON object", code="invalid_json")
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def check_model(data: dict[str, Any], config: ServerConfig) -> None:
@@ -106,11 +229,27 @@ def sampling_params(data: dict[str, Any], config: ServerConfig) -> GenerationPar
     )
 
 
-def _text(content: Any) -> Any:
-    """A message's content: a string, or the text parts of a list of parts joined."""
-    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return content
+def _text(content: Any, i: int) -> Any:
+    """A message's content: a string, or its text parts joined (other parts are a 400)."""
+    if not isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+        return content
+    texts: list[str] = []
+    for j, part in enumerate(content):
+        name = f"messages[{i}].content[{j}]"
+        check_type(part, (OBJECT,), name, "messages")
+        if not isinstance(part, dict):  # null
+            raise APIError(400, f"{name} must be an object", param="messages")
+        check_type(part.get("type"), (STRING,), f"{name}.type", "messages")
+        if part.get("type") != "text":
+            raise APIError(
+                400,
+                f"{name}.type {part.get('type')!r} is not supported: this model reads text parts only",
+                param="messages",
+            )
+        text = part.get("text")
+        check_type(text, (STRING,), f"{name}.text", "messages")
+        texts.append(text or "")
+    return "".join(texts)
 
 
 def chat_turns(data: dict[str, Any]) -> tuple[list[Message], str | None]:
@@ -127,7 +266,9 @@ def chat_turns(data: dict[str, Any]) -> tuple[list[Message], str | None]:
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise APIError(400, f"messages[{i}] must be an object", param="messages")
-        role, content = msg.get("role"), _text(msg.get("content"))
+        for key, allowed in MESSAGE_TYPES.items():
+            check_type(msg.get(key), allowed, f"messages[{i}].{key}", "messages")
+        role, content = msg.get("role"), _text(msg.get("content"), i)
         if not isinstance(content, str):
             raise APIError(400, f"messages[{i}].content must be a string", param="messages")
         if role in ("system", "developer"):
@@ -173,7 +314,8 @@ class CompletionRequest:
 
 
 def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> CompletionRequest:
-    """Check a completion body in a fixed order (model, sampling, messages or prompt)."""
+    """Check a completion body in a fixed order (types, model, sampling, messages or prompt)."""
+    check_types(data, kind)
     check_model(data, config)
     params = sampling_params(data, config)
     turns: tuple[Message, ...] = ()
@@ -195,16 +337,20 @@ def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> 
         system=system,
         prompt=prompt,
         suffix=suffix,
-        stream=bool(data.get("stream")),
-        include_usage=bool((data.get("stream_options") or {}).get("include_usage")),
+        stream=data.get("stream") is True,
+        include_usage=(data.get("stream_options") or {}).get("include_usage") is True,
     )
 
 
 __all__ = [
     "CompletionRequest",
     "Kind",
+    "FIELD_TYPES",
+    "NESTED_TYPES",
     "chat_turns",
     "check_model",
+    "check_type",
+    "check_types",
     "completion_prompt",
     "parse_completion",
     "read_json",
