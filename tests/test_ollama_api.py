@@ -266,7 +266,11 @@ class NoFimEngine(FakeEngine):
 
 
 def fake_client(engine: Any) -> TestClient:
-    return TestClient(make_app(engine, ServerConfig(model_name="fake")), raise_server_exceptions=False)
+    return TestClient(
+        make_app(engine, ServerConfig(model_name="fake")),
+        raise_server_exceptions=False,
+        base_url="http://127.0.0.1",
+    )
 
 
 def test_suffix_goes_to_infill():
