@@ -58,8 +58,8 @@ def build_prompt(path: str, text: str, instruction: str, context: tuple[ContextF
     lang = language_for_path(path)
     parts.append(
         f"Reply with the complete new version of `{path}` in a single ```{lang} code block: every line of "
-        "the file, also the lines that do not change. Never shorten it with placeholders such as "
-        '"... rest unchanged" or "existing code here". Write nothing after the code block.'
+        "the file, also the lines that do not change, with none left out or replaced by a comment. "
+        "Write nothing after the code block."
     )
     return "\n\n".join(parts)
 
@@ -132,7 +132,8 @@ _PHRASE_RE = re.compile(
     rf"^\s*{_COMMENT}\s*\(?\s*(?:the\s+)?(?:rest\s+of\s+(?:the\s+)?(?:file|code|class|function|module)|"
     r"remaining\s+(?:code|lines|functions|methods)|existing\s+code|(?:code|lines|everything\s+else)\s+"
     r"(?:unchanged|omitted|as\s+before)|unchanged\s+(?:code|lines)|(?:same|unchanged)\s+as\s+before|"
-    r"(?:other|remaining)\s+(?:code|methods|functions)\s+(?:unchanged|here|omitted))",
+    r"(?:other|remaining)\s+(?:code|methods|functions)\s+(?:unchanged|here|omitted)|"
+    r"(?:(?:your|the|new|updated|more|other)\s+)?code\s+(?:goes\s+)?here\b|(?:insert|add|put)\s+(?:your\s+)?code)",
     re.I,
 )
 # The instruction asks to take things out: a large deletion is then expected.
@@ -170,6 +171,8 @@ def check_rewrite(old_text: str, new_text: str, instruction: str, *, cut_off: bo
                 f"the rewrite leaves code out ({line.strip()!r} stands for lines it did not write): "
                 "nothing written; try again, or make the instruction smaller"
             )
+    if old_text.strip() and not new_text.strip() and not _DELETE_RE.search(instruction):
+        raise ElidedCodeError("the rewrite is empty: nothing written; say what to delete if that is intended")
     gone = len(old_lines) - len(new_lines)
     if (
         len(old_lines) >= DELETION_MIN_LINES
