@@ -240,28 +240,24 @@ def edit(
                 f"drafted {st.drafted_tokens} tokens, {st.accepted_tokens} accepted; "
                 f"{st.decode_steps} decode steps"
             )
-    if isinstance(result.problem, NoCodeError):
-        sys.stderr.write(result.reply.rstrip("\n") + "\n")
-        engine.persist()
-        raise result.problem
-
     diff = result.diff()
     plan = result.plan
-    assert plan is not None
 
     def payload(applied: bool, error: str | None = None) -> str:
+        new_text = plan.new_text if plan is not None else source.file.text
         obj: dict[str, object] = {
             "files": [
                 {
                     "path": source.display,
                     "changed": result.changed,
-                    "lines_before": len(plan.old_text.splitlines()),
-                    "lines_after": len(plan.new_text.splitlines()),
+                    "lines_before": len(source.file.text.splitlines()),
+                    "lines_after": len(new_text.splitlines()),
                 }
             ],
             "diff": diff,
             "applied": applied,
             "model": info.name,
+            "text": result.reply,
             "stats": st.as_dict(),
         }
         if error:
@@ -269,6 +265,11 @@ def edit(
         return json.dumps(obj, ensure_ascii=False) + "\n"
 
     engine.persist()
+    if isinstance(result.problem, NoCodeError) or plan is None:
+        sys.stderr.write(result.reply.rstrip("\n") + "\n")
+        if json_out:
+            out.write_plain(payload(False, result.problem.message if result.problem else None))
+        raise result.problem or NoCodeError("the reply has no code block")
     if not result.changed:
         if json_out:
             out.write_plain(payload(False))
