@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from starchat_cli.cli import edit as edit_cli
 from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode
 from starchat_cli.services import runtime
+from tests.conftest import REPO
 from tests.fake_engine import FakeEngine
 
 runner = CliRunner()
@@ -324,12 +326,40 @@ def test_demo_model_end_to_end(work, demo_gguf, monkeypatch):
     else:
         assert res.exit_code == ExitCode.NO_CODE, res.stderr
     assert target.read_bytes() == original
-    res = invoke(*args, "--json")
-    obj = json.loads(res.stdout)
+    # A real process, stdin not a terminal: stdout holds the one JSON object and nothing else.
+    proc = subprocess.run(
+        [sys.executable, "-m", "starchat_cli", *args, "--json"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        cwd=work,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=600,
+    )
+    obj = json.loads(proc.stdout)
     assert obj["stats"]["generated_tokens"] > 0 and obj["model"] == "demo"
+    assert obj["applied"] is False and b"rewriting greet.py" in proc.stderr
     assert target.read_bytes() == original
     res = invoke(*args, "--yes")
     if res.exit_code == 0 and "wrote greet.py" in res.stderr:
         assert target.read_bytes() != original
         assert invoke("undo").exit_code == 0
     assert target.read_bytes() == original
+
+
+def test_diff_of_a_refused_rewrite_goes_to_stderr_not_into_the_patch(work, use):
+    use(FakeEngine(block(OLD.replace("    return x + 4\n", "    # ... rest unchanged\n"))))
+    res = invoke("edit", "app.py", "rename f3", "--diff")
+    assert res.exit_code == ExitCode.NOT_APPLIED
+    assert res.stdout == ""  # nothing for `| git apply` to apply
+    assert "+    # ... rest unchanged" in res.stderr
+    obj = json.loads(invoke("edit", "app.py", "rename f3", "--json", "--yes").stdout)
+    assert obj["applied"] is False and "leaves code out" in obj["error"]
+    assert (work / "app.py").read_text() == OLD
+
+
+def test_bad_flag_combinations_and_an_empty_instruction(work, use):
+    use(FakeEngine(block(NEW)))
+    assert invoke("edit", "app.py", "x", "--diff", "--json").exit_code == ExitCode.USAGE
+    assert invoke("edit", "app.py", "x", "--diff", "--yes").exit_code == ExitCode.USAGE
+    res = invoke("edit", "app.py", " ")
+    assert res.exit_code == ExitCode.INPUT and "no instruction" in res.stderr

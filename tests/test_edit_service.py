@@ -240,3 +240,31 @@ def test_a_latin1_file_keeps_its_encoding_and_crlf(work: Path):
     service.apply(result)
     assert (work / "l.py").read_bytes() == "# café\r\nname = 'brûlée'\r\n".encode("latin-1")
     assert (work / "l.py").stat().st_mode & 0o777 == 0o751
+
+
+def test_a_rewrite_the_files_encoding_cannot_hold_is_not_applied(work: Path):
+    (work / "l.py").write_bytes("s = 'caf\xe9'\n".encode("latin-1"))
+    src = service.read_source("l.py")
+    assert src.file.encoding == "latin-1"
+    result = service.rewrite(FakeEngine(block("s = 'café ☕'\n")), src, "add a cup", GenerationParams())
+    assert result.problem is not None and result.problem.exit_code == ExitCode.NOT_APPLIED
+    assert "encoding" in result.problem.message
+    with pytest.raises(type(result.problem)):
+        service.apply(result)
+    assert (work / "l.py").read_bytes() == "s = 'caf\xe9'\n".encode("latin-1")
+
+
+def test_without_a_known_context_the_fit_check_is_skipped_and_tokens_are_bounded(work: Path):
+    (work / "app.py").write_text(OLD)
+
+    class Remote(Recording):
+        @property
+        def info(self):  # a server that does not say its context size
+            from dataclasses import replace
+
+            return replace(super().info, n_ctx=0, remote=True)
+
+    engine = Remote(block(OLD.replace("f1", "g1")), n_ctx=64)
+    result = service.rewrite(engine, service.read_source("app.py"), "rename f1", GenerationParams())
+    assert result.problem is None and result.changed
+    assert engine.params.max_tokens == service.runaway_limit(service.count_text(engine, OLD))
