@@ -363,3 +363,10 @@ def test_bad_flag_combinations_and_an_empty_instruction(work, use):
     assert invoke("edit", "app.py", "x", "--diff", "--yes").exit_code == ExitCode.USAGE
     res = invoke("edit", "app.py", " ")
     assert res.exit_code == ExitCode.INPUT and "no instruction" in res.stderr
+
+
+def test_end_of_input_at_the_prompt_is_a_no(work, use):
+    use(FakeEngine(block(NEW)), tty=True)
+    res = invoke("edit", "app.py", "rename f3", input="")
+    assert res.exit_code == ExitCode.NOT_APPLIED and "left as it was" in res.stderr
+    assert (work / "app.py").read_text() == OLD

@@ -93,6 +93,15 @@ def _show_diff(diff: str, stream) -> None:  # type: ignore[no-untyped-def]
     stream.flush()
 
 
+def _ask(question: str) -> bool:
+    """A yes/no question on the terminal; end of input (Ctrl-D) or Ctrl-C at the prompt is a no."""
+    try:
+        return typer.confirm(question, default=False)
+    except (typer.Abort, EOFError):
+        print(file=sys.stderr)
+        return False
+
+
 class _Progress:
     """A token counter on stderr while the rewrite is generated (only on a terminal)."""
 
@@ -199,7 +208,7 @@ def edit(
             raise OutsideRootError(
                 f"{where} is outside the working directory {Path.cwd()}: nothing done; pass --yes to allow it"
             )
-        if not typer.confirm(f"{where} is outside the working directory. Edit it anyway?", default=False):
+        if not _ask(f"{where} is outside the working directory. Edit it anyway?"):
             raise NotAppliedError(f"not edited: {where} is outside the working directory")
         allow_outside = True
     source = service.read_source(file, allow_outside=allow_outside)
@@ -296,7 +305,7 @@ def edit(
                 f"not applied: no terminal to confirm on; pass --yes to write {source.display}, "
                 "or --diff to print the patch"
             )
-        if not typer.confirm("Apply?", default=False):
+        if not _ask("Apply?"):
             raise NotAppliedError(f"not applied: {source.display} left as it was")
     service.apply(result)
     if json_out:
