@@ -268,3 +268,14 @@ def test_without_a_known_context_the_fit_check_is_skipped_and_tokens_are_bounded
     result = service.rewrite(engine, service.read_source("app.py"), "rename f1", GenerationParams())
     assert result.problem is None and result.changed
     assert engine.params.max_tokens == service.runaway_limit(service.count_text(engine, OLD))
+
+
+def test_a_reply_that_quotes_the_file_first_then_rewrites_it(work: Path):
+    (work / "app.py").write_text(OLD)
+    new = OLD.replace("f5", "g5")
+    reply = f"Your file:\n```python\n{OLD}```\nThe new version:\n```python\n{new}```\nUsage:\n```python\nf0(1)\n```\n"
+    result = service.rewrite(
+        FakeEngine(reply), service.read_source("app.py"), "rename f5", GenerationParams()
+    )
+    assert result.problem is None and result.plan.new_text == new
+    assert "Usage" not in result.reply  # stopped once the rewrite's block closed

@@ -88,7 +88,7 @@ def _norm(lang: str) -> str:
 
 
 def pick_block(reply: str, path: str) -> CodeBlock:
-    """The code block that is the new file: the only one, else the largest in the file's language."""
+    """The code block that is the new file: the only one, else the last large one in the file's language."""
     blocks = [b for b in extract_code_blocks(reply) if b.code.strip()]
     if not blocks:
         raise NoCodeError(
@@ -100,7 +100,10 @@ def pick_block(reply: str, path: str) -> CodeBlock:
     want = _norm(language_for_path(path))
     name = path.rsplit("/", 1)[-1]
     matching = [b for b in blocks if (want and _norm(b.language) == want) or (name and name in b.info)]
-    return max(matching or blocks, key=lambda b: len(b.code))
+    candidates = matching or blocks
+    largest = max(len(b.code) for b in candidates)
+    # The last of the big ones: a reply that quotes the file first and then rewrites it ends with the rewrite.
+    return [b for b in candidates if len(b.code) >= 0.8 * largest][-1]
 
 
 def new_text_from(block: CodeBlock, old_text: str) -> str:

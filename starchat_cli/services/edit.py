@@ -139,9 +139,13 @@ def runaway_limit(file_tokens: int) -> int:
 
 
 def file_block_closed(reply: str, old_text: str) -> bool:
-    """Whether the reply so far holds a closed code block at least half as long as the file."""
+    """Whether the reply so far holds a closed code block that differs from the file and is at
+    least half as long (a copy of the file may be a quote before the rewrite)."""
     want = len(old_text.splitlines()) // 2
-    return any(b.closed and len(b.code.splitlines()) >= want for b in extract_code_blocks(reply))
+    return any(
+        b.closed and len(b.code.splitlines()) >= want and b.code.rstrip("\n") != old_text.rstrip("\n")
+        for b in extract_code_blocks(reply)
+    )
 
 
 def check_fit(engine: Engine, n_ctx: int, turns: list[Message], system: str | None, source: Source) -> int:
