@@ -370,3 +370,30 @@ def test_end_of_input_at_the_prompt_is_a_no(work, use):
     res = invoke("edit", "app.py", "rename f3", input="")
     assert res.exit_code == ExitCode.NOT_APPLIED and "left as it was" in res.stderr
     assert (work / "app.py").read_text() == OLD
+
+
+def test_an_unreachable_endpoint_is_exit_10_and_writes_nothing(work):
+    from tests.conftest import free_port
+
+    res = invoke("edit", "app.py", "rename f3", "--yes", "--endpoint", f"http://127.0.0.1:{free_port()}")
+    assert res.exit_code == ExitCode.REMOTE, res.stderr
+    assert (work / "app.py").read_text() == OLD
+
+
+def test_edit_through_a_real_endpoint(work, demo_gguf):
+    """`--endpoint` to a real `starchat serve`: the RemoteEngine path, no context size known here."""
+    from tests.conftest import start_server, stop_server
+
+    target = work / "greet.py"
+    original = 'def greet(name):\n    return "Hello, " + name\n'
+    target.write_text(original)
+    proc, base = start_server("--threads", "2")
+    try:
+        res = invoke("edit", "greet.py", "rename greet to welcome", "--endpoint", base, "-n", "48", "--json")
+    finally:
+        stop_server(proc)
+    assert res.exit_code in (0, ExitCode.NO_CODE, ExitCode.NOT_APPLIED), res.stderr
+    obj = json.loads(res.stdout)
+    assert obj["applied"] is False and obj["stats"]["generated_tokens"] > 0
+    assert obj["files"][0]["path"] == "greet.py"
+    assert target.read_text() == original
