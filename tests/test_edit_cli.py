@@ -397,3 +397,22 @@ def test_edit_through_a_real_endpoint(work, demo_gguf):
     assert obj["applied"] is False and obj["stats"]["generated_tokens"] > 0
     assert obj["files"][0]["path"] == "greet.py"
     assert target.read_text() == original
+
+
+def test_the_diff_is_coloured_on_a_terminal_only(monkeypatch):
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    diff = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n"
+    tty, pipe = Tty(), io.StringIO()
+    edit_cli._show_diff(diff, tty)
+    edit_cli._show_diff(diff, pipe)
+    assert pipe.getvalue() == diff
+    assert "\x1b[31m-old\x1b[0m\n" in tty.getvalue() and "\x1b[32m+new\x1b[0m\n" in tty.getvalue()
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = Tty()
+    edit_cli._show_diff(diff, plain)
+    assert plain.getvalue() == diff
