@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -172,7 +172,6 @@ class EditResult:
     reply: str
     stats: Stats
     problem: StarchatError | None = None  # why it must not be written (NoCodeError, ElidedCodeError, ...)
-    notes: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
