@@ -105,7 +105,22 @@ def test_help_imports_nothing_heavy():
 
 @pytest.mark.parametrize(
     "command",
-    ["ask", "list", "info", "add", "rm", "paths", "doctor", "convert", "quantize", "serve", "pull", "cache"],
+    [
+        "ask",
+        "list",
+        "info",
+        "add",
+        "rm",
+        "paths",
+        "doctor",
+        "convert",
+        "quantize",
+        "serve",
+        "pull",
+        "cache",
+        "edit",
+        "undo",
+    ],
 )
 def test_subcommand_help_imports_nothing_heavy(command):
     probe = (

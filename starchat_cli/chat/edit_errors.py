@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from starchat_cli.core.errors import StarchatError
+from starchat_cli.core.errors import ExitCode, NotAppliedError
 
 
-class EditError(StarchatError):
-    """An edit that cannot be made; the message says why and what to do."""
+class EditError(NotAppliedError):
+    """An edit that cannot be made; the message says why and what to do (exit 11: nothing written)."""
 
 
 class BinaryFileError(EditError):
     """The file holds binary data: starchat edits text files only."""
+
+    exit_code = ExitCode.INPUT
 
 
 class FileChangedError(EditError):

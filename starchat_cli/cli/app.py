@@ -88,7 +88,7 @@ def _root(
 
 
 def _register() -> None:
-    from starchat_cli.cli import ask, cache, chat, complete, convert, doctor, models, pull, serve
+    from starchat_cli.cli import ask, cache, chat, complete, convert, doctor, edit, models, pull, serve
 
     ask.register(app)
     complete.register(app)
@@ -99,6 +99,7 @@ def _register() -> None:
     convert.register(app)
     chat.register(app)
     cache.register(app)
+    edit.register(app)
 
 
 _register()

@@ -16,11 +16,12 @@ from starchat_cli.cli.options import (
     Gpu,
     MaxTokens,
     Model,
+    Seed,
     System,
     Temperature,
     Threads,
+    TopP,
 )
-from starchat_cli.core import defaults
 
 ASK_HELP = """\
 Ask one question and stream the answer.
@@ -49,13 +50,9 @@ def ask(
     model: Model = None,
     system: System = None,
     temperature: Temperature = None,
-    top_p: Optional[float] = typer.Option(
-        None, "--top-p", help=f"Nucleus sampling cut-off. [default: {defaults.TOP_P}]", show_default=False
-    ),
+    top_p: TopP = None,
     max_tokens: MaxTokens = None,
-    seed: Optional[int] = typer.Option(
-        None, "--seed", help="Random seed, for repeatable sampling.", show_default=False
-    ),
+    seed: Seed = None,
     json_out: bool = typer.Option(
         False, "--json", help="Print one JSON object: text, model, code blocks, stats."
     ),

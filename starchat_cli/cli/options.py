@@ -97,3 +97,13 @@ Draft = Annotated[
         show_default=False,
     ),
 ]
+TopP = Annotated[
+    Optional[float],
+    typer.Option(
+        "--top-p", help=f"Nucleus sampling cut-off. [default: {defaults.TOP_P}]", show_default=False
+    ),
+]
+Seed = Annotated[
+    Optional[int],
+    typer.Option("--seed", help="Random seed, for repeatable sampling.", show_default=False),
+]

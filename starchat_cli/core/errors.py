@@ -66,6 +66,12 @@ class NoCodeError(StarchatError):
     exit_code = ExitCode.NO_CODE
 
 
+class NotAppliedError(StarchatError):
+    """`edit`/`undo`: nothing was written (declined, refused as unsafe, the file changed, elided code)."""
+
+    exit_code = ExitCode.NOT_APPLIED
+
+
 class ConversionError(StarchatError):
     """A checkpoint cannot be converted, or a GGUF cannot be quantized: bad or unsupported input."""
 

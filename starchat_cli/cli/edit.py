@@ -1,0 +1,353 @@
+"""``starchat edit`` and ``starchat undo``: the model rewrites one file; a diff, a yes, an atomic write."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from starchat_cli.cli.options import (
+    ApiKey,
+    Ctx,
+    Draft,
+    Endpoint,
+    Format,
+    Gpu,
+    MaxTokens,
+    Model,
+    Seed,
+    System,
+    Threads,
+    TopP,
+)
+
+EDIT_HELP = """\
+Let the model rewrite FILE as INSTRUCTION says; show the diff and ask before writing.
+
+\b
+  starchat edit app.py "rename py_make_scanner to make_python_scanner everywhere"
+  starchat edit app.py "use the helpers from util.py" -f util.py
+  starchat edit app.py "add type hints" --diff | git apply
+  starchat edit app.py "add docstrings" --yes        # write without asking
+
+The model sees the whole file (and each -f file, read-only) and writes the whole new
+file. Nothing is written when the reply has no code block, leaves code out ("# ... rest
+unchanged", a large deletion), was cut off, or the file changed meanwhile. Every write
+can be reverted with `starchat undo`. Greedy (temperature 0) unless --temperature is given.
+"""
+
+UNDO_HELP = """\
+Revert the last file write of starchat (edit, or Save/insert in the chat).
+
+\b
+  starchat undo            # restore the file the last write changed
+  starchat undo --list     # the writes that can still be undone, newest first
+
+Refused when the file was edited after starchat wrote it (--force restores it anyway).
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("edit", help=EDIT_HELP)(edit)
+    app.command("undo", help=UNDO_HELP)(undo)
+
+
+def _stdin_is_terminal() -> bool:
+    """Whether a question can be asked (the tests replace this to answer through CliRunner)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):
+        return False
+
+
+def _color_diff(diff: str) -> str:
+    out = []
+    for line in diff.splitlines(keepends=True):
+        body, end = (line[:-1], "\n") if line.endswith("\n") else (line, "")
+        if line.startswith(("+++", "---")):
+            out.append(f"\x1b[1m{body}\x1b[0m{end}")
+        elif line.startswith("+"):
+            out.append(f"\x1b[32m{body}\x1b[0m{end}")
+        elif line.startswith("-"):
+            out.append(f"\x1b[31m{body}\x1b[0m{end}")
+        elif line.startswith("@@"):
+            out.append(f"\x1b[36m{body}\x1b[0m{end}")
+        else:
+            out.append(line)
+    return "".join(out)
+
+
+def _show_diff(diff: str, stream) -> None:  # type: ignore[no-untyped-def]
+    color = os.environ.get("NO_COLOR") is None and os.environ.get("TERM") != "dumb"
+    try:
+        color = color and stream.isatty()
+    except (AttributeError, ValueError):
+        color = False
+    stream.write(_color_diff(diff) if color else diff)
+    if diff and not diff.endswith("\n"):
+        stream.write("\n")
+    stream.flush()
+
+
+def _ask(question: str) -> bool:
+    """A yes/no question on the terminal; end of input (Ctrl-D) or Ctrl-C at the prompt is a no."""
+    try:
+        return typer.confirm(question, default=False)
+    except (typer.Abort, EOFError):
+        print(file=sys.stderr)
+        return False
+
+
+class _Progress:
+    """A token counter on stderr while the rewrite is generated (only on a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.shown = False
+
+    def __call__(self, _chunk: str, stats) -> None:  # type: ignore[no-untyped-def]
+        if self.enabled and stats.generated_tokens % 8 == 0:
+            sys.stderr.write(f"\r  {stats.generated_tokens} tokens…")
+            sys.stderr.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def edit(
+    file: str = typer.Argument(..., help="The file to rewrite.", show_default=False),
+    instruction: List[str] = typer.Argument(
+        ..., help="What to change; several words are joined.", show_default=False
+    ),
+    context_files: Optional[List[str]] = typer.Option(
+        None,
+        "--file",
+        "-f",
+        help="Another file the model sees, read-only (repeat for more).",
+        show_default=False,
+    ),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="Write without asking (also allows a path outside the working directory)."
+    ),
+    diff_only: bool = typer.Option(
+        False, "--diff", help="Print only the patch (a/PATH b/PATH, for git apply) and write nothing."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print one JSON object: files, diff, applied, stats (writes only with --yes)."
+    ),
+    model: Model = None,
+    system: System = None,
+    temperature: Optional[float] = typer.Option(
+        None,
+        "--temperature",
+        "-t",
+        help="Sampling temperature. [default: 0, greedy, for edits]",
+        show_default=False,
+    ),
+    top_p: TopP = None,
+    max_tokens: MaxTokens = None,
+    seed: Seed = None,
+    ctx: Ctx = None,
+    threads: Threads = None,
+    gpu: Gpu = None,
+    endpoint: Endpoint = None,
+    api_key: ApiKey = None,
+    prompt_format: Format = None,
+    draft: Draft = None,
+    stats: bool = typer.Option(
+        False, "--stats", help="Print token counts, drafted/accepted tokens and tokens/s on stderr."
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Say which model file and format are used (stderr)."
+    ),
+) -> None:
+    from starchat_cli.chat.edit_errors import OutsideRootError
+    from starchat_cli.cli.render import Output
+    from starchat_cli.core.errors import NoCodeError, NotAppliedError
+    from starchat_cli.services import edit as service
+    from starchat_cli.services.runtime import generation_params, load_settings, open_engine
+
+    if diff_only and json_out:
+        raise typer.BadParameter("--diff and --json do not go together (the JSON has the diff)")
+    if diff_only and yes:
+        raise typer.BadParameter("--diff writes nothing: drop --yes (or --diff to write)")
+    flags = {
+        "model": model,
+        "system": system,
+        # Greedy unless asked: the rewrite is mostly a copy, and sampling only adds random
+        # changes to lines that should stay as they are (and makes a rerun differ).
+        "temperature": 0.0 if temperature is None else temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "ctx": ctx,
+        "threads": threads,
+        "gpu": gpu,
+        "format": prompt_format,
+        "endpoint": endpoint,
+        "api_key": api_key,
+        "draft": draft,
+    }
+    settings, explicit = load_settings(flags)
+    text = " ".join(instruction).strip()
+    interactive = _stdin_is_terminal()
+    writes = yes or not (diff_only or json_out)  # --diff and --json without --yes only preview
+    out = Output(raw=True)
+
+    allow_outside = yes or not writes
+    if not allow_outside and service.outside_root(file):
+        where = Path(file).expanduser().resolve()
+        if not interactive:
+            raise OutsideRootError(
+                f"{where} is outside the working directory {Path.cwd()}: nothing done; pass --yes to allow it"
+            )
+        if not _ask(f"{where} is outside the working directory. Edit it anyway?"):
+            raise NotAppliedError(f"not edited: {where} is outside the working directory")
+        allow_outside = True
+    source = service.read_source(file, allow_outside=allow_outside)
+    context = service.read_context(context_files or [])
+
+    opened = open_engine(settings, explicit)
+    if opened.note:
+        out.note(opened.note)
+    engine = opened.engine
+    with out.loading(engine.info.name, engine.info.loaded or engine.info.remote):
+        info = engine.load()
+    for warning in info.warnings:
+        out.note(warning)
+    if verbose:
+        out.note(
+            f"model {info.name}: {info.location}; format {info.prompt_format}; context {info.n_ctx} tokens"
+        )
+    lines = len(source.file.text.splitlines())
+    out.note(f"rewriting {source.display} ({lines} lines) with {info.name or 'the server model'}…")
+    progress = _Progress(out.stderr_tty)
+    try:
+        result = service.rewrite(
+            engine,
+            source,
+            text,
+            generation_params(settings),
+            context=context,
+            system=settings.system,
+            on_text=progress,
+        )
+    finally:
+        progress.done()
+    st = result.stats
+    if stats:
+        out.stats(st)
+        if st.decode_steps:
+            out.note(
+                f"drafted {st.drafted_tokens} tokens, {st.accepted_tokens} accepted; "
+                f"{st.decode_steps} decode steps"
+            )
+    diff = result.diff()
+    plan = result.plan
+
+    def payload(applied: bool, error: str | None = None) -> str:
+        new_text = plan.new_text if plan is not None else source.file.text
+        obj: dict[str, object] = {
+            "files": [
+                {
+                    "path": source.display,
+                    "changed": result.changed,
+                    "lines_before": len(source.file.text.splitlines()),
+                    "lines_after": len(new_text.splitlines()),
+                }
+            ],
+            "diff": diff,
+            "applied": applied,
+            "model": info.name,
+            "text": result.reply,
+            "stats": st.as_dict(),
+        }
+        if error:
+            obj["error"] = error
+        return json.dumps(obj, ensure_ascii=False) + "\n"
+
+    engine.persist()
+    if isinstance(result.problem, NoCodeError) or plan is None:
+        sys.stderr.write(result.reply.rstrip("\n") + "\n")
+        if json_out:
+            out.write_plain(payload(False, result.problem.message if result.problem else None))
+        raise result.problem or NoCodeError("the reply has no code block")
+    if not result.changed:
+        if json_out:
+            out.write_plain(payload(False))
+        out.note(f"no changes: the model's rewrite of {source.display} is identical; nothing written")
+        return
+    if result.problem is not None:
+        if json_out:
+            out.write_plain(payload(False, result.problem.message))
+        else:
+            _show_diff(diff, sys.stderr if diff_only else sys.stdout)
+        raise result.problem
+    if diff_only:
+        _show_diff(diff, sys.stdout)
+        return
+    if json_out and not yes:
+        out.write_plain(payload(False))
+        return
+    if not json_out:
+        _show_diff(diff, sys.stdout)
+        out.note(plan.summary())
+    if not yes:
+        if not interactive:
+            raise NotAppliedError(
+                f"not applied: no terminal to confirm on; pass --yes to write {source.display}, "
+                "or --diff to print the patch"
+            )
+        if not _ask("Apply?"):
+            raise NotAppliedError(f"not applied: {source.display} left as it was")
+    service.apply(result)
+    if json_out:
+        out.write_plain(payload(True))
+    out.note(f"wrote {source.display} (starchat undo reverts it)")
+
+
+def undo(
+    list_: bool = typer.Option(False, "--list", "-l", help="Show the writes that can still be undone."),
+    force: bool = typer.Option(
+        False, "--force", help="Restore the file even if it was edited after starchat wrote it."
+    ),
+) -> None:
+    import time
+
+    from starchat_cli.chat.edit_errors import FileChangedError
+    from starchat_cli.chat.undo import UndoJournal
+
+    journal = UndoJournal()
+    cwd = Path.cwd().resolve()
+
+    def shown(path: str) -> str:
+        try:
+            return str(Path(path).relative_to(cwd))
+        except ValueError:
+            return path
+
+    if list_:
+        entries = journal.entries()
+        if not entries:
+            print("nothing to undo: starchat has not written any file", file=sys.stderr)
+            return
+        for entry in reversed(entries[-20:]):
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.time))
+            print(f"{when}  {shown(entry.path)}  {entry.summary}")
+        return
+    try:
+        entry = journal.undo(force=force)
+    except FileChangedError as exc:
+        raise FileChangedError(f"{exc.message}; --force restores it anyway") from None
+    verb = "restored" if entry.existed else "removed (starchat had created it)"
+    print(f"starchat: undone: {shown(entry.path)} {verb} ({entry.summary})", file=sys.stderr)
+
+
+__all__ = ["edit", "register", "undo"]
