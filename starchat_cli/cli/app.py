@@ -53,10 +53,13 @@ class StarchatGroup(TyperGroup):
         except StarchatError as exc:
             say_error(exc.message)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            from starchat_cli.cli.signals import Terminated
+
+            terminated = isinstance(exc, Terminated)  # SIGTERM in convert/quantize/pull
             print(file=sys.stderr)
-            say_error("interrupted")
-            ctx.exit(ExitCode.INTERRUPTED)
+            say_error("terminated" if terminated else "interrupted")
+            ctx.exit(ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED)
         except Exception as exc:
             if type(exc).__module__.startswith(("typer", "click")) or os.environ.get("STARCHAT_DEBUG"):
                 raise  # Exit, Abort, usage errors: Click reports those itself

@@ -19,6 +19,7 @@ from starchat_cli.cli.options import (
     System,
     Temperature,
     Threads,
+    number,
 )
 from starchat_cli.core import defaults
 
@@ -50,11 +51,19 @@ def ask(
     system: System = None,
     temperature: Temperature = None,
     top_p: Optional[float] = typer.Option(
-        None, "--top-p", help=f"Nucleus sampling cut-off. [default: {defaults.TOP_P}]", show_default=False
+        None,
+        "--top-p",
+        help=f"Nucleus sampling cut-off. [default: {defaults.TOP_P}]",
+        show_default=False,
+        callback=number("top_p"),
     ),
     max_tokens: MaxTokens = None,
     seed: Optional[int] = typer.Option(
-        None, "--seed", help="Random seed, for repeatable sampling.", show_default=False
+        None,
+        "--seed",
+        help="Random seed, for repeatable sampling.",
+        show_default=False,
+        callback=number("seed"),
     ),
     json_out: bool = typer.Option(
         False, "--json", help="Print one JSON object: text, model, code blocks, stats."

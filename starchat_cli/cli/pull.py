@@ -44,6 +44,9 @@ def pull(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the files and sizes, download nothing."),
     revision: str = typer.Option("main", "--revision", help="Branch, tag or commit on the Hub."),
 ) -> None:
+    from starchat_cli.cli.signals import terminate_like_ctrl_c
+
+    terminate_like_ctrl_c()
     from starchat_cli.core.errors import ExitCode, StarchatError
     from starchat_cli.core.units import format_bytes
     from starchat_cli.services.pull import dry_run_lines, execute, make_plan, parse_target
