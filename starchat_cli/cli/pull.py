@@ -53,6 +53,11 @@ def pull(
 
     target = parse_target(model, quant, from_source)
     target.revision = revision
+    if not dry_run:
+        from starchat_cli.core.fsutil import ensure_folder
+        from starchat_cli.models.hub import hf_hub_cache
+
+        ensure_folder(hf_hub_cache())  # a cache that cannot be created fails first, by name (exit 12)
     plan = make_plan(target)
     for note in plan.notes:
         print(f"starchat: {note}", file=sys.stderr)
@@ -74,9 +79,14 @@ def pull(
                 convert_progress=ui.convert,
                 quantize_progress=ui.quantize,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from starchat_cli.cli.signals import Terminated
+
+        how = ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
         raise StarchatError(
-            "interrupted: run the same command again to resume the download", exit_code=ExitCode.INTERRUPTED
+            f"{'terminated' if how == ExitCode.TERMINATED else 'interrupted'}: run the same command again "
+            "to resume the download",
+            exit_code=how,
         ) from None
     how = "from the cache (offline)" if plan.offline else f"from {target.repo}"
     print(f"pulled {entry.name} ({entry.quant}, {entry.source}) {how}: {entry.path}")

@@ -21,7 +21,7 @@ _REASONS = {
     errno.EISDIR: "it is a folder: name a file",
     errno.EACCES: "permission denied: choose a folder you can write to",
     errno.EPERM: "not permitted: choose a folder you can write to",
-    errno.EROFS: "read-only filesystem: choose a folder on a writable disk",
+    errno.EROFS: "read-only filesystem: choose a writable folder",
     errno.ENOENT: "the folder does not exist and cannot be created here (a pseudo filesystem?): choose another path",
     errno.ENAMETOOLONG: "the name is too long: choose a shorter one",
     errno.ELOOP: "too many symbolic links: choose another path",
@@ -41,8 +41,25 @@ def output_error(path: str | os.PathLike[str], exc: OSError) -> StarchatError:
     where = Path(path)
     if exc.errno in DISK_FULL:
         return StarchatError(f"disk full while writing {where}: free some space and try again")
-    reason = _REASONS.get(exc.errno or 0) or (exc.strerror or type(exc).__name__).lower()
+    code = exc.errno or 0
+    blocker = _file_on_the_way(where)
+    if code in (errno.ENOTDIR, errno.EEXIST) and blocker is not None:
+        return OutputError(
+            f"cannot write {where}: {blocker} is a file, not a folder: choose a path inside a folder"
+        )
+    reason = _REASONS.get(code) or (exc.strerror or type(exc).__name__).lower()
     return OutputError(f"cannot write {where}: {reason}")
+
+
+def _file_on_the_way(path: Path) -> Path | None:
+    """The nearest parent of ``path`` that exists and is not a folder (``mkdir -p`` trips on it)."""
+    for parent in path.parents:
+        try:
+            if parent.exists():
+                return None if parent.is_dir() else parent
+        except OSError:
+            return None
+    return None
 
 
 @contextlib.contextmanager
