@@ -111,7 +111,7 @@ def _root(
 
 
 def _register() -> None:
-    from starchat_cli.cli import ask, cache, chat, convert, doctor, models, pull, serve
+    from starchat_cli.cli import ask, cache, chat, completion, convert, doctor, models, pull, serve
 
     ask.register(app)
     models.register(app)
@@ -121,6 +121,7 @@ def _register() -> None:
     convert.register(app)
     chat.register(app)
     cache.register(app)
+    completion.register(app)
 
 
 _register()
@@ -134,6 +135,10 @@ def _is_terminal() -> bool:
 
 
 def main() -> None:
+    if os.environ.get("_STARCHAT_COMPLETE"):  # a shell asks for completions (starchat completion)
+        from starchat_cli.cli.completion import enable_shell_classes
+
+        enable_shell_classes()
     if len(sys.argv) == 1 and _is_terminal():
         sys.argv.append("chat")  # a bare `starchat` on a terminal opens the chat; piped, it prints help
     try:
