@@ -62,6 +62,10 @@ STDOUT_COMMANDS = [
     ["sessions", "search", "reverse"],
     ["sessions", "search", "reverse", "--json"],
     ["doctor"],
+    ["doctor", "--json"],
+    ["cache", "list"],
+    ["cache", "list", "--json"],
+    ["completion", "bash"],
 ]
 
 
