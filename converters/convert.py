@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from converters.errors import ConversionError, OutOfSpaceError
+from converters.outfile import DISK_FULL, PendingOutput, check_target, output_failure
 
 from .arch import ArchPlan, plan_for, read_config
 from .pipeline import F16, MAX_WORKERS, Ring, Tensor, chunks, n_bytes, out_type, pipelined
@@ -104,13 +104,6 @@ def _check_disk(out_dir: Path, needed: int) -> None:
         )
 
 
-def default_mode() -> int:
-    """The permission bits a plain ``open(path, "w")`` would give a new file (0666 & ~umask)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def default_output(hf_dir: Path, outtype: str) -> Path:
     return Path.cwd() / f"{hf_dir.resolve().name}-{outtype.upper()}.gguf"
 
@@ -139,8 +132,7 @@ def convert_checkpoint(
     if outtype not in OUTTYPES:
         raise ConversionError(f"unknown output type {outtype!r}: choose one of {', '.join(OUTTYPES)}")
     out = Path(out_path).expanduser() if out_path is not None else default_output(hf, outtype)
-    if out.is_dir():
-        raise ConversionError(f"{out} is a folder: pass a .gguf file name with -o")
+    check_target(out)  # a folder, a path under a file, an unwritable folder: said before any work
     if out.exists() and not overwrite:
         raise ConversionError(f"{out} exists already: pass --force to replace it, or another -o")
 
@@ -200,12 +192,14 @@ def _convert(
     alignment = gguf.GGUF_DEFAULT_ALIGNMENT
     data_bytes = sum(gguf.GGUFWriter.ggml_pad(t.out_bytes, alignment) for t in tensors)
     vocab_bytes = sum(len(s.encode("utf-8")) + 8 for s in vocab.tokens + vocab.merges)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _check_disk(out.parent, data_bytes + vocab_bytes + 1024 * 1024)
-
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    pending = PendingOutput(out)  # an unwritable folder fails here, before the free-space check
+    try:
+        _check_disk(out.parent, data_bytes + vocab_bytes + 1024 * 1024)
+    except BaseException:
+        pending.discard()
+        raise
+    tmp = pending.path
+    delay = float(os.environ.get("STARCHAT_TEST_WRITE_DELAY") or 0)  # tests: time to kill a run mid-write
     writer = None
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="starchat-convert") if workers > 1 else None
@@ -253,12 +247,14 @@ def _convert(
             writer.write_padding(fout, written)
             offset += gguf.GGUFWriter.ggml_pad(written, alignment)
             t.reader.release(t.hf_name)
+            if delay:
+                fout.flush()
+                time.sleep(delay)
         fout.flush()
         os.fsync(fout.fileno())
         writer.close()
         writer = None
-        os.chmod(tmp, default_mode())  # mkstemp made it 0600; a model file is as readable as any other
-        os.replace(tmp, out)
+        pending.commit()  # fsync, 0666 & ~umask like any file, and into place in one step
     except BaseException as exc:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -268,9 +264,9 @@ def _convert(
                 writer.close()
             except Exception:
                 pass
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT
-            raise OutOfSpaceError(f"disk full while writing {out}: free some space and try again") from exc
+        pending.discard()
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise output_failure(out, exc) from exc
         raise
     finally:
         if pool is not None:

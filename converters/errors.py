@@ -26,3 +26,12 @@ class InputFileError(ConverterError):
     def __init__(self, message: str, *, missing: bool = False) -> None:
         super().__init__(message)
         self.missing = missing
+
+
+class OutputPathError(ConverterError):
+    """The output path cannot be written (``error`` says why); the CLI words it for the user."""
+
+    def __init__(self, path: object, error: OSError) -> None:
+        super().__init__(f"cannot write {path}: {error.strerror or error}")
+        self.path = path
+        self.error = error

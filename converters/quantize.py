@@ -11,7 +11,6 @@ import ctypes
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from converters.errors import ConversionError, InputFileError, OutOfSpaceError
+from converters.outfile import PendingOutput, check_target
 
 # Types llama.cpp's quantizer refuses without an importance matrix ("this quantization
 # requires an imatrix"), which starchat does not compute.
@@ -130,8 +130,7 @@ def quantize(
     out = Path(out_path).expanduser() if out_path is not None else default_output(src, name)
     if _same_file(src, out) or os.path.realpath(src) == os.path.realpath(out):
         raise ConversionError(f"refusing to overwrite the input {src}: pass another -o")
-    if out.is_dir():
-        raise ConversionError(f"{out} is a folder: pass a .gguf file name with -o")
+    check_target(out)
     if out.exists() and not overwrite:
         raise ConversionError(f"{out} exists already: pass --force to replace it, or another -o")
     if current not in ("F32", "F16", "BF16") and not allow_requantize:
@@ -139,7 +138,7 @@ def quantize(
             f"{src} is already quantized ({current}); quantizing again loses quality: start from the "
             "F16/BF16/F32 file, or pass --allow-requantize"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    pending = PendingOutput(out)  # an unwritable folder fails here, not as "not enough disk space"
     try:
         import shutil
 
@@ -147,6 +146,7 @@ def quantize(
     except OSError:
         free = None
     if free is not None and free < size // 2:
+        pending.discard()
         # Every type is at least ~2x smaller than F32 and most far smaller than F16; this is a rough floor.
         raise OutOfSpaceError(
             f"not enough disk space in {out.parent} ({free / 1e9:.2f} GB free): free some space or use -o"
@@ -154,9 +154,7 @@ def quantize(
 
     import llama_cpp
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = pending.path
     log: deque[str] = deque(maxlen=40)
 
     @llama_cpp.llama_log_callback
@@ -205,7 +203,7 @@ def quantize(
                     worker.join(0.2)
             except KeyboardInterrupt:
                 worker.join()
-                tmp.unlink(missing_ok=True)
+                pending.discard()
                 raise
         finally:
             _restore_log()
@@ -218,14 +216,9 @@ def quantize(
                 log[-1] if log else "no detail",
             )
             raise ConversionError(f"llama.cpp could not quantize {src} to {name}: {detail}")
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        from .convert import default_mode
-
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, out)
+        pending.commit()
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        pending.discard()
         raise
     if progress is not None:
         progress(n_tensors, n_tensors, "")

@@ -43,6 +43,8 @@ class FakeHub:
     lfs_min: int = 1024
     claimed_sizes: dict[str, int] = field(default_factory=dict)  # "repo/file" -> size to report
     throttle: float = 0.0  # seconds to wait after each 256 KiB sent (a slow link)
+    redirect_to: str | None = None  # answer /resolve/ with 302 to this base URL (a CDN)
+    headers_seen: list[dict[str, str]] = field(default_factory=list)  # request headers, in order
 
     def add(self, repo: str, files: dict[str, bytes], *, gated: bool = False) -> Repo:
         commit = hashlib.sha1(
@@ -69,7 +71,7 @@ class FakeHub:
             "siblings": siblings,
         }
 
-    def start(self) -> tuple[ThreadingHTTPServer, str]:
+    def start(self, host: str = "127.0.0.1") -> tuple[ThreadingHTTPServer, str]:
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -99,6 +101,7 @@ class FakeHub:
                 url = urlparse(self.path)
                 path = unquote(url.path)
                 hub.requests.append(f"{self.command} {path}")
+                hub.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
                 m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", path)
                 if m:
                     repo = hub.repos.get(m.group(1))
@@ -121,6 +124,12 @@ class FakeHub:
                     return self._error(404, "RepoNotFound", "Repository not found")
                 if not self._authorized(repo):
                     return self._error(401, "GatedRepo", "Access to this model is restricted")
+                if hub.redirect_to is not None:
+                    self.send_response(302)
+                    self.send_header("Location", hub.redirect_to + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = repo.files.get(m.group(3))
                 if data is None:
                     return self._error(404, "EntryNotFound", "Entry not found")
@@ -171,6 +180,6 @@ class FakeHub:
                 self.wfile.write(body)
                 hub.served[key] += len(body)
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = ThreadingHTTPServer((host, 0), Handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server, f"http://127.0.0.1:{server.server_address[1]}"
+        return server, f"http://{host}:{server.server_address[1]}"

@@ -112,12 +112,19 @@ def test_ctrl_c_mid_stream(demo_gguf):
 
 
 def test_broken_pipe_is_quiet(demo_gguf):
-    cmd = f'"{sys.executable}" -m starchat_cli ask -m demo -t 0 "Count from 1 to 200." | head -c 5'
+    """`starchat ask ... | head -c 5`: starchat itself (PIPESTATUS[0], not head) ends 141, silently."""
+    cmd = (
+        f'"{sys.executable}" -m starchat_cli ask -m demo -t 0 "Count from 1 to 200." | head -c 5; '
+        'echo "|${PIPESTATUS[0]}"'
+    )
     res = subprocess.run(
         ["bash", "-c", cmd], capture_output=True, cwd=REPO, timeout=300, stdin=subprocess.DEVNULL
     )
-    assert len(res.stdout) == 5
+    answer, _, status = res.stdout.rpartition(b"|")
+    assert len(answer) == 5
+    assert status.strip() == b"141", res.stderr.decode()
     assert b"Traceback" not in res.stderr and b"BrokenPipe" not in res.stderr
+    assert b"Exception ignored" not in res.stderr
 
 
 def run_in_pty(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:

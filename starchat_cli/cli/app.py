@@ -16,6 +16,23 @@ from typer.core import TyperGroup
 from starchat_cli import __version__
 from starchat_cli.core.errors import ExitCode, StarchatError
 
+EXIT_READER_GONE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
+
+
+def reader_gone() -> None:
+    """The reader of stdout went away: point stdout at /dev/null so nothing more fails on it.
+
+    Without this, the interpreter's last flush of the dead pipe prints "Exception ignored ..."
+    on stderr at exit. One mechanism for every command: the group's ``invoke`` and ``main``
+    below call it, so no command needs its own handler.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
 
 def say_error(message: str) -> None:
     """One line on stderr, the same shape for every failure."""
@@ -27,16 +44,22 @@ class StarchatGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # buffered output meets a closed pipe here, not at interpreter exit
+            return result
+        except BrokenPipeError:
+            reader_gone()
+            ctx.exit(EXIT_READER_GONE)
         except StarchatError as exc:
             say_error(exc.message)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            from starchat_cli.cli.signals import Terminated
+
+            terminated = isinstance(exc, Terminated)  # SIGTERM in convert/quantize/pull
             print(file=sys.stderr)
-            say_error("interrupted")
-            ctx.exit(ExitCode.INTERRUPTED)
-        except BrokenPipeError:
-            raise  # the reader went away: main() ends quietly
+            say_error("terminated" if terminated else "interrupted")
+            ctx.exit(ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED)
         except Exception as exc:
             if type(exc).__module__.startswith(("typer", "click")) or os.environ.get("STARCHAT_DEBUG"):
                 raise  # Exit, Abort, usage errors: Click reports those itself
@@ -88,7 +111,7 @@ def _root(
 
 
 def _register() -> None:
-    from starchat_cli.cli import ask, cache, chat, complete, convert, doctor, edit, models, pull, serve
+    from starchat_cli.cli import ask, cache, chat, complete, completion, convert, doctor, edit, models, pull, serve
 
     ask.register(app)
     complete.register(app)
@@ -100,6 +123,7 @@ def _register() -> None:
     chat.register(app)
     cache.register(app)
     edit.register(app)
+    completion.register(app)
 
 
 _register()
@@ -113,15 +137,26 @@ def _is_terminal() -> bool:
 
 
 def main() -> None:
+    if os.environ.get("_STARCHAT_COMPLETE"):  # a shell asks for completions (starchat completion)
+        from starchat_cli.cli.completion import enable_shell_classes
+
+        enable_shell_classes()
     if len(sys.argv) == 1 and _is_terminal():
         sys.argv.append("chat")  # a bare `starchat` on a terminal opens the chat; piped, it prints help
     try:
         app(prog_name="starchat")
     except BrokenPipeError:
-        # The reader went away (`starchat ask ... | head`): stop quietly.
+        reader_gone()  # the reader went away (`starchat ask ... | head`): stop quietly
+        sys.exit(EXIT_READER_GONE)
+    except SystemExit as exc:
+        # Typer turns EPIPE outside a command (help, usage text) into exit 1 and wraps
+        # sys.stdout in click's PacifyFlushWrapper: that wrapper is the sign the reader left.
+        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            reader_gone()
+            sys.exit(EXIT_READER_GONE)
         try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
-        sys.exit(141)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            reader_gone()
+            sys.exit(EXIT_READER_GONE)
+        raise

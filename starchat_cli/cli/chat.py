@@ -24,6 +24,7 @@ from starchat_cli.cli.options import (
     System,
     Temperature,
     Threads,
+    number,
 )
 
 CHAT_HELP = """\
@@ -142,7 +143,7 @@ def _when(ts: float) -> str:
 
 def sessions_list(
     limit: Optional[int] = typer.Option(
-        None, "--limit", "-l", help="Show at most N sessions.", show_default=False
+        None, "--limit", "-l", help="Show at most N sessions.", show_default=False, callback=number("limit")
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -171,7 +172,7 @@ def sessions_show(session_id: str = typer.Argument(..., help="Session id or uniq
 
 def sessions_search(
     query: List[str] = typer.Argument(..., help="Words to find (all must match; the last one as a prefix)."),
-    limit: int = typer.Option(20, "--limit", "-l", help="Show at most N matches."),
+    limit: int = typer.Option(20, "--limit", "-l", help="Show at most N matches.", callback=number("limit")),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     from starchat_cli.chat.sessions import SessionStore

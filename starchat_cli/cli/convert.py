@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from starchat_cli.cli.options import number
 from starchat_cli.core.units import format_bytes
 
 CONVERT_HELP = """\
@@ -135,6 +136,9 @@ def convert(
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file or store entry."),
 ) -> None:
+    from starchat_cli.cli.signals import terminate_like_ctrl_c
+
+    terminate_like_ctrl_c()
     from converters.convert import OUTTYPES, convert_checkpoint
     from starchat_cli.core.errors import ConversionError
     from starchat_cli.models.catalog import get_spec
@@ -204,7 +208,9 @@ def quantize(
         help="The .gguf file to write. [default: beside the input, named after the type]",
         show_default=False,
     ),
-    threads: int = typer.Option(0, "--threads", help="Threads for the quantizer; 0 = every core."),
+    threads: int = typer.Option(
+        0, "--threads", help="Threads for the quantizer; 0 = every core.", callback=number("quantize_threads")
+    ),
     allow_requantize: bool = typer.Option(
         False, "--allow-requantize", help="Accept an input that is already quantized (loses quality)."
     ),
@@ -222,6 +228,9 @@ def quantize(
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file or store entry."),
 ) -> None:
+    from starchat_cli.cli.signals import terminate_like_ctrl_c
+
+    terminate_like_ctrl_c()
     from converters.quantize import check_type
     from converters.quantize import quantize as run_quantize
     from starchat_cli.models.catalog import get_spec

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from starchat_cli.cli.options import number
 from starchat_cli.core import defaults
 from starchat_cli.core.units import format_bytes
 
@@ -29,7 +30,13 @@ def _gib(n: int | None) -> str:
 
 def doctor(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
-    ctx: int = typer.Option(defaults.CTX, "--ctx", "-c", help="Context size the offload plans are made for."),
+    ctx: int = typer.Option(
+        defaults.CTX,
+        "--ctx",
+        "-c",
+        help="Context size the offload plans are made for.",
+        callback=number("doctor_ctx"),
+    ),
     load: bool = typer.Option(
         False, "--load", help="Also load each model with llama.cpp (slower, thorough)."
     ),

@@ -44,12 +44,20 @@ def pull(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the files and sizes, download nothing."),
     revision: str = typer.Option("main", "--revision", help="Branch, tag or commit on the Hub."),
 ) -> None:
+    from starchat_cli.cli.signals import terminate_like_ctrl_c
+
+    terminate_like_ctrl_c()
     from starchat_cli.core.errors import ExitCode, StarchatError
     from starchat_cli.core.units import format_bytes
     from starchat_cli.services.pull import dry_run_lines, execute, make_plan, parse_target
 
     target = parse_target(model, quant, from_source)
     target.revision = revision
+    if not dry_run:
+        from starchat_cli.core.fsutil import ensure_folder
+        from starchat_cli.models.hub import hf_hub_cache
+
+        ensure_folder(hf_hub_cache())  # a cache that cannot be created fails first, by name (exit 12)
     plan = make_plan(target)
     for note in plan.notes:
         print(f"starchat: {note}", file=sys.stderr)
@@ -71,9 +79,14 @@ def pull(
                 convert_progress=ui.convert,
                 quantize_progress=ui.quantize,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from starchat_cli.cli.signals import Terminated
+
+        how = ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
         raise StarchatError(
-            "interrupted: run the same command again to resume the download", exit_code=ExitCode.INTERRUPTED
+            f"{'terminated' if how == ExitCode.TERMINATED else 'interrupted'}: run the same command again "
+            "to resume the download",
+            exit_code=how,
         ) from None
     how = "from the cache (offline)" if plan.offline else f"from {target.repo}"
     print(f"pulled {entry.name} ({entry.quant}, {entry.source}) {how}: {entry.path}")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from starchat_cli.cli.options import Ctx, Gpu, Model, Threads
+from starchat_cli.cli.options import Ctx, Gpu, Model, Threads, number
 from starchat_cli.core import defaults
 
 SERVE_HELP = """\
@@ -56,7 +56,7 @@ def serve(
     host: str = typer.Option(
         defaults.SERVE_HOST, "--host", help="Address to bind; anything but loopback needs --api-key."
     ),
-    port: int = typer.Option(defaults.SERVE_PORT, "--port", "-p", help="TCP port."),
+    port: int = typer.Option(defaults.SERVE_PORT, "--port", "-p", help="TCP port.", callback=number("port")),
     api_key: Optional[str] = typer.Option(
         None,
         "--api-key",
@@ -67,10 +67,16 @@ def serve(
     threads: Threads = None,
     gpu: Gpu = None,
     max_tokens_limit: int = typer.Option(
-        defaults.SERVE_MAX_TOKENS, "--max-tokens-limit", help="Largest max_tokens a request may ask for."
+        defaults.SERVE_MAX_TOKENS,
+        "--max-tokens-limit",
+        help="Largest max_tokens a request may ask for.",
+        callback=number("max_tokens_limit"),
     ),
     max_body: int = typer.Option(
-        defaults.SERVE_MAX_BODY, "--max-body", help="Largest request body in bytes."
+        defaults.SERVE_MAX_BODY,
+        "--max-body",
+        help="Largest request body in bytes.",
+        callback=number("max_body"),
     ),
     allow_host: Optional[list[str]] = typer.Option(
         None,
@@ -98,8 +104,6 @@ def serve(
         raise ConfigError(
             f"binding {host} exposes the model to the network: add --api-key KEY (or set STARCHAT_API_KEY)"
         )
-    if not 0 < port < 65536:
-        raise ConfigError(f"option --port must be from 1 to 65535, not {port}")
     hosts = _listed(allow_host, "STARCHAT_ALLOW_HOST")
     origins = _listed(allow_origin, "STARCHAT_ALLOW_ORIGIN")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -24,6 +24,7 @@ class ExitCode:
     NOT_APPLIED = 11  # `edit`: the rewrite was declined, refused (file changed, elided code) or not safe
     OUTPUT = 12  # a file or folder the user named cannot be written (read-only, not a folder, ...)
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    TERMINATED = 143  # SIGTERM during convert, quantize or pull (128 + SIGTERM), cleaned up like Ctrl-C
 
 
 class StarchatError(Exception):
@@ -76,3 +77,9 @@ class ConversionError(StarchatError):
     """A checkpoint cannot be converted, or a GGUF cannot be quantized: bad or unsupported input."""
 
     exit_code = ExitCode.CONVERT
+
+
+class OutputError(StarchatError):
+    """A file or folder the user named cannot be written (see :func:`starchat_cli.core.fsutil.output_error`)."""
+
+    exit_code = ExitCode.OUTPUT

@@ -223,6 +223,7 @@ def build_mismatch(build: BuildInfo, gpus: list[GPU]) -> str | None:
 
 def hint_once(key: str) -> bool:
     """True the first time a hint is asked for on this machine (a marker in the cache dir)."""
+    from starchat_cli.core.errors import StarchatError
     from starchat_cli.core.fsutil import atomic_write_text
     from starchat_cli.core.paths import get_paths
 
@@ -231,6 +232,6 @@ def hint_once(key: str) -> bool:
         return False
     try:
         atomic_write_text(marker, "shown\n")
-    except OSError:
+    except (OSError, StarchatError):  # an unwritable cache: the hint shows again, nothing fails
         pass
     return True

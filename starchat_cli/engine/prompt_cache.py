@@ -289,13 +289,20 @@ class PromptCache:
         for entry in self.entries():
             if model is not None and entry.model != model:
                 continue
+            self._delete(entry.id)  # a folder that refuses deletion is an error here, not a silent no-op
             removed.count += 1
             removed.bytes += entry.size
             removed.names.append(entry.model)
-            self._discard(entry.id, None)
         if model is None:
             removed.bytes += self._sweep(max_age=0)
         return removed
+
+    def _delete(self, ident: str) -> None:
+        from starchat_cli.core.fsutil import writing
+
+        with writing(self.folder):
+            for suffix in (META_SUFFIX, STATE_SUFFIX):
+                (self.folder / f"{ident}{suffix}").unlink(missing_ok=True)
 
     def _discard(self, ident: str, why: str | None) -> None:
         for suffix in (META_SUFFIX, STATE_SUFFIX):

@@ -18,6 +18,7 @@ from starchat_cli.core.errors import ExitCode, StarchatError
 from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
 from starchat_cli.engine.fit import FitResult
 from starchat_cli.engine.prompts import FORMATS, Message
+from starchat_cli.engine.remote_events import content_type, events, first_bytes
 from starchat_cli.engine.stops import StopTextFilter, without_trailing_whitespace
 from starchat_cli.models.catalog import CATALOG
 
@@ -93,6 +94,10 @@ class RemoteEngine:
             )
         return RemoteError(f"{self.base} answered {status}: {detail}")
 
+    def _garbage(self, what: str) -> RemoteError:
+        """A 200 that is not an answer (exit 10): ``what`` names what came back."""
+        return RemoteError(f"{self.base} {what}")
+
     def _unreachable(self, exc: Exception) -> RemoteError:
         return RemoteError(f"cannot reach {self.base} ({type(exc).__name__}: {exc}): is the server running?")
 
@@ -110,9 +115,21 @@ class RemoteEngine:
             if res.status_code != 200:
                 raise self._fail(res.status_code, res.content)
             try:
-                self._model = res.json()["data"][0]["id"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                raise RemoteError(f"{self.base}/models listed no model: pass -m MODEL") from None
+                listing = res.json()
+            except ValueError:
+                raise RemoteError(
+                    f"{self.base}/models answered 200 with {content_type(res.headers)}, not JSON: "
+                    f"{first_bytes(res.content)} (is the endpoint the URL of an OpenAI-compatible API?)"
+                ) from None
+            try:
+                self._model = listing["data"][0]["id"]
+                if not isinstance(self._model, str):
+                    raise TypeError
+            except (KeyError, IndexError, TypeError):
+                self._model = None
+                raise RemoteError(
+                    f"{self.base}/models listed no model ({first_bytes(res.content)}): pass -m MODEL"
+                ) from None
         return self._model
 
     # -- generation ------------------------------------------------------------------------
@@ -231,21 +248,13 @@ class RemoteEngine:
             ):
                 if res.status_code != 200:
                     raise self._fail(res.status_code, res.read())
-                for line in res.iter_lines():
+                answer = events(content_type(res.headers), res.iter_lines(), res.read, self._garbage)
+                for event in answer:
                     if cancel is not None and cancel.is_set():
                         stats.stop_reason = "cancelled"
                         break
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == "[DONE]":
-                        break
-                    try:
-                        event = json.loads(payload)
-                    except ValueError:
-                        continue
                     usage = event.get("usage")
-                    if usage:
+                    if isinstance(usage, dict):
                         stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
                         stats.generated_tokens = int(usage.get("completion_tokens") or counted)
                     for choice in event.get("choices") or ():

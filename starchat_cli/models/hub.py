@@ -238,8 +238,9 @@ def download(
     if done is not None:
         return done
     folder = repo_folder(listing.repo)
-    blobs = folder / "blobs"
-    blobs.mkdir(parents=True, exist_ok=True)
+    from starchat_cli.core.fsutil import ensure_folder
+
+    blobs = ensure_folder(folder / "blobs")
     blob = blobs / f.blob_name
     if not (blob.exists() and verify(blob, f)):
         for attempt in (1, 2):
@@ -268,6 +269,23 @@ def download(
 
         atomic_write_text(folder / "refs" / revision, listing.commit)
     return snap
+
+
+def _write_error(partial: Path, f: RemoteFile, exc: OSError) -> Exception:
+    """A failed write of the partial download: the partial stays where it is, for the next pull."""
+    from starchat_cli.core.errors import StarchatError
+    from starchat_cli.core.fsutil import DISK_FULL, output_error
+
+    if exc.errno in DISK_FULL:
+        try:
+            kept = partial.stat().st_size
+        except OSError:
+            kept = 0
+        return StarchatError(
+            f"disk full while downloading {f.name} ({kept:,} of {f.size:,} bytes kept in {partial}): "
+            "free some space and run the same command again to resume"
+        )
+    return output_error(partial, exc)
 
 
 def _fetch(listing: RepoListing, f: RemoteFile, partial: Path, progress: ProgressFn | None) -> None:
@@ -306,16 +324,19 @@ def _fetch(listing: RepoListing, f: RemoteFile, partial: Path, progress: Progres
             if mode == "wb":
                 have = 0
             last = 0.0
-            with partial.open(mode) as out:
-                for chunk in res.iter_bytes():
-                    out.write(chunk)
-                    have += len(chunk)
-                    now = time.monotonic()
-                    if progress and now - last > 0.1:
-                        progress(f.name, have, f.size)
-                        last = now
-                out.flush()
-                os.fsync(out.fileno())
+            try:
+                with partial.open(mode) as out:
+                    for chunk in res.iter_bytes():
+                        out.write(chunk)
+                        have += len(chunk)
+                        now = time.monotonic()
+                        if progress and now - last > 0.1:
+                            progress(f.name, have, f.size)
+                            last = now
+                    out.flush()
+                    os.fsync(out.fileno())
+            except OSError as exc:
+                raise _write_error(partial, f, exc) from None
             if progress:
                 progress(f.name, have, f.size)
     except httpx.HTTPError as exc:

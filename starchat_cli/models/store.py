@@ -254,11 +254,15 @@ class Store:
 
 
 def _atomic_copy(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    from starchat_cli.core.fsutil import ensure_folder, output_error
+
+    ensure_folder(dest.parent)
     tmp = dest.with_name(f".{dest.name}.tmp")
     try:
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and src.exists():  # the source is fine: the destination is not
+            raise output_error(dest, exc) from None
         raise

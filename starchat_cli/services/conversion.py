@@ -27,6 +27,10 @@ def converter_errors() -> Iterator[None]:
         yield
     except errors.InputFileError as exc:
         raise (ModelNotFoundError if exc.missing else ModelLoadError)(exc.message) from None
+    except errors.OutputPathError as exc:
+        from starchat_cli.core.fsutil import output_error
+
+        raise output_error(str(exc.path), exc.error) from None
     except errors.OutOfSpaceError as exc:
         raise StarchatError(exc.message, exit_code=ExitCode.ERROR) from None
     except errors.ConversionError as exc:

@@ -265,8 +265,9 @@ def _build_from_source(plan, hf_dir, store, keep_f16, on_stage, convert_progress
 
     target = plan.target
     quant = (target.quant or DEFAULT_QUANT).upper()
-    models = get_paths().models_dir
-    models.mkdir(parents=True, exist_ok=True)
+    from starchat_cli.core.fsutil import ensure_folder
+
+    models = ensure_folder(get_paths().models_dir)
     stem = (target.family or target.repo.split("/")[-1]).replace(":", "-")
     f16 = models / f"{stem}-F16.gguf"
     final = models / f"{stem}-{quant}.gguf"

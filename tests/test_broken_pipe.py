@@ -1,0 +1,83 @@
+"""A reader that goes away: every command writing to stdout ends 141, quietly.
+
+Real pipes: the read end is closed before (or while) starchat writes, and the test reads
+starchat's own exit status, not the shell's or head's.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from starchat_cli.chat.sessions import SessionStore
+
+from .conftest import REPO
+
+
+def run_into_closed_pipe(args: list[str]) -> tuple[int, bytes]:
+    """Run starchat with stdout on a pipe whose read end is already closed: (exit code, stderr)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "starchat_cli", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+    return proc.returncode, proc.stderr
+
+
+@pytest.fixture
+def session_id() -> str:
+    with SessionStore() as store:
+        s = store.create("demo", system="be brief")
+        store.add_message(s.id, "user", "reverse a string in python")
+        store.add_message(s.id, "assistant", "Use slicing: `s[::-1]`")
+    return s.id
+
+
+STDOUT_COMMANDS = [
+    ["--help"],
+    ["--version"],
+    ["ask", "--help"],
+    ["list"],
+    ["list", "--json"],
+    ["list", "--catalog"],
+    ["paths"],
+    ["paths", "--json"],
+    ["info", "demo"],
+    ["info", "demo", "--json"],
+    ["sessions", "list"],
+    ["sessions", "list", "--json"],
+    ["sessions", "show", "{sid}"],
+    ["sessions", "export", "{sid}", "-o", "-"],
+    ["sessions", "search", "reverse"],
+    ["sessions", "search", "reverse", "--json"],
+    ["doctor"],
+    ["doctor", "--json"],
+    ["cache", "list"],
+    ["cache", "list", "--json"],
+    ["completion", "bash"],
+]
+
+
+@pytest.mark.parametrize("args", STDOUT_COMMANDS, ids=" ".join)
+def test_closed_pipe_exits_141_quietly(args, session_id, demo_gguf):
+    code, err = run_into_closed_pipe([a.replace("{sid}", session_id) for a in args])
+    assert code == 141, err.decode()
+    assert b"Traceback" not in err and b"Exception ignored" not in err and b"BrokenPipe" not in err
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--stats"]], ids=lambda e: " ".join(e) or "plain")
+def test_ask_into_closed_pipe(extra, demo_gguf):
+    code, err = run_into_closed_pipe(["ask", "-m", "demo", "-t", "0", "--max-tokens", "24", *extra, "hi"])
+    assert code == 141, err.decode()
+    assert b"Traceback" not in err and b"Exception ignored" not in err
