@@ -111,7 +111,19 @@ def _root(
 
 
 def _register() -> None:
-    from starchat_cli.cli import ask, cache, chat, complete, completion, convert, doctor, edit, models, pull, serve
+    from starchat_cli.cli import (
+        ask,
+        cache,
+        chat,
+        complete,
+        completion,
+        convert,
+        doctor,
+        edit,
+        models,
+        pull,
+        serve,
+    )
 
     ask.register(app)
     complete.register(app)

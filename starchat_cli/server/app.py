@@ -24,8 +24,8 @@ from starchat_cli.engine.contract import Engine
 from .bridge import Bridge
 from .config import ServerConfig
 from .errors import EXCEPTION_HANDLERS, APIError, error_response
-from .ollama import OllamaEndpoints
 from .guard import WebGuard, WebPolicy
+from .ollama import OllamaEndpoints
 from .routes import Endpoints
 
 
