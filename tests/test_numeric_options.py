@@ -28,7 +28,7 @@ EXTRA_BAD = {
     "--threads": ["0"],
 }
 # Arguments a command needs before its options are parsed.
-POSITIONAL = {("quantize",): ["demo"], ("sessions", "search"): ["x"]}
+POSITIONAL = {("quantize",): ["demo"], ("sessions", "search"): ["x"], ("edit",): ["x.py", "rename"]}
 
 
 def numeric_options() -> list[tuple[tuple[str, ...], str]]:
@@ -74,6 +74,8 @@ def test_the_tree_has_the_numeric_options_we_know():
         ("sessions list", "--limit"),
         ("doctor", "--ctx"),
         ("chat", "--ctx"),
+        ("edit", "--temperature"),
+        ("complete", "--top-p"),
     ]:
         assert known in flags, known
 

@@ -10,8 +10,18 @@ from typing import List, Optional
 
 import typer
 
-from starchat_cli.cli.options import ApiKey, Ctx, Endpoint, Gpu, MaxTokens, Model, Temperature, Threads
-from starchat_cli.core import defaults
+from starchat_cli.cli.options import (
+    ApiKey,
+    Ctx,
+    Endpoint,
+    Gpu,
+    MaxTokens,
+    Model,
+    Seed,
+    Temperature,
+    Threads,
+    TopP,
+)
 
 COMPLETE_HELP = """\
 Fill in the middle: the model writes the text at a cursor, given what comes before and after.
@@ -85,12 +95,8 @@ def complete(
     model: Model = None,
     temperature: Temperature = None,
     max_tokens: MaxTokens = None,
-    top_p: Optional[float] = typer.Option(
-        None, "--top-p", help=f"Nucleus sampling cut-off. [default: {defaults.TOP_P}]", show_default=False
-    ),
-    seed: Optional[int] = typer.Option(
-        None, "--seed", help="Random seed, for repeatable sampling.", show_default=False
-    ),
+    top_p: TopP = None,
+    seed: Seed = None,
     stop: Optional[List[str]] = typer.Option(
         None, "--stop", help="Stop at this text (repeatable), e.g. --stop $'\\n\\n'.", show_default=False
     ),

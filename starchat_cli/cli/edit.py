@@ -23,6 +23,7 @@ from starchat_cli.cli.options import (
     System,
     Threads,
     TopP,
+    number,
 )
 
 EDIT_HELP = """\
@@ -150,6 +151,7 @@ def edit(
         "-t",
         help="Sampling temperature. [default: 0, greedy, for edits]",
         show_default=False,
+        callback=number("temperature"),
     ),
     top_p: TopP = None,
     max_tokens: MaxTokens = None,
