@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 MAX_N = 4  # longest n-gram looked up
@@ -22,7 +21,6 @@ MIN_N = 2  # shortest: single tokens repeat too often to predict what follows
 # A draft batch is [last token + k drafts]; on llama.cpp's CPU backend batches of 1-63 tokens give
 # bit-identical logits per position to one-token decoding, 64+ do not (see local.py), so k + 1 < 64.
 K_MAX = 16
-K_START = 4
 
 
 class NgramDrafter:
@@ -142,6 +140,7 @@ class DraftPolicy:
         self.accepted, self.rejected = prior
         self._shadow: list[int] = []
         self._shadow_hits = 0
+        self._k: int | None = None  # length() for the current rate (it changes only in observe)
 
     @property
     def rate(self) -> float:
@@ -152,16 +151,22 @@ class DraftPolicy:
             return
         self.accepted = self.accepted * self.DECAY + accepted
         self.rejected = self.rejected * self.DECAY + (1 if accepted < drafted else 0)
+        self._k = None
 
     def length(self) -> int:
         """Tokens to draft at this step (0: a plain one-token step)."""
+        if self._k is None:
+            self._k = self._length()
+        return self._k
+
+    def _length(self) -> int:
         if self.mode == "off":
             return 0
         a = self.rate
         if self.mode == "on":
             # the expected run before a rejection (a / (1 - a)) plus one
             run = a / (1.0 - a) if a < 1.0 else float(self.k_max)
-            return max(1, min(self.k_max, int(math.ceil(run)) + 1))
+            return max(1, min(self.k_max, int(run) + 1))
         k, gain = best_draft(a, self.curve, self.k_max)
         return k if gain >= self.MARGIN else 0
 

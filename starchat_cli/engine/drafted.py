@@ -59,10 +59,13 @@ def drafted_source(
     stats: Stats,
     n_ctx: int,
     cancel: threading.Event | None,
+    chain,
     first_logits,
     limit: int | None,
 ) -> Source:
-    """Tokens from drafted decoding; ``first_logits`` are the prompt's last position's."""
+    """Tokens from drafted decoding. Steps without a draft use llama.cpp's sampler ``chain``
+    as plain decoding does; drafted steps verify in numpy (:mod:`engine.draft`). The first
+    token comes from ``first_logits`` when a calibration overwrote the context's logits."""
     import numpy as np
 
     greedy = params.temperature <= 0
@@ -74,7 +77,7 @@ def drafted_source(
             return int(row.argmax())  # llama.cpp's greedy sampler: the first maximum, as argmax
         return sample_from(target_probs(row, params.temperature, params.top_p), rng)
 
-    token = pick(first_logits)
+    token = backend.sample(chain) if first_logits is None else pick(first_logits)
     produced = 1  # tokens handed out so far, for the max_tokens cap on drafts
     if cancel is not None and cancel.is_set():
         stats.stop_reason = "cancelled"
@@ -94,13 +97,18 @@ def drafted_source(
         if limit is not None:
             k = min(k, limit - produced - 1)
         draft = drafter.propose(k) if k > 0 else []
-        if draft:
-            policy.shadow(())  # a real draft scores itself
-        elif policy.wants_shadow:
-            policy.shadow(drafter.propose(policy.k_max))
+        stats.decode_steps += 1
+        produced += 1
+        if not draft:
+            # a plain step, exactly as plain_source takes it (llama.cpp's sampler, no logits copied)
+            if policy.wants_shadow:
+                policy.shadow(drafter.propose(policy.k_max))
+            backend.decode_one(token)
+            token = backend.sample(chain)
+            continue
+        policy.shadow(())  # a real draft scores itself
         start = backend.n_past
         rows = backend.decode_batch([token, *draft])
-        stats.decode_steps += 1
         if greedy:
             accepted, token = verify_greedy(rows, draft)
         else:
@@ -108,10 +116,10 @@ def drafted_source(
         backend.truncate(start + 1 + accepted)  # drop the rejected positions
         stats.drafted_tokens += len(draft)
         policy.observe(len(draft), accepted)
+        produced += accepted
         for tok in draft[:accepted]:
             yield tok, True
             drafter.append(tok)
-        produced += accepted + 1
 
 
 __all__ = ["drafted_source", "plain_source"]

@@ -298,14 +298,19 @@ class LocalEngine:
         mode = params.draft if params.draft in ("auto", "on") else "off"
         if mode == "off":
             return plain_source(backend, chain, stats, n_ctx, cancel)
-        first = backend.last_logits()  # before a calibration overwrites them
-        curve = self._cost_curve(tokens, n_ctx) if mode == "auto" else None
-        if mode == "auto" and curve is None:
-            return plain_source(backend, chain, stats, n_ctx, cancel)
+        first = None
+        curve = None
+        if mode == "auto":
+            curve = self._curve
+            if curve is None:
+                first = backend.last_logits()  # a calibration overwrites the context's logits
+                curve = self._cost_curve(tokens, n_ctx)
+                if curve is None:
+                    return plain_source(backend, chain, stats, n_ctx, cancel)
         prediction = backend.tokenize(params.prediction) if params.prediction else []
         policy = DraftPolicy(mode, curve)
         return drafted_source(
-            backend, params, tokens, prediction, policy, stats, n_ctx, cancel, first, params.max_tokens
+            backend, params, tokens, prediction, policy, stats, n_ctx, cancel, chain, first, params.max_tokens
         )
 
     def _cost_curve(self, tokens: list[int], n_ctx: int) -> dict[int, float] | None:
