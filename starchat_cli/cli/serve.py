@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from starchat_cli.cli.options import Ctx, Gpu, Model, Threads
+from starchat_cli.cli.options import Ctx, Draft, Gpu, Model, Threads
 from starchat_cli.core import defaults
 
 SERVE_HELP = """\
@@ -55,6 +55,7 @@ def serve(
     ctx: Ctx = None,
     threads: Threads = None,
     gpu: Gpu = None,
+    draft: Draft = None,
     max_tokens_limit: int = typer.Option(
         defaults.SERVE_MAX_TOKENS, "--max-tokens-limit", help="Largest max_tokens a request may ask for."
     ),
@@ -84,7 +85,9 @@ def serve(
                 f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port"
             ) from None
 
-    settings, explicit = load_settings({"model": model, "ctx": ctx, "threads": threads, "gpu": gpu})
+    settings, explicit = load_settings(
+        {"model": model, "ctx": ctx, "threads": threads, "gpu": gpu, "draft": draft}
+    )
     opened = open_engine(settings, explicit, local_only=True)
     if opened.note:
         print(f"starchat: {opened.note}", file=sys.stderr)
@@ -105,6 +108,7 @@ def serve(
         max_tokens_limit=max_tokens_limit,
         default_temperature=settings.temperature,
         default_top_p=settings.top_p,
+        draft=settings.draft,
     )
     app = make_app(engine, config)
     shown = f"[{host}]" if ":" in host else host

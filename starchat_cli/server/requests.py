@@ -10,7 +10,7 @@ messages as engine turns plus a system prompt (or the raw prompt). Every bad val
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from starlette.requests import ClientDisconnect, Request
@@ -106,6 +106,24 @@ def sampling_params(data: dict[str, Any], config: ServerConfig) -> GenerationPar
     )
 
 
+def prediction_text(data: dict[str, Any]) -> str | None:
+    """OpenAI's predicted output, ``{"type": "content", "content": str | text parts}``: text the
+    reply is expected to copy, a source for drafted decoding (it changes speed, never the text)."""
+    prediction = data.get("prediction")
+    if prediction is None:
+        return None
+    content = _text(prediction.get("content")) if isinstance(prediction, dict) else None
+    if (
+        not isinstance(prediction, dict)
+        or prediction.get("type") != "content"
+        or not isinstance(content, str)
+    ):
+        raise APIError(
+            400, '\'prediction\' must be an object {"type": "content", "content": string}', param="prediction"
+        )
+    return content or None
+
+
 def _text(content: Any) -> Any:
     """A message's content: a string, or the text parts of a list of parts joined."""
     if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
@@ -183,6 +201,8 @@ def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> 
         turns = tuple(chat)
     else:
         prompt = completion_prompt(data)
+    if kind == "chat":
+        params = replace(params, draft=config.draft, prediction=prediction_text(data))
     return CompletionRequest(
         kind=kind,
         params=params,
