@@ -174,6 +174,7 @@ def test_auto_drafts_on_a_flat_curve_and_stops_when_drafts_fail() -> None:
     assert policy.length() == 0
     k, gain = best_draft(0.9, GPU_CURVE)
     assert k >= 8 and gain > 3
+    assert best_draft(0.99, {1: 1.0, 2: 1.05})[0] == 1  # no guess beyond the measured sizes
 
 
 def test_auto_learns_from_shadow_drafts() -> None:
@@ -331,11 +332,11 @@ def test_text_stop_inside_an_accepted_run(engine, monkeypatch) -> None:
         raise AssertionError("no unique stop text inside an accepted run")
     seen.clear()
     text, s = _gen(engine, EDIT, max_tokens=80, draft="on", stop=(stop,))
+    assert seen[-1][1] is True  # the stop was completed by an accepted drafted token
     plain, p = _gen(engine, EDIT, max_tokens=80, draft="off", stop=(stop,))
     assert text == plain and s.stop_reason == "stop" == p.stop_reason
     assert stop not in text and len(text) < len(full)
     assert s.generated_tokens == p.generated_tokens
-    assert seen[-1][1] is True  # the stop was completed by an accepted drafted token
 
 
 def test_cancel_between_batches(engine) -> None:

@@ -104,8 +104,11 @@ def relative_cost(curve: Mapping[int, float], size: int) -> float:
 
 
 def best_draft(a: float, curve: Mapping[int, float], k_max: int = K_MAX) -> tuple[int, float]:
-    """The draft length with the highest predicted speedup (tokens per step / batch cost)."""
+    """The draft length with the highest predicted speedup (tokens per step / batch cost),
+    never beyond the largest batch measured (a time budget may have cut the curve short)."""
     best_k, best_gain = 0, 1.0
+    if curve:
+        k_max = min(k_max, max(int(s) for s in curve) - 1)
     for k in range(1, k_max + 1):
         gain = expected_tokens(a, k) / relative_cost(curve, k + 1)
         if gain > best_gain:
