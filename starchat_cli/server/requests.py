@@ -201,8 +201,8 @@ def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> 
         turns = tuple(chat)
     else:
         prompt = completion_prompt(data)
-    if kind == "chat":
-        params = replace(params, draft=config.draft, prediction=prediction_text(data))
+    prediction = prediction_text(data) if kind == "chat" else None
+    params = replace(params, draft=config.draft, prediction=prediction)
     return CompletionRequest(
         kind=kind,
         params=params,
