@@ -49,6 +49,7 @@ def test_ask_help_lists_every_option():
         "--format",
         "--raw",
         "--lang",
+        "--draft",
     ):
         assert option in res.stdout, option
 

@@ -11,6 +11,7 @@ import typer
 from starchat_cli.cli.options import (
     ApiKey,
     Ctx,
+    Draft,
     Endpoint,
     Format,
     Gpu,
@@ -67,6 +68,7 @@ def ask(
     ctx: Ctx = None,
     threads: Threads = None,
     gpu: Gpu = None,
+    draft: Draft = None,
     endpoint: Endpoint = None,
     api_key: ApiKey = None,
     verbose: bool = typer.Option(
@@ -93,6 +95,7 @@ def ask(
         "ctx": ctx,
         "threads": threads,
         "gpu": gpu,
+        "draft": draft,
         "format": prompt_format,
         "endpoint": endpoint,
         "api_key": api_key,

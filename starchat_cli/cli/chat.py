@@ -16,6 +16,7 @@ import typer
 from starchat_cli.cli.options import (
     ApiKey,
     Ctx,
+    Draft,
     Endpoint,
     Format,
     Gpu,
@@ -78,6 +79,7 @@ def chat(
     ctx: Ctx = None,
     threads: Threads = None,
     gpu: Gpu = None,
+    draft: Draft = None,
     prompt_format: Format = None,
     endpoint: Endpoint = None,
     api_key: ApiKey = None,
@@ -100,6 +102,7 @@ def chat(
         "ctx": ctx,
         "threads": threads,
         "gpu": gpu,
+        "draft": draft,
         "format": prompt_format,
         "endpoint": endpoint,
         "api_key": api_key,

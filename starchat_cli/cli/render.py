@@ -50,8 +50,13 @@ class Output:
         where = {"disk": " from the prompt cache", "memory": " in memory"}.get(st.cached_from, "")
         cached = f" ({st.cached_tokens} cached{where})" if st.cached_tokens else ""
         load = f", load {st.load_seconds:.2f} s" if st.load_seconds else ""
+        drafts = (
+            f" ({st.accepted_tokens} of {st.drafted_tokens} drafted tokens accepted, {st.decode_steps} steps)"
+            if st.drafted_tokens
+            else ""
+        )
         print(
-            f"starchat: {st.prompt_tokens} prompt tokens{cached}, {st.generated_tokens} generated; "
+            f"starchat: {st.prompt_tokens} prompt tokens{cached}, {st.generated_tokens} generated{drafts}; "
             f"first token {st.ttft_seconds:.2f} s{load}; {st.tokens_per_second:.1f} tokens/s; "
             f"stop: {st.stop_reason}",
             file=sys.stderr,

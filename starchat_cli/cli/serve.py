@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from starchat_cli.cli.options import Ctx, Gpu, Model, Threads, number
+from starchat_cli.cli.options import Ctx, Draft, Gpu, Model, Threads, number
 from starchat_cli.core import defaults
 
 SERVE_HELP = """\
@@ -66,6 +66,7 @@ def serve(
     ctx: Ctx = None,
     threads: Threads = None,
     gpu: Gpu = None,
+    draft: Draft = None,
     max_tokens_limit: int = typer.Option(
         defaults.SERVE_MAX_TOKENS,
         "--max-tokens-limit",
@@ -116,7 +117,9 @@ def serve(
                 f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port"
             ) from None
 
-    settings, explicit = load_settings({"model": model, "ctx": ctx, "threads": threads, "gpu": gpu})
+    settings, explicit = load_settings(
+        {"model": model, "ctx": ctx, "threads": threads, "gpu": gpu, "draft": draft}
+    )
     opened = open_engine(settings, explicit, local_only=True)
     if opened.note:
         print(f"starchat: {opened.note}", file=sys.stderr)
@@ -140,6 +143,7 @@ def serve(
         bind_host=host,
         allow_hosts=hosts,
         allow_origins=origins,
+        draft=settings.draft,
     )
     app = make_app(engine, config)
     shown = f"[{host}]" if ":" in host else host

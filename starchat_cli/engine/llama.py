@@ -368,6 +368,40 @@ class LlamaCppBackend:
     def decode_one(self, token: int) -> None:
         self._llm.eval((token,))
 
+    # -- drafted decoding (engine/draft.py, engine/drafted.py) -------------------------
+    def last_logits(self):  # -> numpy float32 array over the vocabulary (a copy)
+        """The logits after the last evaluated token (the prompt's, after eval_prompt)."""
+        import llama_cpp
+        import numpy as np
+
+        llm = self._llm
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).copy()
+
+    def decode_batch(self, tokens: Sequence[int]):  # -> numpy array (len(tokens), n_vocab)
+        """Evaluate ``tokens`` at the end of the sequence in one batch with logits at every
+        position; ``input_ids``/``n_tokens`` of the Llama object follow, as after ``eval``."""
+        import llama_cpp
+        import numpy as np
+
+        llm = self._llm
+        n_past, n = llm.n_tokens, len(tokens)
+        llm._ctx.kv_cache_seq_rm(0, n_past, -1)
+        llm._batch.set_batch(batch=list(tokens), n_past=n_past, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[n_past : n_past + n] = tokens
+        llm.n_tokens = n_past + n
+        ptr = llama_cpp.llama_get_logits(llm.ctx)  # rows in batch order, every one requested
+        return np.ctypeslib.as_array(ptr, shape=(n, llm.n_vocab())).copy()
+
+    def truncate(self, n: int) -> None:
+        """Drop the sequence's positions from ``n`` on (rejected drafts) from the KV cache."""
+        llm = self._llm
+        if llm is None or n >= llm.n_tokens:
+            return
+        llm._ctx.kv_cache_seq_rm(0, n, -1)
+        llm.n_tokens = n
+
     @property
     def n_past(self) -> int:
         return self._llm.n_tokens if self._llm is not None else 0

@@ -15,7 +15,10 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError, ModelLoadError
+from starchat_cli.engine.calibrate import SIZES, CurveCache, default_cache, measure_curve
 from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.draft import DraftPolicy
+from starchat_cli.engine.drafted import drafted_source, plain_source
 from starchat_cli.engine.fim import FimVocab, build_fim_prompt, fim_vocab
 from starchat_cli.engine.fit import FitResult, fit_prompt
 from starchat_cli.engine.llama import LlamaCppBackend, PromptAborted
@@ -90,6 +93,9 @@ class LocalEngine:
         self._stop_ids: frozenset[int] | None = None
         self._extra_stop_texts: tuple[str, ...] = ()
         self._fim: FimVocab | None = None
+        self._curve: dict[int, float] | None = None  # batch-cost curve for --draft auto
+        self.curve_cache: CurveCache | None = None  # None: the one in the cache dir
+        self.calibration_seconds = 0.0
 
     @property
     def info(self) -> EngineInfo:
@@ -324,12 +330,9 @@ class LocalEngine:
                     stats.stop_reason = "cancelled"
                     return
                 stats.prompt_seconds = time.perf_counter() - t0
+                source = self._source(tokens, params, stats, n_ctx, chain, cancel)
                 first_at = 0.0
-                while True:
-                    if cancel is not None and cancel.is_set():
-                        stats.stop_reason = "cancelled"
-                        break
-                    token = backend.sample(chain)
+                for token, drafted in source:
                     now = time.perf_counter()
                     if stats.generated_tokens == 0:
                         first_at = now
@@ -338,6 +341,7 @@ class LocalEngine:
                         stats.stop_reason = "stop"
                         break
                     stats.generated_tokens += 1
+                    stats.accepted_tokens += drafted
                     stats.decode_seconds = now - first_at  # spans generated_tokens - 1 decode steps
                     text = decoder.decode(backend.piece(token))
                     if strip_newline and text:
@@ -354,10 +358,9 @@ class LocalEngine:
                     if limit is not None and stats.generated_tokens >= limit:
                         stats.stop_reason = "length"
                         break
-                    if backend.n_past >= n_ctx:
-                        stats.stop_reason = "context"
-                        break
-                    backend.decode_one(token)
+                source.close()
+                # accepted drafts after a stop were evaluated: keep only the reply's tokens
+                backend.truncate(len(tokens) + stats.generated_tokens)
                 if not stop_filter.stopped:
                     tail = stop_filter.feed(decoder.decode(b"", final=True)) + stop_filter.flush()
                     if tail:
@@ -366,6 +369,70 @@ class LocalEngine:
                 backend.free_sampler(chain)
                 if not stats.stop_reason:
                     stats.stop_reason = "cancelled"
+
+    def _source(self, tokens, params, stats, n_ctx, chain, cancel):
+        """The decode loop's token source for ``params.draft`` (see engine/drafted.py)."""
+        backend = self.backend
+        mode = params.draft if params.draft in ("auto", "on") else "off"
+        if mode == "off":
+            return plain_source(backend, chain, stats, n_ctx, cancel)
+        first = None
+        curve = None
+        if mode == "auto":
+            curve = self._curve
+            if curve is None:
+                first = backend.last_logits()  # a calibration overwrites the context's logits
+                curve = self._cost_curve(tokens, n_ctx)
+                if curve is None:
+                    return plain_source(backend, chain, stats, n_ctx, cancel)
+        prediction = backend.tokenize(params.prediction) if params.prediction else []
+        policy = DraftPolicy(mode, curve)
+        return drafted_source(
+            backend, params, tokens, prediction, policy, stats, n_ctx, cancel, chain, first, params.max_tokens
+        )
+
+    def _cost_curve(self, tokens: list[int], n_ctx: int) -> dict[int, float] | None:
+        """The batch-cost curve of this model + device + threads: cached, else measured now."""
+        if self._curve is not None:
+            return self._curve
+        backend = self.backend
+        key = calibration_key(backend)
+        cache = self.curve_cache or default_cache()
+        curve = cache.get(key)
+        if curve is None:
+            start = backend.n_past
+            if start + max(SIZES) > n_ctx:
+                return None  # no room to measure in this run
+            filler = (tokens * max(SIZES))[-max(SIZES) :]
+
+            def run_batch(size: int) -> None:
+                backend.decode_batch(filler[:size]).argmax(axis=1)
+                backend.truncate(start)
+
+            t0 = time.perf_counter()
+            curve = measure_curve(run_batch)
+            self.calibration_seconds = time.perf_counter() - t0
+            cache.put(key, curve, self.calibration_seconds)
+        self._curve = curve
+        return curve
+
+
+def calibration_key(backend: LlamaCppBackend) -> str:
+    """What the batch-cost curve depends on: the model file, the device split, threads, kernels."""
+    import llama_cpp
+
+    from starchat_cli.engine.llama import default_threads
+    from starchat_cli.engine.prompt_cache import model_fingerprint
+
+    return "|".join(
+        [
+            model_fingerprint(backend.path),
+            f"gpu={backend.gpu.n_gpu_layers}" if llama_cpp.llama_supports_gpu_offload() else "cpu",
+            f"threads={backend.options.n_threads or default_threads()}",
+            f"fa={int(backend.flash_attn)}",
+            str(getattr(llama_cpp, "__version__", "?")),
+        ]
+    )
 
 
 def _reserve(n_ctx: int, max_tokens: int | None) -> int:

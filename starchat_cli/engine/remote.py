@@ -50,6 +50,7 @@ class RemoteEngine:
         fmt = FORMATS.get(spec.prompt_format) if spec else None
         self.stops: tuple[str, ...] = (*fmt.stop_tokens, *fmt.stop_texts) if fmt else ()
         self._rstrip = bool(fmt and fmt.strip_trailing_whitespace)
+        self.prediction_supported = True  # False once the server rejected OpenAI's "prediction"
 
     @property
     def info(self) -> EngineInfo:
@@ -152,6 +153,8 @@ class RemoteEngine:
             msgs.insert(0, Message("system", chosen))
         messages = [{"role": m.role, "content": m.content} for m in msgs]
         body = self._sampling(params, {"model": self.model, "messages": messages})
+        if params.prediction and self.prediction_supported:
+            body["prediction"] = {"type": "content", "content": params.prediction}
         stops = (*self.stops, *params.stop)
         if stops:
             body["stop"] = list(dict.fromkeys(stops))[:4]  # OpenAI accepts up to 4
@@ -241,14 +244,25 @@ class RemoteEngine:
         first_at = 0.0
         counted = 0
         finish = None
+        retry = False
         try:
             with (
                 self._client() as client,
                 client.stream("POST", f"{self.base}/{route}", json=body) as res,
             ):
                 if res.status_code != 200:
-                    raise self._fail(res.status_code, res.read())
-                answer = events(content_type(res.headers), res.iter_lines(), res.read, self._garbage)
+                    detail = res.read()
+                    if res.status_code == 400 and "prediction" in body and b"prediction" in detail:
+                        retry = True  # the server does not take a prediction: plain, from now on
+                    else:
+                        raise self._fail(res.status_code, detail)
+                else:
+                    retry = False
+                answer = (
+                    ()
+                    if retry
+                    else events(content_type(res.headers), res.iter_lines(), res.read, self._garbage)
+                )
                 for event in answer:
                     if cancel is not None and cancel.is_set():
                         stats.stop_reason = "cancelled"
@@ -257,6 +271,11 @@ class RemoteEngine:
                     if isinstance(usage, dict):
                         stats.prompt_tokens = int(usage.get("prompt_tokens") or 0)
                         stats.generated_tokens = int(usage.get("completion_tokens") or counted)
+                        details = usage.get("completion_tokens_details") or {}
+                        if isinstance(details, dict):
+                            accepted = int(details.get("accepted_prediction_tokens") or 0)
+                            rejected = int(details.get("rejected_prediction_tokens") or 0)
+                            stats.accepted_tokens, stats.drafted_tokens = accepted, accepted + rejected
                     for choice in event.get("choices") or ():
                         text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
                         finish = choice.get("finish_reason") or finish
@@ -279,10 +298,17 @@ class RemoteEngine:
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
         finally:
+            if retry:
+                stats.stop_reason = ""
             if not stats.generated_tokens:
                 stats.generated_tokens = counted
             if finish is not None:
                 stats.stop_reason = "length" if finish == "length" else "stop"
+        if retry:
+            self.prediction_supported = False
+            plain = {k: v for k, v in body.items() if k != "prediction"}
+            yield from self._stream(route, plain, stats, stops, cancel)
+            return
         if not stop_filter.stopped:
             tail = stop_filter.flush()
             if tail:

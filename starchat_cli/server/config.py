@@ -18,6 +18,7 @@ class ServerConfig:
     default_max_tokens: int | None = None
     default_temperature: float = defaults.TEMPERATURE
     default_top_p: float = defaults.TOP_P
+    draft: str = defaults.DRAFT  # drafted decoding for every request (serve --draft)
     created: int = field(default_factory=lambda: int(time.time()))
     # The web-page defences (guard.py): the bind address decides the default Host names.
     bind_host: str = defaults.SERVE_HOST

@@ -17,7 +17,7 @@ ignored. A new field is one line in the table.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from starlette.requests import ClientDisconnect, Request
@@ -252,6 +252,28 @@ def _text(content: Any, i: int) -> Any:
     return "".join(texts)
 
 
+def prediction_text(data: dict[str, Any]) -> str | None:
+    """OpenAI's predicted output, ``{"type": "content", "content": str | text parts}``: text the
+    reply is expected to copy, a source for drafted decoding (it changes speed, never the text)."""
+    prediction = data.get("prediction")
+    if prediction is None:
+        return None
+    content = prediction.get("content") if isinstance(prediction, dict) else None
+    if isinstance(content, list):  # text parts, as in messages
+        content = "".join(
+            p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    if (
+        not isinstance(prediction, dict)
+        or prediction.get("type") != "content"
+        or not isinstance(content, str)
+    ):
+        raise APIError(
+            400, '\'prediction\' must be an object {"type": "content", "content": string}', param="prediction"
+        )
+    return content or None
+
+
 def chat_turns(data: dict[str, Any]) -> tuple[list[Message], str | None]:
     """The messages as user/assistant turns (runs of one role merged) and the system prompt.
 
@@ -330,6 +352,8 @@ def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> 
         suffix = data.get("suffix")
         if suffix is not None and not isinstance(suffix, str):
             raise APIError(400, "'suffix' must be a string", param="suffix")
+    prediction = prediction_text(data) if kind == "chat" else None
+    params = replace(params, draft=config.draft, prediction=prediction)
     return CompletionRequest(
         kind=kind,
         params=params,

@@ -30,13 +30,20 @@ def finish_reason(gen: Generation | None) -> str:
 
 
 def usage(gen: Generation) -> dict[str, Any]:
-    """OpenAI's usage object; ``prompt_tokens_details.cached_tokens`` counts the reused prefix."""
+    """OpenAI's usage object; ``prompt_tokens_details.cached_tokens`` counts the reused prefix,
+    ``completion_tokens_details`` the drafted tokens kept and rejected (OpenAI's names for a
+    ``prediction``), plus starchat's ``decode_steps`` (forward passes while decoding)."""
     st = gen.stats
     return {
         "prompt_tokens": st.prompt_tokens,
         "completion_tokens": st.generated_tokens,
         "total_tokens": st.prompt_tokens + st.generated_tokens,
         "prompt_tokens_details": {"cached_tokens": st.cached_tokens},
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": st.accepted_tokens,
+            "rejected_prediction_tokens": max(0, st.drafted_tokens - st.accepted_tokens),
+        },
+        "decode_steps": st.decode_steps,
     }
 
 
