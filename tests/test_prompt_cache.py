@@ -325,3 +325,31 @@ def test_a_restarted_server_answers_a_known_prefix_from_the_cache(demo_gguf, iso
     assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     assert usage["prompt_tokens_details"]["cached_tokens"] >= 0.9 * usage["prompt_tokens"]
     assert second["choices"][0]["message"] == first["choices"][0]["message"]
+
+
+def test_a_prefix_reused_in_memory_gives_the_uncached_reply(demo_gguf):
+    """A prefix kept in memory from a long prompt (computed in >= 64-token batches) must not
+    change a later reply: a short prompt after it, or a long one differing only in its last
+    tokens, gives exactly what a fresh engine gives."""
+    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.local import LocalEngine
+    from starchat_cli.engine.prompts import Message, get_format
+    from starchat_cli.models.catalog import CATALOG
+
+    def fresh() -> LocalEngine:
+        backend = LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=2048, n_threads=2))
+        return LocalEngine(backend, get_format("chatml"), CATALOG["demo"].default_system)
+
+    greedy = GenerationParams(max_tokens=24, temperature=0.0)
+    long_text = "Explain what this code does:\n" + "\n".join(f"x{i} = {i} * {i}" for i in range(60))
+    short = [Message("user", "Write a Python function that adds two numbers.")]
+    variant = [Message("user", long_text + "\nAnd what is x7?")]
+    expected = {id(m): "".join(fresh().generate(m, greedy)) for m in (short, variant)}
+
+    for turns in (short, variant):
+        warm = fresh()
+        "".join(warm.generate([Message("user", long_text)], greedy))
+        gen = warm.generate(turns, greedy)
+        assert "".join(gen) == expected[id(turns)]
+    assert gen.stats.cached_tokens > len(gen.fit.tokens) // 2  # the variant still reused its prefix

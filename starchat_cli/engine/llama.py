@@ -291,6 +291,12 @@ class LlamaCppBackend:
                         prefix = min(prefix, len(tokens) - EXACT_BATCH)
                 else:
                     prefix, source = 0, ""
+        if source == "memory" and prefix <= self._exact:
+            # The reused tokens were computed in exact prompt batches (>= EXACT_BATCH tokens):
+            # evaluate the tail as such a batch too (a short prompt: all of it, as an uncached
+            # run would), so the reply is the one an uncached run gives, token for token.
+            prefix = max(0, min(prefix, len(tokens) - EXACT_BATCH))
+            source = source if prefix else ""
         prefix = max(0, min(prefix, len(tokens) - 1))  # always evaluate one token to get logits
         llm.n_tokens = prefix
         self._unsaved = True
