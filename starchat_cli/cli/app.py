@@ -77,10 +77,12 @@ starchat: a terminal coding assistant running the StarChat models locally.
   starchat ask "write a python function that reverses a string"
   cat app.py | starchat ask "explain this"
   starchat ask --code "a bash script that counts lines in *.py" > count.sh
+  starchat edit app.py "rename load_config to read_config"   # diff, then Apply? [y/N]
+  starchat complete app.py:42                                 # fill in the middle at line 42
 
 \b
-Models: starchat2 (default), starchat-beta, starchat-alpha, starcoder2-instruct, demo,
-a name from `starchat list`, or a path to a .gguf file.
+Models: starchat2 (default), starchat-beta, starchat-alpha, starcoder2-instruct, demo;
+for completion starcoder2-3b/7b/15b; a name from `starchat list`, or a path to a .gguf file.
 """
 
 app = typer.Typer(
