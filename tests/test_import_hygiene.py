@@ -6,6 +6,7 @@ Each check runs in a fresh interpreter and inspects sys.modules.
 from __future__ import annotations
 
 import json
+import os
 import pkgutil
 import subprocess
 import sys
@@ -136,3 +137,23 @@ def test_subcommand_help_imports_nothing_heavy(command):
 def test_the_probe_can_fail():
     """The same probe does see a heavy import when one happens."""
     assert "llama_cpp" in loaded_after("import llama_cpp")
+
+
+def test_the_lazy_root_group_prints_the_help_typer_builds():
+    """`starchat` converts subcommands on first use (lazy_command); its help is byte for byte
+    the one of typer's eager group, and a subcommand still parses its own options."""
+    env = {**os.environ, "COLUMNS": "100"}
+    eager = "import sys; sys.argv = ['starchat', '--help']\nfrom starchat_cli.cli.app import app\napp(prog_name='starchat')"
+    want = subprocess.run([sys.executable, "-c", eager], capture_output=True, text=True, env=env)
+    got = subprocess.run(
+        [sys.executable, "-m", "starchat_cli", "--help"], capture_output=True, text=True, env=env
+    )
+    assert got.returncode == want.returncode == 0
+    assert got.stdout == want.stdout and "edit" in got.stdout and "sessions" in got.stdout
+    sub = subprocess.run(
+        [sys.executable, "-m", "starchat_cli", "sessions", "list", "--limit", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert sub.returncode == 3 and "--limit" in sub.stderr

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from starchat_cli import __version__
 from starchat_cli.core.errors import ExitCode, StarchatError
@@ -40,7 +40,39 @@ def say_error(message: str) -> None:
 
 
 class StarchatGroup(TyperGroup):
-    """Turns predictable failures into one-line messages and exit codes, never tracebacks."""
+    """Turns predictable failures into one-line messages and exit codes, never tracebacks.
+
+    Built by :func:`lazy_command`, its subcommands are turned into Click commands only when
+    one is looked up (typer's conversion inspects every parameter of every command: most of
+    ``starchat --help``'s time); the command list is written from each command's help text.
+    """
+
+    _lazy: dict[str, Callable[[], Any]]  # name -> builds the Click command
+    _lazy_help: dict[str, Any]  # name -> a parameterless stand-in with the same help
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        lazy = getattr(self, "_lazy", {})
+        return [*self.commands, *(name for name in lazy if name not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        lazy = getattr(self, "_lazy", {})
+        if cmd_name not in self.commands and cmd_name in lazy:
+            self.commands[cmd_name] = lazy[cmd_name]()
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        stand_ins = getattr(self, "_lazy_help", {})
+        if not stand_ins:
+            return super().format_commands(ctx, formatter)
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.commands.get(name) or stand_ins.get(name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd))
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in rows])
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -143,6 +175,47 @@ def _register() -> None:
 _register()
 
 
+def lazy_command() -> Any:
+    """The root Click group of ``app`` with its subcommands converted on first use.
+
+    The same group typer builds (``typer.main.get_command(app)``: tests use that one), but
+    ``--help`` converts none of the subcommands and running one converts only it.
+    """
+    import inspect
+
+    import typer.main as tm
+
+    commands, groups = app.registered_commands, app.registered_groups
+    app.registered_commands, app.registered_groups = [], []
+    try:
+        root = tm.get_command(app)  # the group, its callback and options only
+    finally:
+        app.registered_commands, app.registered_groups = commands, groups
+    short, markup = app.pretty_exceptions_short, app.rich_markup_mode
+    lazy: dict[str, Callable[[], Any]] = {}
+    stand_ins: dict[str, Any] = {}
+    for info in commands:
+        name = info.name or tm.get_command_name(info.callback.__name__)
+        text = inspect.getdoc(info.callback) if info.help is None else inspect.cleandoc(info.help)
+        lazy[name] = lambda info=info: tm.get_command_from_info(
+            info, pretty_exceptions_short=short, rich_markup_mode=markup
+        )
+        stand_ins[name] = TyperCommand(name=name, help=text, short_help=info.short_help, hidden=info.hidden)
+    for group in groups:
+        solved = tm.solve_typer_info_defaults(group)
+        lazy[solved.name] = lambda group=group: tm.get_group_from_info(
+            group,
+            pretty_exceptions_short=short,
+            rich_markup_mode=markup,
+            suggest_commands=app.suggest_commands,
+        )
+        stand_ins[solved.name] = TyperGroup(
+            name=solved.name, help=solved.help, short_help=solved.short_help, hidden=solved.hidden
+        )
+    root._lazy, root._lazy_help = lazy, stand_ins
+    return root
+
+
 def _is_terminal() -> bool:
     try:
         return sys.stdin.isatty() and sys.stdout.isatty()
@@ -158,7 +231,7 @@ def main() -> None:
     if len(sys.argv) == 1 and _is_terminal():
         sys.argv.append("chat")  # a bare `starchat` on a terminal opens the chat; piped, it prints help
     try:
-        app(prog_name="starchat")
+        lazy_command()(prog_name="starchat")
     except BrokenPipeError:
         reader_gone()  # the reader went away (`starchat ask ... | head`): stop quietly
         sys.exit(EXIT_READER_GONE)
