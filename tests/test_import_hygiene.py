@@ -140,20 +140,29 @@ def test_the_probe_can_fail():
 
 
 def test_the_lazy_root_group_prints_the_help_typer_builds():
-    """`starchat` converts subcommands on first use (lazy_command); its help is byte for byte
-    the one of typer's eager group, and a subcommand still parses its own options."""
-    env = {**os.environ, "COLUMNS": "100"}
+    """`starchat --help` lists the commands from cli/app.py's COMMANDS table without importing
+    them; the text is byte for byte the help of typer's eager group (at any width), no command
+    module is imported, and a subcommand still parses its own options."""
     eager = "import sys; sys.argv = ['starchat', '--help']\nfrom starchat_cli.cli.app import app\napp(prog_name='starchat')"
-    want = subprocess.run([sys.executable, "-c", eager], capture_output=True, text=True, env=env)
-    got = subprocess.run(
-        [sys.executable, "-m", "starchat_cli", "--help"], capture_output=True, text=True, env=env
+    for width in ("80", "100", "250"):
+        env = {**os.environ, "COLUMNS": width}
+        want = subprocess.run([sys.executable, "-c", eager], capture_output=True, text=True, env=env)
+        got = subprocess.run(
+            [sys.executable, "-m", "starchat_cli", "--help"], capture_output=True, text=True, env=env
+        )
+        assert got.returncode == want.returncode == 0
+        assert got.stdout == want.stdout and "edit" in got.stdout and "sessions" in got.stdout
+    probe = (
+        "import sys; sys.argv = ['starchat', '--help']\n"
+        "from starchat_cli.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('starchat_cli.cli.')), file=sys.stderr)"
     )
-    assert got.returncode == want.returncode == 0
-    assert got.stdout == want.stdout and "edit" in got.stdout and "sessions" in got.stdout
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert loaded.stderr.strip() == "['starchat_cli.cli.app']"
     sub = subprocess.run(
         [sys.executable, "-m", "starchat_cli", "sessions", "list", "--limit", "0"],
         capture_output=True,
         text=True,
-        env=env,
     )
     assert sub.returncode == 3 and "--limit" in sub.stderr

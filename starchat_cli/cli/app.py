@@ -1,7 +1,9 @@
 """The ``starchat`` command: a Typer app whose commands live one module per group.
 
-Only typer is imported at start-up; rich, llama_cpp and the engine are imported by the
-command that needs them, so ``starchat --help`` stays fast.
+Only typer is imported at start-up: ``starchat --help`` lists the commands from the
+``COMMANDS`` table below, and running a command imports only its module (rich, llama_cpp
+and the engine are imported inside the commands that need them). ``app`` is the fully
+registered Typer app, for tests and ``typer.main.get_command``.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ Models: starchat2 (default), starchat-beta, starchat-alpha, starcoder2-instruct,
 for completion starcoder2-3b/7b/15b; a name from `starchat list`, or a path to a .gguf file.
 """
 
-app = typer.Typer(
+_app = typer.Typer(
     name="starchat",
     cls=StarchatGroup,
     help=HELP,
@@ -135,7 +137,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
@@ -144,76 +146,127 @@ def _root(
     """starchat: a terminal coding assistant running the StarChat models locally."""
 
 
-def _register() -> None:
-    from starchat_cli.cli import (
-        ask,
-        cache,
-        chat,
-        complete,
-        completion,
-        convert,
-        doctor,
-        edit,
-        models,
-        pull,
-        serve,
-    )
+# The subcommands in the order `starchat --help` lists them: (name, the module cli/MODULE.py
+# whose register() adds it, the first paragraph of its help). `starchat --help` reads this
+# table and imports no command module; running a command imports only its module.
+# tests/test_import_hygiene.py checks the table against the modules' own help, byte for byte.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("ask", "ask", "Ask one question and stream the answer."),
+    (
+        "complete",
+        "complete",
+        "Fill in the middle: the model writes the text at a cursor, given what comes before and after.",
+    ),
+    ("list", "models", "List local models (name, family, quant, size, context, path)."),
+    ("info", "models", "Show what a model file holds: architecture, parameters, quant, context, template."),
+    ("add", "models", "Register a GGUF file you already have under a name (no download)."),
+    ("rm", "models", "Forget a model; delete its file when starchat made or copied it."),
+    ("paths", "models", "Print where starchat keeps its config, models, sessions and cache."),
+    (
+        "doctor",
+        "doctor",
+        "Check the set-up: versions, llama.cpp build features (CUDA, Metal, BLAS, AVX2/AVX512),\n"
+        "GPUs and their free memory, threads, disk space, caches, and each local model with the\n"
+        "GPU offload plan starchat would use for it.",
+    ),
+    (
+        "serve",
+        "serve",
+        "Serve a model over an OpenAI-compatible HTTP API (for editors, scripts, other tools).",
+    ),
+    ("pull", "pull", "Download a model from the Hugging Face Hub into its cache and register it."),
+    ("convert", "convert", "Convert a Hugging Face checkpoint folder to a GGUF file llama.cpp can run."),
+    (
+        "quantize",
+        "convert",
+        "Quantize a GGUF file with llama.cpp's quantizer (Q4_K_M, Q5_K_M, Q6_K, Q8_0, ...).",
+    ),
+    (
+        "chat",
+        "chat",
+        "Open the full-screen chat: multi-turn sessions, streamed Markdown replies, code blocks\n"
+        "you can copy, save or insert into files (diff preview, confirm, undo).",
+    ),
+    ("edit", "edit", "Let the model rewrite FILE as INSTRUCTION says; show the diff and ask before writing."),
+    ("undo", "edit", "Revert the last file write of starchat (edit, or Save/insert in the chat)."),
+    ("completion", "completion", "Print (or --install) the Tab-completion script for bash, zsh or fish."),
+    ("sessions", "chat", "Saved chat sessions (SQLite, under the data dir: `starchat paths`)."),
+    (
+        "cache",
+        "cache",
+        "The prompt cache: llama.cpp's state after each long prompt, kept on disk so that the same\n"
+        "prefix (a piped file, a resumed chat, a system prompt) is never evaluated twice, across runs.",
+    ),
+)
+_registered = False
 
-    ask.register(app)
-    complete.register(app)
-    models.register(app)
-    doctor.register(app)
-    serve.register(app)
-    pull.register(app)
-    convert.register(app)
-    chat.register(app)
-    cache.register(app)
-    edit.register(app)
-    completion.register(app)
+
+def _module(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(f"starchat_cli.cli.{name}")
 
 
-_register()
+def full_app() -> typer.Typer:
+    """``app`` with every command registered (importing every command module): what tests
+    and ``typer.main.get_command`` use. ``starchat_cli.cli.app.app`` is this too."""
+    global _registered
+    if not _registered:
+        _registered = True
+        for module in dict.fromkeys(module for _, module, _ in COMMANDS):
+            _module(module).register(_app)
+    return _app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return full_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def lazy_command() -> Any:
-    """The root Click group of ``app`` with its subcommands converted on first use.
-
-    The same group typer builds (``typer.main.get_command(app)``: tests use that one), but
-    ``--help`` converts none of the subcommands and running one converts only it.
-    """
-    import inspect
-
+    """The root Click group of ``app`` with each subcommand's module imported, and the command
+    converted, on first use: the group typer builds (``typer.main.get_command(app)``) as far
+    as a user can tell, but ``--help`` imports and converts none of the subcommands."""
     import typer.main as tm
 
-    commands, groups = app.registered_commands, app.registered_groups
-    app.registered_commands, app.registered_groups = [], []
-    try:
-        root = tm.get_command(app)  # the group, its callback and options only
-    finally:
-        app.registered_commands, app.registered_groups = commands, groups
-    short, markup = app.pretty_exceptions_short, app.rich_markup_mode
-    lazy: dict[str, Callable[[], Any]] = {}
-    stand_ins: dict[str, Any] = {}
-    for info in commands:
-        name = info.name or tm.get_command_name(info.callback.__name__)
-        text = inspect.getdoc(info.callback) if info.help is None else inspect.cleandoc(info.help)
-        lazy[name] = lambda info=info: tm.get_command_from_info(
-            info, pretty_exceptions_short=short, rich_markup_mode=markup
-        )
-        stand_ins[name] = TyperCommand(name=name, help=text, short_help=info.short_help, hidden=info.hidden)
-    for group in groups:
-        solved = tm.solve_typer_info_defaults(group)
-        lazy[solved.name] = lambda group=group: tm.get_group_from_info(
-            group,
-            pretty_exceptions_short=short,
-            rich_markup_mode=markup,
-            suggest_commands=app.suggest_commands,
-        )
-        stand_ins[solved.name] = TyperGroup(
-            name=solved.name, help=solved.help, short_help=solved.short_help, hidden=solved.hidden
-        )
-    root._lazy, root._lazy_help = lazy, stand_ins
+    root = tm.get_command(_bare_app())  # the group, its callback and options only
+    short, markup = _app.pretty_exceptions_short, _app.rich_markup_mode
+    scratch: dict[str, typer.Typer] = {}
+
+    def build(name: str, module: str) -> Any:
+        if module not in scratch:  # the module's commands, registered on an app of their own
+            scratch[module] = typer.Typer()
+            _module(module).register(scratch[module])
+        sub = scratch[module]
+        for info in sub.registered_commands:
+            if (info.name or tm.get_command_name(info.callback.__name__)) == name:
+                return tm.get_command_from_info(info, pretty_exceptions_short=short, rich_markup_mode=markup)
+        for group in sub.registered_groups:
+            if tm.solve_typer_info_defaults(group).name == name:
+                return tm.get_group_from_info(
+                    group,
+                    pretty_exceptions_short=short,
+                    rich_markup_mode=markup,
+                    suggest_commands=_app.suggest_commands,
+                )
+        raise LookupError(f"cli/{module}.py registers no command {name!r} (see COMMANDS)")
+
+    root._lazy = {
+        name: (lambda name=name, module=module: build(name, module)) for name, module, _ in COMMANDS
+    }
+    root._lazy_help = {name: TyperCommand(name=name, help=text) for name, _, text in COMMANDS}
     return root
+
+
+def _bare_app() -> typer.Typer:
+    """``_app`` as typer sees it with no subcommands registered (they may be, after ``app``)."""
+    if not _registered:
+        return _app
+    bare = typer.Typer()
+    bare.__dict__.update(_app.__dict__)
+    bare.registered_commands, bare.registered_groups = [], []
+    return bare
 
 
 def _is_terminal() -> bool:
