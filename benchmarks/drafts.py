@@ -83,7 +83,7 @@ def open_engine(model: str | None, threads: int, gpu: str, ctx: int):
     gpu_opt: str | int = gpu if gpu in ("auto", "off") else int(gpu)
     backend = LlamaCppBackend(path, LoadOptions(n_ctx=ctx, n_threads=threads, gpu=gpu_opt))
     if model:
-        from starchat_cli.engine.local import format_for_backend
+        from starchat_cli.engine.file_format import format_for_backend
 
         engine = LocalEngine(backend, format_for_backend(backend))
     else:

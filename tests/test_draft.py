@@ -379,16 +379,16 @@ def test_prompt_cache_reuses_the_prefix_after_a_drafted_reply(engine) -> None:
 
 
 def test_auto_calibrates_once_caches_and_remeasures_a_corrupt_file(engine, monkeypatch) -> None:
-    import starchat_cli.engine.local as local
+    import starchat_cli.engine.calibrate as calibrate
 
     calls = []
-    real = local.measure_curve
+    real = calibrate.measure_curve
 
     def counting(run_batch):
         calls.append(1)
         return real(run_batch, sizes=(1, 2, 4), repeats=1)
 
-    monkeypatch.setattr(local, "measure_curve", counting)
+    monkeypatch.setattr(calibrate, "measure_curve", counting)
     plain, _ = _gen(engine, EDIT, max_tokens=40, draft="off")
     text, s = _gen(engine, EDIT, max_tokens=40, draft="auto")
     assert text == plain and len(calls) == 1

@@ -11,7 +11,6 @@ import ctypes
 import os
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +20,7 @@ from starchat_cli.core.errors import ModelLoadError, StarchatError
 from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.gpu import GpuChoice, choose_gpu_layers
 from starchat_cli.engine.kv_state import EXACT_BATCH, cache_key, eval_batches, load_state, save_state
+from starchat_cli.engine.llama_log import clear_log, install_log_capture, last_llama_error
 from starchat_cli.engine.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
 
 
@@ -47,39 +47,6 @@ class LoadOptions:
 
 
 # -- llama.cpp -------------------------------------------------------------------------
-
-_LOG_LINES: deque[str] = deque(maxlen=50)
-_log_callback = None
-
-
-def _install_log_capture() -> None:
-    """Route llama.cpp's log to a buffer: errors are summarised in one line, not dumped.
-
-    Installed at every load, since other code (the quantizer) may have set its own since.
-    """
-    global _log_callback
-    import llama_cpp
-
-    if _log_callback is None:
-
-        @llama_cpp.llama_log_callback
-        def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-            line = text.decode("utf-8", errors="replace").strip()
-            if line:
-                _LOG_LINES.append(line)
-            if os.environ.get("STARCHAT_LLAMA_LOG"):
-                os.write(2, text)
-
-        _log_callback = capture  # keep a reference: ctypes callbacks must outlive their use
-    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-
-
-def _last_llama_error() -> str:
-    for line in reversed(_LOG_LINES):
-        low = line.lower()
-        if "error" in low or "failed" in low or "invalid" in low:
-            return line
-    return ""
 
 
 def gpu_offload_supported() -> bool:
@@ -141,7 +108,7 @@ class LlamaCppBackend:
             raise StarchatError(
                 f"llama-cpp-python is not installed or failed to import ({exc}): pip install llama-cpp-python"
             ) from None
-        _install_log_capture()
+        install_log_capture()
         self.trained_ctx = info.context_length or 0
         n_ctx = self.options.n_ctx
         if self.trained_ctx and n_ctx > self.trained_ctx:
@@ -176,11 +143,11 @@ class LlamaCppBackend:
         from starchat_cli.engine.offload import fewer_layers
 
         while True:
-            _LOG_LINES.clear()
+            clear_log()
             try:
                 return factory(**kwargs)
             except (ValueError, RuntimeError, OSError) as exc:
-                detail = _last_llama_error() or str(exc)
+                detail = last_llama_error() or str(exc)
                 is_context = "context" in str(exc).lower()
                 if is_context and kwargs["flash_attn"]:
                     kwargs["flash_attn"] = False

@@ -14,59 +14,17 @@ import threading
 import time
 from typing import Iterator, Sequence
 
-from starchat_cli.core.errors import ContextOverflowError, InputError, ModelLoadError
-from starchat_cli.engine.calibrate import SIZES, CurveCache, default_cache, measure_curve
+from starchat_cli.core.errors import ContextOverflowError, InputError
+from starchat_cli.engine.calibrate import CurveCache, backend_curve, default_cache
 from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
 from starchat_cli.engine.draft import DraftPolicy
 from starchat_cli.engine.drafted import drafted_source, plain_source
+from starchat_cli.engine.file_format import format_for_backend
 from starchat_cli.engine.fim import FimVocab, build_fim_prompt, fim_vocab
 from starchat_cli.engine.fit import FitResult, fit_prompt
 from starchat_cli.engine.llama import LlamaCppBackend, PromptAborted
-from starchat_cli.engine.prompts import (
-    JinjaFormat,
-    Message,
-    PromptFormat,
-    get_format,
-    is_starcoder2_instruct_template,
-)
+from starchat_cli.engine.prompts import Message, PromptFormat
 from starchat_cli.engine.stops import StopTextFilter, without_trailing_whitespace
-
-# -- formats for a model file -----------------------------------------------------------
-
-
-def format_for_backend(backend: LlamaCppBackend, forced: str | None = None) -> PromptFormat:
-    """The prompt format of a GGUF with no catalog entry: forced, its own template, or a guess."""
-    if forced and forced != "gguf":
-        return get_format(forced)
-    meta = backend.metadata()
-    template = meta.get("tokenizer.chat_template")
-    if template and is_starcoder2_instruct_template(template):
-        # Its own template raises on a system role; ours folds the system text into the
-        # instruction (as the catalog name does) and renders the same bytes otherwise.
-        return get_format("starcoder2-instruct")
-    if template:
-        llm = backend.load()
-        return JinjaFormat(
-            template=template,
-            bos_token=backend.token_text(llm.token_bos()) if llm.token_bos() >= 0 else "",
-            eos_token=backend.token_text(llm.token_eos()) if llm.token_eos() >= 0 else "",
-        )
-    if forced == "gguf":
-        raise ModelLoadError(f"{backend.path.name} has no chat template: choose another --format")
-    if backend.special_token_id("<|im_start|>") is not None:
-        return get_format("chatml")
-    if (
-        backend.special_token_id("<|assistant|>") is not None
-        and backend.special_token_id("<|end|>") is not None
-    ):
-        return get_format("starchat")
-    if meta.get("general.architecture") == "starcoder2":
-        return get_format("starcoder2-instruct")
-    raise ModelLoadError(
-        f"{backend.path.name} has no chat template and its format cannot be guessed: "
-        "pass --format chatml|starchat|starcoder2-instruct"
-    )
-
 
 # -- the engine ---------------------------------------------------------------------------
 
@@ -393,46 +351,12 @@ class LocalEngine:
 
     def _cost_curve(self, tokens: list[int], n_ctx: int) -> dict[int, float] | None:
         """The batch-cost curve of this model + device + threads: cached, else measured now."""
-        if self._curve is not None:
-            return self._curve
-        backend = self.backend
-        key = calibration_key(backend)
-        cache = self.curve_cache or default_cache()
-        curve = cache.get(key)
-        if curve is None:
-            start = backend.n_past
-            if start + max(SIZES) > n_ctx:
-                return None  # no room to measure in this run
-            filler = (tokens * max(SIZES))[-max(SIZES) :]
-
-            def run_batch(size: int) -> None:
-                backend.decode_batch(filler[:size]).argmax(axis=1)
-                backend.truncate(start)
-
-            t0 = time.perf_counter()
-            curve = measure_curve(run_batch)
-            self.calibration_seconds = time.perf_counter() - t0
-            cache.put(key, curve, self.calibration_seconds)
-        self._curve = curve
-        return curve
-
-
-def calibration_key(backend: LlamaCppBackend) -> str:
-    """What the batch-cost curve depends on: the model file, the device split, threads, kernels."""
-    import llama_cpp
-
-    from starchat_cli.engine.llama import default_threads
-    from starchat_cli.engine.prompt_cache import model_fingerprint
-
-    return "|".join(
-        [
-            model_fingerprint(backend.path),
-            f"gpu={backend.gpu.n_gpu_layers}" if llama_cpp.llama_supports_gpu_offload() else "cpu",
-            f"threads={backend.options.n_threads or default_threads()}",
-            f"fa={int(backend.flash_attn)}",
-            str(getattr(llama_cpp, "__version__", "?")),
-        ]
-    )
+        if self._curve is None:
+            self._curve, seconds = backend_curve(
+                self.backend, tokens, n_ctx, self.curve_cache or default_cache()
+            )
+            self.calibration_seconds = seconds or self.calibration_seconds
+        return self._curve
 
 
 def _reserve(n_ctx: int, max_tokens: int | None) -> int:
@@ -442,4 +366,4 @@ def _reserve(n_ctx: int, max_tokens: int | None) -> int:
     return min(1024, n_ctx // 4)
 
 
-__all__ = ["LocalEngine", "format_for_backend"]
+__all__ = ["LocalEngine"]
