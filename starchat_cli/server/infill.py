@@ -1,6 +1,7 @@
 """``POST /infill``: llama.cpp's fill-in-the-middle endpoint, as llama.vim and llama.vscode call it.
 
-Request fields (llama.cpp's names; unknown fields are accepted and ignored):
+Request fields (llama.cpp's names; unknown fields are accepted and ignored; known ones are
+typed as strictly as on the OpenAI routes, from :data:`FIELD_TYPES`):
 ``input_prefix``, ``input_suffix``, ``input_extra`` (``[{"filename", "text"}]``, repository
 context), ``prompt`` (text at the cursor, placed after the prefix), ``n_predict`` (-1: up to the
 server's limit), ``temperature``, ``top_p``, ``top_k`` (accepted, not applied), ``stop``,
@@ -31,13 +32,46 @@ from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import Engine, Generation, GenerationParams
 
 from .auth import check_auth
+from .body import read_json
 from .bridge import Bridge
 from .config import ServerConfig
 from .errors import APIError, from_engine_error
-from .requests import _number, read_json, sampling_params
+from .requests import (
+    ARRAY,
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    OBJECT,
+    STRING,
+    _number,
+    check_fields,
+    check_type,
+    sampling_params,
+)
 from .sse import first_item
 
 STOP_TYPES = {"stop": "eos", "length": "limit", "context": "limit", "cancelled": "none"}
+
+# The fields of the module's docstring with their JSON types, checked as the OpenAI routes
+# check theirs (requests.py): ``"stream": "false"`` is a 400 naming ``stream``, null is "not given".
+FIELD_TYPES: dict[str, tuple[str, ...]] = {
+    "input_prefix": (STRING,),
+    "input_suffix": (STRING,),
+    "input_extra": (ARRAY,),
+    "prompt": (STRING,),
+    "n_predict": (INTEGER,),
+    "temperature": (NUMBER,),
+    "top_p": (NUMBER,),
+    "top_k": (INTEGER,),
+    "stop": (STRING, ARRAY),
+    "seed": (INTEGER,),
+    "t_max_predict_ms": (NUMBER,),
+    "n_indent": (INTEGER,),
+    "cache_prompt": (BOOLEAN,),
+    "stream": (BOOLEAN,),
+    "response_fields": (ARRAY,),
+}
+EXTRA_TYPES: dict[str, tuple[str, ...]] = {"filename": (STRING,), "text": (STRING,)}  # input_extra[i]
 
 
 @dataclass(frozen=True)
@@ -53,36 +87,25 @@ class InfillRequest:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _string(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise APIError(400, f"'{key}' must be a string", param=key)
-    return value
-
-
 def _extra(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    chunks = data.get("input_extra")
-    if chunks is None:
-        return ()
-    if not isinstance(chunks, list):
-        raise APIError(400, "'input_extra' must be a list of {filename, text} objects", param="input_extra")
     out = []
-    for i, chunk in enumerate(chunks):
-        if not isinstance(chunk, dict):
-            raise APIError(400, f"input_extra[{i}] must be an object", param="input_extra")
-        text, filename = chunk.get("text", ""), chunk.get("filename", "tmp")
-        if not isinstance(text, str) or not isinstance(filename, str):
-            raise APIError(400, f"input_extra[{i}].text and .filename must be strings", param="input_extra")
-        out.append((filename, text))
+    for i, chunk in enumerate(data.get("input_extra") or ()):
+        check_type(chunk, (OBJECT,), f"input_extra[{i}]", "input_extra")
+        if not isinstance(chunk, dict):  # null
+            raise APIError(400, f"input_extra[{i}] must be a {{filename, text}} object", param="input_extra")
+        for key, allowed in EXTRA_TYPES.items():
+            check_type(chunk.get(key), allowed, f"input_extra[{i}].{key}", "input_extra")
+        filename, text = chunk.get("filename"), chunk.get("text")
+        out.append(("tmp" if filename is None else filename, text or ""))
     return tuple(out)
 
 
 def parse_infill(data: dict[str, Any], config: ServerConfig) -> InfillRequest:
-    """Check an /infill body: every bad value is a 400 naming its field."""
-    prefix = _string(data, "input_prefix") + _string(data, "prompt")
-    suffix = _string(data, "input_suffix")
+    """Check an /infill body: types first (:data:`FIELD_TYPES`), then values; every bad value
+    is a 400 naming its field."""
+    check_fields(data, FIELD_TYPES)
+    prefix = (data.get("input_prefix") or "") + (data.get("prompt") or "")
+    suffix = data.get("input_suffix") or ""
     extra = _extra(data)
     n_predict = _number(data, "n_predict", None, -1, config.max_tokens_limit, int)
     mapped = {key: data.get(key) for key in ("temperature", "top_p", "seed", "stop")}
@@ -110,7 +133,7 @@ def parse_infill(data: dict[str, Any], config: ServerConfig) -> InfillRequest:
         extra=extra,
         n_indent=n_indent,
         t_max_predict_ms=t_max,
-        stream=bool(data.get("stream")),
+        stream=data.get("stream") is True,
         response_fields=tuple(fields),
         settings=settings,
     )

@@ -31,6 +31,7 @@ from starchat_cli.engine.contract import Engine, Generation
 from starchat_cli.engine.prompts import Message
 
 from .auth import check_auth
+from .body import read_json
 from .bridge import Bridge
 from .config import ServerConfig
 from .errors import APIError, from_engine_error
@@ -43,7 +44,6 @@ from .ollama_requests import (
     parse_chat,
     parse_generate,
 )
-from .requests import read_json
 from .sse import first_item
 
 OLLAMA_VERSION = "0.6.4"

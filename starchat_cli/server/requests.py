@@ -1,6 +1,6 @@
 """Request bodies, read and checked by hand before any generation starts.
 
-:func:`read_json` reads a bounded JSON object (413 past the limit); :func:`parse_completion`
+:func:`read_json` (from :mod:`.body`) reads a bounded JSON object; :func:`parse_completion`
 turns a ``/v1/chat/completions`` or ``/v1/completions`` body into a
 :class:`CompletionRequest`: the model check (404), the sampling parameters, and the chat
 messages as engine turns plus a system prompt (or the raw prompt). Every bad value is a
@@ -16,15 +16,13 @@ ignored. A new field is one line in the table.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from typing import Any, Literal
-
-from starlette.requests import ClientDisconnect, Request
 
 from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.prompts import Message, merge_turns
 
+from .body import parse_json, read_json
 from .config import ServerConfig
 from .errors import APIError
 
@@ -137,44 +135,22 @@ def check_type(value: Any, allowed: tuple[str, ...], name: str, param: str | Non
 
 def check_types(data: dict[str, Any], kind: Kind) -> None:
     """Every known field of a ``kind`` body, and of its nested objects, has an allowed type."""
-    for key, allowed in FIELD_TYPES[kind].items():
+    check_fields(data, FIELD_TYPES[kind], NESTED_TYPES)
+
+
+def check_fields(
+    data: dict[str, Any],
+    types: dict[str, tuple[str, ...]],
+    nested: dict[str, dict[str, tuple[str, ...]]] | None = None,
+) -> None:
+    """``data``'s fields named in ``types`` (and in ``nested`` objects) have an allowed type;
+    other routes (``/infill``) check their bodies with their own tables through this."""
+    for key, allowed in types.items():
         value = data.get(key)
         check_type(value, allowed, key)
-        if isinstance(value, dict) and key in NESTED_TYPES:
-            for inner, inner_allowed in NESTED_TYPES[key].items():
+        if isinstance(value, dict) and nested and key in nested:
+            for inner, inner_allowed in nested[key].items():
                 check_type(value.get(inner), inner_allowed, f"{key}.{inner}", key)
-
-
-async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object, read no further than ``max_bytes``."""
-    too_large = APIError(413, f"request body over {max_bytes} bytes", code="request_too_large")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    body = b""
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_bytes:
-                raise too_large
-    except ClientDisconnect:
-        raise APIError(400, "client disconnected") from None
-    return parse_json(body)
-
-
-def parse_json(body: bytes) -> dict[str, Any]:
-    """A request body's JSON object, or a 400 ``invalid_json``."""
-    try:
-        data = json.loads(body, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "the body must be a JSON object", code="invalid_json")
-    return data
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def check_model(data: dict[str, Any], config: ServerConfig) -> None:
@@ -372,11 +348,13 @@ __all__ = [
     "FIELD_TYPES",
     "NESTED_TYPES",
     "chat_turns",
+    "check_fields",
     "check_model",
     "check_type",
     "check_types",
     "completion_prompt",
     "parse_completion",
+    "parse_json",
     "read_json",
     "sampling_params",
 ]

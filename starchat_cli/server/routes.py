@@ -17,11 +17,12 @@ from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import Engine, Generation
 
 from .auth import check_auth
+from .body import read_json
 from .bridge import Bridge
 from .config import ServerConfig
 from .errors import APIError, from_engine_error
 from .infill import InfillEndpoint
-from .requests import CompletionRequest, Kind, parse_completion, read_json
+from .requests import CompletionRequest, Kind, parse_completion
 from .sse import ReplyHead, completion_body, first_item, sse_response
 
 
