@@ -142,6 +142,26 @@ def test_permissions_are_kept(work):
     assert f.read_text().endswith("echo bye\n")
 
 
+def test_a_fifo_is_refused_before_it_is_opened(work):
+    """Opening a named pipe waits for a writer: the chat's insert would hang (a process, to time out)."""
+    os.mkfifo(work / "pipe.txt")
+    code = textwrap.dedent(
+        """
+        from starchat_cli.chat.edits import UnreadableFileError, plan_edit
+        try:
+            plan_edit("pipe.txt", "x\\n", "append")
+        except UnreadableFileError as exc:
+            print(exc.message)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=work, env=env, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert "pipe.txt is a named pipe (FIFO), not a regular file" in out.stdout
+
+
 def test_binary_files_are_refused(work):
     (work / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
     with pytest.raises(BinaryFileError, match="binary"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starchat_cli.core.errors import ExitCode, NotAppliedError
+from starchat_cli.core.errors import ExitCode, InputError, NotAppliedError
 
 
 class EditError(NotAppliedError):
@@ -11,6 +11,15 @@ class EditError(NotAppliedError):
 
 class BinaryFileError(EditError):
     """The file holds binary data: starchat edits text files only."""
+
+    exit_code = ExitCode.INPUT
+
+
+class UnreadableFileError(EditError, InputError):
+    """Not a file starchat can read: a folder, a named pipe, a device, or one the user may not read.
+
+    Bad input (exit 6) for the commands that read it, and an edit that cannot be made.
+    """
 
     exit_code = ExitCode.INPUT
 

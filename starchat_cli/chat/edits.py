@@ -7,7 +7,8 @@
 
 Rules: every write is atomic (temp file + rename) and keeps the file's permissions,
 encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Latin-1 byte for byte) and
-line endings (CRLF stays CRLF). Binary files are refused. A file that changed on disk
+line endings (CRLF stays CRLF). Binary files are refused, and so is anything that is not
+a regular file (a named pipe, a device), before it is opened. A file that changed on disk
 after its diff was shown (mtime, size or content hash differ) is refused. Paths outside
 the working directory need ``allow_outside=True`` (the face asks the user first). The
 undo journal lives under the data dir, so ``/undo`` works after a restart.
@@ -33,6 +34,7 @@ from starchat_cli.chat.edit_errors import (
     FileChangedError,
     NothingToUndoError,
     OutsideRootError,
+    UnreadableFileError,
 )
 from starchat_cli.chat.filenames import suggest_filename
 from starchat_cli.chat.textfile import (
@@ -42,6 +44,7 @@ from starchat_cli.chat.textfile import (
     encode_text,
     looks_binary,
     read_text_file,
+    regular_file,
     snapshot,
 )
 from starchat_cli.chat.undo import JournalEntry, UndoJournal
@@ -66,7 +69,11 @@ def resolve_target(path: str | os.PathLike[str], root: Path | None = None) -> tu
     """The absolute target (symlinks resolved) and whether it lies inside ``root`` (default: cwd)."""
     root = (root or Path.cwd()).resolve()
     raw = Path(os.path.expanduser(os.fspath(path)))
-    target = (raw if raw.is_absolute() else root / raw).resolve()
+    target = raw if raw.is_absolute() else root / raw
+    try:
+        target = target.resolve()
+    except (RuntimeError, OSError):  # a symlink loop: reading it says so (ELOOP)
+        target = Path(os.path.abspath(target))
     try:
         target.relative_to(root)
         inside = True
@@ -176,18 +183,13 @@ def plan_edit(
     code = code.replace("\r\n", "\n")
     if code and not code.endswith("\n"):
         code += "\n"
-    if target.is_dir():
-        raise EditError(f"{display} is a directory: give a file name")
-    if not target.exists():
+    if regular_file(target, display) is None:  # a folder, a pipe, a device: refused unopened
         if mode not in ("new", "append", "replace"):
             raise EditError(f"{display} does not exist: save the block as a new file instead")
         return EditPlan(target, "new", "", code, "utf-8", "\n", Snapshot(False), inside, display)
     if mode == "new":
         raise EditError(f"{display} already exists: choose another name, or insert into it")
-    try:
-        current = read_text_file(target)
-    except PermissionError:
-        raise EditError(f"cannot read {display}: permission denied") from None
+    current = read_text_file(target, display)
     lines = _lines(current.text)
     if mode == "append":
         new = lines + [code]
@@ -275,6 +277,7 @@ __all__ = [
     "Snapshot",
     "TextFile",
     "UndoJournal",
+    "UnreadableFileError",
     "apply_edit",
     "check_unchanged",
     "decode_file",
