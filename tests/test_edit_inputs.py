@@ -1,4 +1,4 @@
-"""`starchat edit` and `starchat complete` on files that are not plain, readable text.
+"""`starchat edit` and `starchat complete` on files that are not plain, readable, writable text.
 
 Real processes of the CLI throughout: a loopback OpenAI-compatible server plays the model
 (`--endpoint`), a named pipe and /dev/zero are the real thing, and an unreadable file is read
@@ -39,6 +39,7 @@ class Model:
 
     def __init__(self, reply: str) -> None:
         self.reply = reply
+        self.asked = 0  # chat completions requested
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,6 +58,7 @@ class Model:
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.asked += 1
                 events = [
                     {"choices": [{"delta": {"content": outer.reply}, "index": 0}]},
                     {"choices": [{"delta": {}, "index": 0, "finish_reason": "stop"}]},
@@ -166,6 +168,26 @@ def test_complete_refuses_a_fifo_and_devices_before_opening_them(tmp_path, fifo)
         err = one_line_error(res)
         assert res.returncode == ExitCode.INPUT, (args, err)
         assert "not a regular file" in err, err
+
+
+# -- read-only ---------------------------------------------------------------------------------
+
+
+def test_a_read_only_file_is_refused_unless_forced(tmp_path, model):
+    target = tmp_path / "app.py"
+    target.write_text(OLD)
+    target.chmod(0o444)
+    for confirm in (["--yes"], []):  # the prompt is not even reached: no terminal to say yes on
+        res = starchat(["edit", "app.py", "rename g", *confirm, "-e", model.url], tmp_path)
+        err = one_line_error(res)
+        assert res.returncode == ExitCode.NOT_APPLIED, err
+        assert "read-only" in err and "--force" in err, err
+    assert model.asked == 0  # refused before the model writes a line
+    res = starchat(["edit", "app.py", "rename g", "--diff", "-e", model.url], tmp_path)
+    assert res.returncode == 0 and b"+def double(x):" in res.stdout  # a patch writes nothing: fine
+    res = starchat(["edit", "app.py", "rename g", "--yes", "--force", "-e", model.url], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert target.read_text() == NEW and stat.S_IMODE(target.stat().st_mode) == 0o444
 
 
 # -- may not read --------------------------------------------------------------------------------

@@ -24,6 +24,20 @@ class UnreadableFileError(EditError, InputError):
     exit_code = ExitCode.INPUT
 
 
+class ReadOnlyFileError(EditError):
+    """The file is read-only: an editor refuses to write it too, unless forced (exit 11).
+
+    Each face names its own way to force it: :meth:`with_fix`.
+    """
+
+    def __init__(self, display: str, mode: int, fix: str = "make it writable first (chmod u+w)") -> None:
+        super().__init__(f"{display} is read-only (mode {mode:04o}): nothing written; {fix}")
+        self.display, self.mode = display, mode
+
+    def with_fix(self, fix: str) -> ReadOnlyFileError:
+        return ReadOnlyFileError(self.display, self.mode, fix)
+
+
 class FileChangedError(EditError):
     """The file changed on disk since the diff was shown (or since starchat wrote it)."""
 

@@ -8,10 +8,12 @@
 Rules: every write is atomic (temp file + rename) and keeps the file's permissions,
 encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Latin-1 byte for byte) and
 line endings (CRLF stays CRLF). Binary files are refused, and so is anything that is not
-a regular file (a named pipe, a device), before it is opened. A file that changed on disk
-after its diff was shown (mtime, size or content hash differ) is refused. Paths outside
-the working directory need ``allow_outside=True`` (the face asks the user first). The
-undo journal lives under the data dir, so ``/undo`` works after a restart.
+a regular file (a named pipe, a device), before it is opened. A read-only file is refused
+as an editor refuses it (the rename would replace it whatever its mode) unless
+``force=True``; a forced write keeps the mode. A file that changed on disk after its diff
+was shown (mtime, size or content hash differ) is refused. Paths outside the working
+directory need ``allow_outside=True`` (the face asks the user first). The undo journal
+lives under the data dir, so ``/undo`` works after a restart.
 
 This module plans and applies edits; the pieces it builds on live beside it and every
 name stays importable from here: :mod:`.textfile` (decoding, encoding, snapshots),
@@ -24,6 +26,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,6 +37,7 @@ from starchat_cli.chat.edit_errors import (
     FileChangedError,
     NothingToUndoError,
     OutsideRootError,
+    ReadOnlyFileError,
     UnreadableFileError,
 )
 from starchat_cli.chat.filenames import suggest_filename
@@ -167,8 +171,10 @@ def plan_edit(
     line_range: tuple[int, int] | None = None,
     root: Path | None = None,
     allow_outside: bool = False,
+    force: bool = False,
 ) -> EditPlan:
-    """What the file would become; nothing is written. Raises EditError with the reason."""
+    """What the file would become; nothing is written. Raises EditError with the reason
+    (a read-only file too, unless ``force``)."""
     if mode not in MODES:
         raise EditError(f"unknown insert mode {mode!r}: one of {', '.join(MODES)}")
     if not os.fspath(path).strip():
@@ -189,6 +195,8 @@ def plan_edit(
         return EditPlan(target, "new", "", code, "utf-8", "\n", Snapshot(False), inside, display)
     if mode == "new":
         raise EditError(f"{display} already exists: choose another name, or insert into it")
+    if not force:
+        check_writable(target, display)
     current = read_text_file(target, display)
     lines = _lines(current.text)
     if mode == "append":
@@ -236,6 +244,37 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
+def read_only(st: os.stat_result) -> bool:
+    """Whether the mode keeps this user from writing the file.
+
+    Root, whom the kernel lets write anything, goes by the write bits as an editor does:
+    a 0444 file is read-only to root too.
+    """
+    mode = st.st_mode
+    euid = os.geteuid() if hasattr(os, "geteuid") else 0  # Windows: the read-only attribute is the bits
+    if euid == 0:
+        return not mode & 0o222
+    if st.st_uid == euid:
+        return not mode & stat.S_IWUSR
+    if st.st_gid == os.getegid() or st.st_gid in os.getgroups():
+        return not mode & stat.S_IWGRP
+    return not mode & stat.S_IWOTH
+
+
+def check_writable(path: Path, display: str) -> None:
+    """Raise ReadOnlyFileError when ``path`` is a read-only file.
+
+    The atomic rename would replace it whatever its mode (only the folder's matters), so
+    this check is what keeps a read-only file read-only. Nothing there is fine: it is created.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # missing or unreachable: the read or the write says why
+    if stat.S_ISREG(st.st_mode) and read_only(st):
+        raise ReadOnlyFileError(display, stat.S_IMODE(st.st_mode))
+
+
 def check_unchanged(plan: EditPlan) -> None:
     """Raise FileChangedError when the file is no longer what the plan's diff was made from."""
     now = snapshot(plan.path)
@@ -251,9 +290,14 @@ def check_unchanged(plan: EditPlan) -> None:
         )
 
 
-def apply_edit(plan: EditPlan, journal: UndoJournal | None = None) -> JournalEntry | None:
-    """Write the plan atomically after checking the file is as it was when the diff was shown."""
+def apply_edit(
+    plan: EditPlan, journal: UndoJournal | None = None, *, force: bool = False
+) -> JournalEntry | None:
+    """Write the plan atomically after checking the file is as it was when the diff was shown,
+    and is not read-only (unless ``force``: then it is written and keeps its mode)."""
     check_unchanged(plan)
+    if not force:
+        check_writable(plan.path, plan.display_path)
     data = plan.new_bytes()
     previous = plan.path.read_bytes() if plan.snapshot.exists else None
     entry = journal.record(plan, previous, data) if journal is not None else None
@@ -274,18 +318,21 @@ __all__ = [
     "Mode",
     "NothingToUndoError",
     "OutsideRootError",
+    "ReadOnlyFileError",
     "Snapshot",
     "TextFile",
     "UndoJournal",
     "UnreadableFileError",
     "apply_edit",
     "check_unchanged",
+    "check_writable",
     "decode_file",
     "encode_text",
     "find_anchor",
     "looks_binary",
     "parse_range",
     "plan_edit",
+    "read_only",
     "read_text_file",
     "resolve_target",
     "snapshot",

@@ -37,8 +37,9 @@ Let the model rewrite FILE as INSTRUCTION says; show the diff and ask before wri
 
 The model sees the whole file (and each -f file, read-only) and writes the whole new
 file. Nothing is written when the reply has no code block, leaves code out ("# ... rest
-unchanged", a large deletion), was cut off, or the file changed meanwhile. Every write
-can be reverted with `starchat undo`. Greedy (temperature 0) unless --temperature is given.
+unchanged", a large deletion), was cut off, or the file changed meanwhile; a read-only
+file only with --force. Every write can be reverted with `starchat undo`. Greedy
+(temperature 0) unless --temperature is given.
 """
 
 UNDO_HELP = """\
@@ -140,6 +141,9 @@ def edit(
     diff_only: bool = typer.Option(
         False, "--diff", help="Print only the patch (a/PATH b/PATH, for git apply) and write nothing."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Write the file even if it is read-only (its mode is kept)."
+    ),
     json_out: bool = typer.Option(
         False, "--json", help="Print one JSON object: files, diff, applied, stats (writes only with --yes)."
     ),
@@ -170,7 +174,7 @@ def edit(
         False, "--verbose", "-v", help="Say which model file and format are used (stderr)."
     ),
 ) -> None:
-    from starchat_cli.chat.edit_errors import OutsideRootError
+    from starchat_cli.chat.edit_errors import OutsideRootError, ReadOnlyFileError
     from starchat_cli.cli.render import Output
     from starchat_cli.core.errors import NoCodeError, NotAppliedError
     from starchat_cli.services import edit as service
@@ -214,6 +218,12 @@ def edit(
             raise NotAppliedError(f"not edited: {where} is outside the working directory")
         allow_outside = True
     source = service.read_source(file, allow_outside=allow_outside)
+    forced = "pass --force to write it anyway (its mode is kept)"
+    if writes and not force:
+        try:
+            service.check_writable(source)  # before the model runs: its work would be thrown away
+        except ReadOnlyFileError as exc:
+            raise exc.with_fix(forced) from None
     context = service.read_context(context_files or [])
 
     opened = open_engine(settings, explicit)
@@ -309,7 +319,10 @@ def edit(
             )
         if not _ask("Apply?"):
             raise NotAppliedError(f"not applied: {source.display} left as it was")
-    service.apply(result)
+    try:
+        service.apply(result, force=force)
+    except ReadOnlyFileError as exc:  # made read-only while the model wrote
+        raise exc.with_fix(forced) from None
     if json_out:
         out.write_plain(payload(True))
     out.note(f"wrote {source.display} (starchat undo reverts it)")

@@ -1,6 +1,7 @@
 """`starchat edit`: one instruction, one file rewritten by the model, checked before it is written.
 
     source = read_source("app.py")      # refused: binary, outside the tree, not a regular file, no access
+    check_writable(source)              # refused: read-only (unless the user forces it)
     result = rewrite(engine, source, "rename x to y", params)   # fit check, generate, extract, guards
     print(result.plan.diff())           # show it, ask
     if result.problem is None: apply(result)   # atomic, refused if the file changed since read
@@ -22,6 +23,7 @@ from typing import Callable, Sequence
 from starchat_cli.chat.codeblocks import extract_code_blocks
 from starchat_cli.chat.edit_errors import EditError, OutsideRootError
 from starchat_cli.chat.edits import EditPlan, apply_edit, resolve_target
+from starchat_cli.chat.edits import check_writable as _check_writable
 from starchat_cli.chat.inputs import decode_text
 from starchat_cli.chat.rewrite import (
     ContextFile,
@@ -73,6 +75,11 @@ def read_source(
     if regular_file(target, display) is None:  # a folder, a pipe, a device: refused before opening
         raise InputError(f"{display} does not exist: give an existing file (starchat edit rewrites files)")
     return Source(target, display, inside, read_text_file(target, display))
+
+
+def check_writable(source: Source) -> None:
+    """ReadOnlyFileError when the file to edit is read-only (checked before the model runs)."""
+    _check_writable(source.path, source.display)
 
 
 def outside_root(path: str | os.PathLike[str], root: Path | None = None) -> bool:
@@ -242,13 +249,16 @@ def rewrite(
     return result
 
 
-def apply(result: EditResult, journal: UndoJournal | None = None) -> JournalEntry | None:
-    """Write the rewrite (atomic; refused if the file changed since it was read) into the undo journal."""
+def apply(
+    result: EditResult, journal: UndoJournal | None = None, *, force: bool = False
+) -> JournalEntry | None:
+    """Write the rewrite (atomic; refused if the file changed since it was read, or is read-only
+    unless ``force``) into the undo journal."""
     if result.problem is not None:
         raise result.problem
     if result.plan is None or not result.changed:
         return None
-    return apply_edit(result.plan, journal if journal is not None else UndoJournal())
+    return apply_edit(result.plan, journal if journal is not None else UndoJournal(), force=force)
 
 
 __all__ = [
@@ -256,6 +266,7 @@ __all__ = [
     "Source",
     "apply",
     "check_fit",
+    "check_writable",
     "count_prompt",
     "outside_root",
     "plan_rewrite",
