@@ -1,14 +1,16 @@
 """`starchat edit` and `starchat complete` on files that are not plain, readable, writable text.
 
 Real processes of the CLI throughout: a loopback OpenAI-compatible server plays the model
-(`--endpoint`), a named pipe and /dev/zero are the real thing, and an unreadable file is read
-by an unprivileged user (setpriv when the tests run as root).
+(`--endpoint`), a named pipe and /dev/zero are the real thing, an unreadable file is read by
+an unprivileged user (setpriv when the tests run as root), and a terminal that goes away is a
+pty whose master is closed while starchat waits at `Apply?`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import stat
 import subprocess
@@ -16,6 +18,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
@@ -288,3 +291,63 @@ def test_the_chat_offers_a_block_named_into_a_folder_it_may_not_search(shared_di
     )
     assert res.returncode == 0, res.stderr.decode()
     assert res.stdout.decode().split() == ["InsertScreen", "new"]
+
+
+# -- a terminal that goes away at the prompt ---------------------------------------------------
+
+
+def _read_until(fd: int, marker: bytes, deadline: float) -> bytes:
+    seen = b""
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {marker!r} in {seen!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 4096)
+            assert chunk, f"the output ended before {marker!r}: {seen!r}"
+            seen += chunk
+    return seen
+
+
+def _wait_reading_stdin(pid: int, deadline: float) -> None:
+    """Until the process sleeps in read(0, ...) (Linux: /proc/PID/syscall), so the hang-up hits
+    the read itself; elsewhere a short pause has to do."""
+    read_calls = {"0", "63"}  # read on x86-64, aarch64
+    while time.monotonic() < deadline:
+        try:
+            fields = Path(f"/proc/{pid}/syscall").read_text().split()
+        except OSError:
+            time.sleep(1.0)
+            return
+        if len(fields) > 1 and fields[0] in read_calls and int(fields[1], 16) == 0:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("all_on_the_terminal", [False, True], ids=["stdin", "stdin-stdout-stderr"])
+def test_the_terminal_going_away_at_apply_is_a_no(tmp_path, model, all_on_the_terminal):
+    target = tmp_path / "app.py"
+    target.write_text(OLD)
+    master, slave = os.openpty()
+    out = slave if all_on_the_terminal else subprocess.PIPE
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "starchat_cli", "edit", "app.py", "rename g", "-e", model.url],
+        stdin=slave,
+        stdout=out,
+        stderr=out,
+        cwd=tmp_path,
+        env=env(),
+    )
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + 60
+        shown = _read_until(master if all_on_the_terminal else proc.stdout.fileno(), b"Apply?", deadline)
+        assert b"+def double(x):" in shown
+        _wait_reading_stdin(proc.pid, deadline)
+    finally:
+        os.close(master)  # the terminal is gone: reading it is EIO from now on
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.NOT_APPLIED, err
+    if not all_on_the_terminal:
+        assert b"left as it was" in err and b"Traceback" not in err and b"a bug" not in err, err
+    assert target.read_text() == OLD

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from starchat_cli.cli.edit_term import Progress as _Progress
+from starchat_cli.cli.edit_term import ask as _ask
+from starchat_cli.cli.edit_term import show_diff as _show_diff
 from starchat_cli.cli.options import (
     ApiKey,
     Ctx,
@@ -64,63 +66,6 @@ def _stdin_is_terminal() -> bool:
         return sys.stdin is not None and sys.stdin.isatty()
     except (ValueError, OSError):
         return False
-
-
-def _color_diff(diff: str) -> str:
-    out = []
-    for line in diff.splitlines(keepends=True):
-        body, end = (line[:-1], "\n") if line.endswith("\n") else (line, "")
-        if line.startswith(("+++", "---")):
-            out.append(f"\x1b[1m{body}\x1b[0m{end}")
-        elif line.startswith("+"):
-            out.append(f"\x1b[32m{body}\x1b[0m{end}")
-        elif line.startswith("-"):
-            out.append(f"\x1b[31m{body}\x1b[0m{end}")
-        elif line.startswith("@@"):
-            out.append(f"\x1b[36m{body}\x1b[0m{end}")
-        else:
-            out.append(line)
-    return "".join(out)
-
-
-def _show_diff(diff: str, stream) -> None:  # type: ignore[no-untyped-def]
-    color = os.environ.get("NO_COLOR") is None and os.environ.get("TERM") != "dumb"
-    try:
-        color = color and stream.isatty()
-    except (AttributeError, ValueError):
-        color = False
-    stream.write(_color_diff(diff) if color else diff)
-    if diff and not diff.endswith("\n"):
-        stream.write("\n")
-    stream.flush()
-
-
-def _ask(question: str) -> bool:
-    """A yes/no question on the terminal; end of input (Ctrl-D) or Ctrl-C at the prompt is a no."""
-    try:
-        return typer.confirm(question, default=False)
-    except (typer.Abort, EOFError):
-        print(file=sys.stderr)
-        return False
-
-
-class _Progress:
-    """A token counter on stderr while the rewrite is generated (only on a terminal)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.shown = False
-
-    def __call__(self, _chunk: str, stats) -> None:  # type: ignore[no-untyped-def]
-        if self.enabled and stats.generated_tokens % 8 == 0:
-            sys.stderr.write(f"\r  {stats.generated_tokens} tokens…")
-            sys.stderr.flush()
-            self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
 
 
 def edit(
