@@ -2,8 +2,9 @@
 
 Real processes of the CLI throughout: a loopback OpenAI-compatible server plays the model
 (`--endpoint`), a named pipe and /dev/zero are the real thing, an unreadable file is read by
-an unprivileged user (setpriv when the tests run as root), and a terminal that goes away is a
-pty whose master is closed while starchat waits at `Apply?`.
+an unprivileged user (setpriv when the tests run as root), a terminal that goes away is a pty
+whose master is closed while starchat waits at `Apply?`, and the `--diff` patch is applied by
+git (and `patch -p1`) in a real repository.
 """
 
 from __future__ import annotations
@@ -351,3 +352,67 @@ def test_the_terminal_going_away_at_apply_is_a_no(tmp_path, model, all_on_the_te
     if not all_on_the_terminal:
         assert b"left as it was" in err and b"Traceback" not in err and b"a bug" not in err, err
     assert target.read_text() == OLD
+
+
+# -- --diff | git apply, byte for byte ------------------------------------------------------------
+
+HEADED = "# café\n" + OLD  # the rewrite changes the first line too: the BOM's, the é's
+ENCODED = {
+    "crlf": HEADED.replace("\n", "\r\n").encode(),
+    "latin-1": HEADED.encode("latin-1"),
+    "bom": b"\xef\xbb\xbf" + HEADED.encode(),
+    "no-final-newline": HEADED.rstrip("\n").encode(),
+}
+
+
+def _git(*args: str, cwd: Path, **kw: object) -> subprocess.CompletedProcess[bytes]:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "core.autocrlf=false"]
+    return subprocess.run([*git, *args], cwd=cwd, capture_output=True, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", list(ENCODED))
+def test_the_diff_applies_with_git_and_patch_byte_for_byte(tmp_path, model, kind):
+    original = ENCODED[kind]
+    text = original.removeprefix(b"\xef\xbb\xbf").decode("utf-8" if kind != "latin-1" else "latin-1")
+    new = text.replace("\r\n", "\n").replace("café", "caffè").replace("def g", "def double")
+    model.reply = block(new.rstrip("\n") + "\n")
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    target = repo / "pkg" / "mod.py"
+    target.write_bytes(original)
+    _git("init", "-q", cwd=repo, check=True)
+    _git("add", ".", cwd=repo, check=True)
+    _git("commit", "-qm", "init", cwd=repo, check=True)
+
+    res = starchat(["edit", "pkg/mod.py", "rename g", "--diff", "-e", model.url], repo)
+    assert res.returncode == 0, res.stderr
+    patch = res.stdout
+    assert patch.startswith(b"--- a/pkg/mod.py\n+++ b/pkg/mod.py\n"), patch
+    assert target.read_bytes() == original  # --diff writes nothing
+
+    # What --yes writes, in a copy: the patch must produce exactly these bytes.
+    twin = tmp_path / "twin"
+    shutil.copytree(repo, twin)
+    assert starchat(["edit", "pkg/mod.py", "rename g", "--yes", "-e", model.url], twin).returncode == 0
+    written = (twin / "pkg" / "mod.py").read_bytes()
+    assert written != original
+
+    applied = _git("apply", "-", cwd=repo, input=patch)
+    assert applied.returncode == 0, applied.stderr.decode()
+    assert target.read_bytes() == written
+
+    if shutil.which("patch") is None:
+        return  # CI installs it (.ci/run); elsewhere git's check has to do
+    target.write_bytes(original)
+    patched = subprocess.run(["patch", "-p1", "--quiet"], cwd=repo, input=patch, capture_output=True)
+    assert patched.returncode == 0, patched.stdout.decode() + patched.stderr.decode()
+    assert target.read_bytes() == written
+
+
+def test_a_utf16_file_has_no_line_patch_and_says_so(tmp_path, model):
+    target = tmp_path / "w.py"
+    target.write_bytes(OLD.encode("utf-16"))
+    res = starchat(["edit", "w.py", "rename g", "--diff", "-e", model.url], tmp_path)
+    err = one_line_error(res)
+    assert res.returncode == ExitCode.INPUT and "UTF-16" in err and "--json" in err, err
+    assert res.stdout == b""

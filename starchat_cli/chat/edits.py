@@ -13,7 +13,8 @@ as an editor refuses it (the rename would replace it whatever its mode) unless
 ``force=True``; a forced write keeps the mode. A file that changed on disk after its diff
 was shown (mtime, size or content hash differ) is refused. Paths outside the working
 directory need ``allow_outside=True`` (the face asks the user first). The undo journal
-lives under the data dir, so ``/undo`` works after a restart.
+lives under the data dir, so ``/undo`` works after a restart. :meth:`EditPlan.patch` is
+the diff as bytes that ``git apply`` / ``patch -p1`` apply to the file as it is on disk.
 
 This module plans and applies edits; the pieces it builds on live beside it and every
 name stays importable from here: :mod:`.textfile` (decoding, encoding, snapshots),
@@ -100,6 +101,7 @@ class EditPlan:
     snapshot: Snapshot
     inside_root: bool
     display_path: str
+    old_bytes: bytes | None = None  # the file as read (None: encode old_text back)
 
     @property
     def creates(self) -> bool:
@@ -107,6 +109,39 @@ class EditPlan:
 
     def new_bytes(self) -> bytes:
         return encode_text(self.new_text.replace("\n", self.newline), self.encoding)
+
+    def patch(self, context: int = 3) -> bytes:
+        """The unified diff as bytes that apply to the file on disk (``git apply``, ``patch -p1``).
+
+        Made from the bytes, not the text: CRLF stays in every line, Latin-1 stays Latin-1,
+        the BOM stays on line 1, and a last line without a newline is marked as diff marks it.
+        """
+        if self.encoding.startswith("utf-16"):
+            raise EditError(
+                f"{self.display_path} is UTF-16: no line patch applies to it; use --json for the diff, "
+                "or write it with --yes"
+            )
+        if self.old_bytes is not None:
+            old = self.old_bytes
+        else:
+            old = (
+                b"" if self.creates else encode_text(self.old_text.replace("\n", self.newline), self.encoding)
+            )
+        name = os.fsencode(self.display_path)
+        lines = difflib.diff_bytes(
+            difflib.unified_diff,
+            _byte_lines(old),
+            _byte_lines(self.new_bytes()),
+            fromfile=b"/dev/null" if self.creates else b"a/" + name,
+            tofile=b"b/" + name,
+            n=context,
+        )
+        out = []
+        for line in lines:
+            out.append(line)
+            if not line.endswith(b"\n"):
+                out.append(b"\n\\ No newline at end of file\n")
+        return b"".join(out)
 
     def diff(self, context: int = 3) -> str:
         name = self.display_path
@@ -125,6 +160,13 @@ class EditPlan:
         new = len(self.new_text.splitlines())
         verb = "create" if self.creates else "change"
         return f"{verb} {self.display_path}: {old} → {new} lines ({MODE_HELP[self.mode]})"
+
+
+def _byte_lines(data: bytes) -> list[bytes]:
+    """``data`` cut after each ``\n`` only (a ``\r`` stays inside its line, as git sees it)."""
+    parts = data.split(b"\n")
+    lines = [part + b"\n" for part in parts[:-1]]
+    return lines + [parts[-1]] if parts[-1] else lines
 
 
 def _lines(text: str) -> list[str]:
@@ -232,6 +274,7 @@ def plan_edit(
         current.snapshot,
         inside,
         display,
+        current.data,
     )
 
 

@@ -12,6 +12,7 @@ import typer
 from starchat_cli.cli.edit_term import Progress as _Progress
 from starchat_cli.cli.edit_term import ask as _ask
 from starchat_cli.cli.edit_term import show_diff as _show_diff
+from starchat_cli.cli.edit_term import write_patch as _write_patch
 from starchat_cli.cli.options import (
     ApiKey,
     Ctx,
@@ -121,7 +122,7 @@ def edit(
 ) -> None:
     from starchat_cli.chat.edit_errors import OutsideRootError, ReadOnlyFileError
     from starchat_cli.cli.render import Output
-    from starchat_cli.core.errors import NoCodeError, NotAppliedError
+    from starchat_cli.core.errors import InputError, NoCodeError, NotAppliedError
     from starchat_cli.services import edit as service
     from starchat_cli.services.runtime import generation_params, load_settings, open_engine
 
@@ -169,6 +170,11 @@ def edit(
             service.check_writable(source)  # before the model runs: its work would be thrown away
         except ReadOnlyFileError as exc:
             raise exc.with_fix(forced) from None
+    if diff_only and source.file.encoding.startswith("utf-16"):
+        raise InputError(
+            f"{source.display} is UTF-16: no line patch applies to it (git apply and patch see binary); "
+            "use --json for the diff, or write it with --yes"
+        )
     context = service.read_context(context_files or [])
 
     opened = open_engine(settings, explicit)
@@ -248,7 +254,7 @@ def edit(
             _show_diff(diff, sys.stderr if diff_only else sys.stdout)
         raise result.problem
     if diff_only:
-        _show_diff(diff, sys.stdout)
+        _write_patch(plan.patch(), diff)
         return
     if json_out and not yes:
         out.write_plain(payload(False))

@@ -1,7 +1,8 @@
-"""The terminal side of ``starchat edit``: the diff (coloured on a terminal), the
-``Apply? [y/N]`` question, and the token counter.
+"""The terminal side of ``starchat edit``: the diff (coloured for the eye, byte for byte for
+``git apply``), the ``Apply? [y/N]`` question, and the token counter.
 
     show_diff(plan.diff(), sys.stdout)   # coloured when the stream is a terminal
+    write_patch(plan.patch(), diff)      # --diff: the bytes that apply to the file on disk
     if ask("Apply?"): ...                # Ctrl-D, Ctrl-C or a terminal that went away: a no
 """
 
@@ -81,6 +82,21 @@ def if_terminal_gone() -> None:
             os.close(devnull)
 
 
+def write_patch(patch: bytes, diff: str) -> None:
+    """``patch`` on stdout byte for byte (the file's own line endings and encoding: what
+    ``git apply`` needs); on a terminal, the text ``diff`` coloured instead, for the eye."""
+    try:
+        on_terminal = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        on_terminal = False
+    if on_terminal:
+        show_diff(diff, sys.stdout)
+        return
+    sys.stdout.flush()
+    sys.stdout.buffer.write(patch)
+    sys.stdout.buffer.flush()
+
+
 class Progress:
     """A token counter on stderr while the rewrite is generated (only on a terminal)."""
 
@@ -100,4 +116,4 @@ class Progress:
             sys.stderr.flush()
 
 
-__all__ = ["Progress", "ask", "color_diff", "if_terminal_gone", "show_diff"]
+__all__ = ["Progress", "ask", "color_diff", "if_terminal_gone", "show_diff", "write_patch"]

@@ -3,7 +3,7 @@
     source = read_source("app.py")      # refused: binary, outside the tree, not a regular file, no access
     check_writable(source)              # refused: read-only (unless the user forces it)
     result = rewrite(engine, source, "rename x to y", params)   # fit check, generate, extract, guards
-    print(result.plan.diff())           # show it, ask
+    print(result.plan.diff())           # show it, ask (result.plan.patch(): the bytes for git apply)
     if result.problem is None: apply(result)   # atomic, refused if the file changed since read
 
 The face (cli/edit.py) asks and prints; everything that decides lives here or below, in
@@ -188,6 +188,7 @@ def plan_rewrite(source: Source, new_text: str) -> EditPlan:
         f.snapshot,
         source.inside,
         source.display,
+        f.data,
     )
 
 
