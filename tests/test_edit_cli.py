@@ -65,6 +65,7 @@ def test_help_lists_edit_and_undo_and_their_options():
     for option in (
         "--file",
         "--yes",
+        "--force",
         "--diff",
         "--json",
         "--model",

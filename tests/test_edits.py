@@ -17,6 +17,7 @@ from starchat_cli.chat.edits import (
     FileChangedError,
     NothingToUndoError,
     OutsideRootError,
+    ReadOnlyFileError,
     UndoJournal,
     apply_edit,
     parse_range,
@@ -140,6 +141,47 @@ def test_permissions_are_kept(work):
     apply_edit(plan_edit("run.sh", "echo bye\n", "append"))
     assert stat.S_IMODE(f.stat().st_mode) == 0o750
     assert f.read_text().endswith("echo bye\n")
+
+
+def test_a_read_only_file_is_refused_unless_forced(work):
+    """The rename would replace it whatever its mode: refused as an editor does, even for root."""
+    f = write(work / "ro.txt", BASE)
+    f.chmod(0o444)
+    with pytest.raises(ReadOnlyFileError, match="read-only") as err:
+        plan_edit("ro.txt", CODE, "append")
+    assert err.value.exit_code == 11
+    plan = plan_edit("ro.txt", CODE, "append", force=True)
+    with pytest.raises(ReadOnlyFileError):
+        apply_edit(plan)
+    assert f.read_text() == BASE
+    apply_edit(plan, force=True)
+    assert f.read_text() == BASE + CODE and stat.S_IMODE(f.stat().st_mode) == 0o444
+    g = write(work / "w.txt", BASE)
+    plan = plan_edit("w.txt", CODE, "append")
+    g.chmod(0o444)  # made read-only after the diff was shown
+    with pytest.raises(ReadOnlyFileError):
+        apply_edit(plan, UndoJournal())
+    assert g.read_text() == BASE and UndoJournal().entries() == []
+
+
+def test_a_fifo_is_refused_before_it_is_opened(work):
+    """Opening a named pipe waits for a writer: the chat's insert would hang (a process, to time out)."""
+    os.mkfifo(work / "pipe.txt")
+    code = textwrap.dedent(
+        """
+        from starchat_cli.chat.edits import UnreadableFileError, plan_edit
+        try:
+            plan_edit("pipe.txt", "x\\n", "append")
+        except UnreadableFileError as exc:
+            print(exc.message)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=work, env=env, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert "pipe.txt is a named pipe (FIFO), not a regular file" in out.stdout
 
 
 def test_binary_files_are_refused(work):

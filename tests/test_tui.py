@@ -528,3 +528,38 @@ async def test_switching_sessions_mid_reply_saves_the_partial_reply_where_it_bel
         assert [(m.role, m.stopped) for m in saved] == [("user", False), ("assistant", True)]
         assert saved[1].content.startswith("alpha beta")
         assert [t.content for t in app.history] == ["an older chat", "older answer"]
+
+
+async def test_a_read_only_file_is_refused_with_a_message(work):
+    target = work / "app.py"
+    target.write_text("original\n")
+    target.chmod(0o444)
+    app = build(FakeEngine(CODE_REPLY), root=work)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "write hello")
+        screen = await open_insert(pilot)
+        screen.query_one("#insert-mode").value = "append"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, DiffScreen)  # refused before the diff is offered
+        assert any("read-only" in n and "chmod" in n for n in app.notes), app.notes
+    assert target.read_text() == "original\n" and target.stat().st_mode & 0o777 == 0o444
+
+
+async def test_a_file_made_read_only_after_the_diff_is_refused(work):
+    target = work / "app.py"
+    target.write_text("original\n")
+    app = build(FakeEngine(CODE_REPLY), root=work)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "write hello")
+        screen = await open_insert(pilot)
+        screen.query_one("#insert-mode").value = "append"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DiffScreen)
+        target.chmod(0o444)
+        await pilot.press("y")
+        await pilot.pause()
+        assert any("read-only" in n for n in app.notes), app.notes
+    assert target.read_text() == "original\n"
+    assert UndoJournal().entries() == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starchat_cli.core.errors import ExitCode, NotAppliedError
+from starchat_cli.core.errors import ExitCode, InputError, NotAppliedError
 
 
 class EditError(NotAppliedError):
@@ -13,6 +13,29 @@ class BinaryFileError(EditError):
     """The file holds binary data: starchat edits text files only."""
 
     exit_code = ExitCode.INPUT
+
+
+class UnreadableFileError(EditError, InputError):
+    """Not a file starchat can read: a folder, a named pipe, a device, or one the user may not read.
+
+    Bad input (exit 6) for the commands that read it, and an edit that cannot be made.
+    """
+
+    exit_code = ExitCode.INPUT
+
+
+class ReadOnlyFileError(EditError):
+    """The file is read-only: an editor refuses to write it too, unless forced (exit 11).
+
+    Each face names its own way to force it: :meth:`with_fix`.
+    """
+
+    def __init__(self, display: str, mode: int, fix: str = "make it writable first (chmod u+w)") -> None:
+        super().__init__(f"{display} is read-only (mode {mode:04o}): nothing written; {fix}")
+        self.display, self.mode = display, mode
+
+    def with_fix(self, fix: str) -> ReadOnlyFileError:
+        return ReadOnlyFileError(self.display, self.mode, fix)
 
 
 class FileChangedError(EditError):

@@ -7,10 +7,14 @@
 
 Rules: every write is atomic (temp file + rename) and keeps the file's permissions,
 encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Latin-1 byte for byte) and
-line endings (CRLF stays CRLF). Binary files are refused. A file that changed on disk
-after its diff was shown (mtime, size or content hash differ) is refused. Paths outside
-the working directory need ``allow_outside=True`` (the face asks the user first). The
-undo journal lives under the data dir, so ``/undo`` works after a restart.
+line endings (CRLF stays CRLF). Binary files are refused, and so is anything that is not
+a regular file (a named pipe, a device), before it is opened. A read-only file is refused
+as an editor refuses it (the rename would replace it whatever its mode) unless
+``force=True``; a forced write keeps the mode. A file that changed on disk after its diff
+was shown (mtime, size or content hash differ) is refused. Paths outside the working
+directory need ``allow_outside=True`` (the face asks the user first). The undo journal
+lives under the data dir, so ``/undo`` works after a restart. :meth:`EditPlan.patch` is
+the diff as bytes that ``git apply`` / ``patch -p1`` apply to the file as it is on disk.
 
 This module plans and applies edits; the pieces it builds on live beside it and every
 name stays importable from here: :mod:`.textfile` (decoding, encoding, snapshots),
@@ -23,6 +27,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,6 +38,8 @@ from starchat_cli.chat.edit_errors import (
     FileChangedError,
     NothingToUndoError,
     OutsideRootError,
+    ReadOnlyFileError,
+    UnreadableFileError,
 )
 from starchat_cli.chat.filenames import suggest_filename
 from starchat_cli.chat.textfile import (
@@ -42,6 +49,7 @@ from starchat_cli.chat.textfile import (
     encode_text,
     looks_binary,
     read_text_file,
+    regular_file,
     snapshot,
 )
 from starchat_cli.chat.undo import JournalEntry, UndoJournal
@@ -66,7 +74,11 @@ def resolve_target(path: str | os.PathLike[str], root: Path | None = None) -> tu
     """The absolute target (symlinks resolved) and whether it lies inside ``root`` (default: cwd)."""
     root = (root or Path.cwd()).resolve()
     raw = Path(os.path.expanduser(os.fspath(path)))
-    target = (raw if raw.is_absolute() else root / raw).resolve()
+    target = raw if raw.is_absolute() else root / raw
+    try:
+        target = target.resolve()
+    except (RuntimeError, OSError):  # a symlink loop: reading it says so (ELOOP)
+        target = Path(os.path.abspath(target))
     try:
         target.relative_to(root)
         inside = True
@@ -89,6 +101,7 @@ class EditPlan:
     snapshot: Snapshot
     inside_root: bool
     display_path: str
+    old_bytes: bytes | None = None  # the file as read (None: encode old_text back)
 
     @property
     def creates(self) -> bool:
@@ -96,6 +109,39 @@ class EditPlan:
 
     def new_bytes(self) -> bytes:
         return encode_text(self.new_text.replace("\n", self.newline), self.encoding)
+
+    def patch(self, context: int = 3) -> bytes:
+        """The unified diff as bytes that apply to the file on disk (``git apply``, ``patch -p1``).
+
+        Made from the bytes, not the text: CRLF stays in every line, Latin-1 stays Latin-1,
+        the BOM stays on line 1, and a last line without a newline is marked as diff marks it.
+        """
+        if self.encoding.startswith("utf-16"):
+            raise EditError(
+                f"{self.display_path} is UTF-16: no line patch applies to it; use --json for the diff, "
+                "or write it with --yes"
+            )
+        if self.old_bytes is not None:
+            old = self.old_bytes
+        else:
+            old = (
+                b"" if self.creates else encode_text(self.old_text.replace("\n", self.newline), self.encoding)
+            )
+        name = os.fsencode(self.display_path)
+        lines = difflib.diff_bytes(
+            difflib.unified_diff,
+            _byte_lines(old),
+            _byte_lines(self.new_bytes()),
+            fromfile=b"/dev/null" if self.creates else b"a/" + name,
+            tofile=b"b/" + name,
+            n=context,
+        )
+        out = []
+        for line in lines:
+            out.append(line)
+            if not line.endswith(b"\n"):
+                out.append(b"\n\\ No newline at end of file\n")
+        return b"".join(out)
 
     def diff(self, context: int = 3) -> str:
         name = self.display_path
@@ -114,6 +160,13 @@ class EditPlan:
         new = len(self.new_text.splitlines())
         verb = "create" if self.creates else "change"
         return f"{verb} {self.display_path}: {old} → {new} lines ({MODE_HELP[self.mode]})"
+
+
+def _byte_lines(data: bytes) -> list[bytes]:
+    """``data`` cut after each ``\n`` only (a ``\r`` stays inside its line, as git sees it)."""
+    parts = data.split(b"\n")
+    lines = [part + b"\n" for part in parts[:-1]]
+    return lines + [parts[-1]] if parts[-1] else lines
 
 
 def _lines(text: str) -> list[str]:
@@ -160,8 +213,10 @@ def plan_edit(
     line_range: tuple[int, int] | None = None,
     root: Path | None = None,
     allow_outside: bool = False,
+    force: bool = False,
 ) -> EditPlan:
-    """What the file would become; nothing is written. Raises EditError with the reason."""
+    """What the file would become; nothing is written. Raises EditError with the reason
+    (a read-only file too, unless ``force``)."""
     if mode not in MODES:
         raise EditError(f"unknown insert mode {mode!r}: one of {', '.join(MODES)}")
     if not os.fspath(path).strip():
@@ -176,18 +231,15 @@ def plan_edit(
     code = code.replace("\r\n", "\n")
     if code and not code.endswith("\n"):
         code += "\n"
-    if target.is_dir():
-        raise EditError(f"{display} is a directory: give a file name")
-    if not target.exists():
+    if regular_file(target, display) is None:  # a folder, a pipe, a device: refused unopened
         if mode not in ("new", "append", "replace"):
             raise EditError(f"{display} does not exist: save the block as a new file instead")
         return EditPlan(target, "new", "", code, "utf-8", "\n", Snapshot(False), inside, display)
     if mode == "new":
         raise EditError(f"{display} already exists: choose another name, or insert into it")
-    try:
-        current = read_text_file(target)
-    except PermissionError:
-        raise EditError(f"cannot read {display}: permission denied") from None
+    if not force:
+        check_writable(target, display)
+    current = read_text_file(target, display)
     lines = _lines(current.text)
     if mode == "append":
         new = lines + [code]
@@ -222,6 +274,7 @@ def plan_edit(
         current.snapshot,
         inside,
         display,
+        current.data,
     )
 
 
@@ -232,6 +285,37 @@ def _default_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def read_only(st: os.stat_result) -> bool:
+    """Whether the mode keeps this user from writing the file.
+
+    Root, whom the kernel lets write anything, goes by the write bits as an editor does:
+    a 0444 file is read-only to root too.
+    """
+    mode = st.st_mode
+    euid = os.geteuid() if hasattr(os, "geteuid") else 0  # Windows: the read-only attribute is the bits
+    if euid == 0:
+        return not mode & 0o222
+    if st.st_uid == euid:
+        return not mode & stat.S_IWUSR
+    if st.st_gid == os.getegid() or st.st_gid in os.getgroups():
+        return not mode & stat.S_IWGRP
+    return not mode & stat.S_IWOTH
+
+
+def check_writable(path: Path, display: str) -> None:
+    """Raise ReadOnlyFileError when ``path`` is a read-only file.
+
+    The atomic rename would replace it whatever its mode (only the folder's matters), so
+    this check is what keeps a read-only file read-only. Nothing there is fine: it is created.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # missing or unreachable: the read or the write says why
+    if stat.S_ISREG(st.st_mode) and read_only(st):
+        raise ReadOnlyFileError(display, stat.S_IMODE(st.st_mode))
 
 
 def check_unchanged(plan: EditPlan) -> None:
@@ -249,9 +333,14 @@ def check_unchanged(plan: EditPlan) -> None:
         )
 
 
-def apply_edit(plan: EditPlan, journal: UndoJournal | None = None) -> JournalEntry | None:
-    """Write the plan atomically after checking the file is as it was when the diff was shown."""
+def apply_edit(
+    plan: EditPlan, journal: UndoJournal | None = None, *, force: bool = False
+) -> JournalEntry | None:
+    """Write the plan atomically after checking the file is as it was when the diff was shown,
+    and is not read-only (unless ``force``: then it is written and keeps its mode)."""
     check_unchanged(plan)
+    if not force:
+        check_writable(plan.path, plan.display_path)
     data = plan.new_bytes()
     previous = plan.path.read_bytes() if plan.snapshot.exists else None
     entry = journal.record(plan, previous, data) if journal is not None else None
@@ -272,17 +361,21 @@ __all__ = [
     "Mode",
     "NothingToUndoError",
     "OutsideRootError",
+    "ReadOnlyFileError",
     "Snapshot",
     "TextFile",
     "UndoJournal",
+    "UnreadableFileError",
     "apply_edit",
     "check_unchanged",
+    "check_writable",
     "decode_file",
     "encode_text",
     "find_anchor",
     "looks_binary",
     "parse_range",
     "plan_edit",
+    "read_only",
     "read_text_file",
     "resolve_target",
     "snapshot",

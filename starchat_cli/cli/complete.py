@@ -66,13 +66,11 @@ def split_at(text: str, line: int, col: int | None, name: str) -> tuple[str, str
 
 
 def _read(path: Path, what: str) -> str:
+    """A regular file's text; a named pipe or a device is refused before it is opened (exit 6)."""
     from starchat_cli.chat.inputs import decode_text
-    from starchat_cli.core.errors import InputError
+    from starchat_cli.chat.textfile import read_regular
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    data, _ = read_regular(path, f"{what} {path}")
     return decode_text(data, str(path))
 
 

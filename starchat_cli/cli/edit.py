@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from starchat_cli.cli.edit_term import Progress as _Progress
+from starchat_cli.cli.edit_term import ask as _ask
+from starchat_cli.cli.edit_term import show_diff as _show_diff
+from starchat_cli.cli.edit_term import write_patch as _write_patch
 from starchat_cli.cli.options import (
     ApiKey,
     Ctx,
@@ -37,8 +40,9 @@ Let the model rewrite FILE as INSTRUCTION says; show the diff and ask before wri
 
 The model sees the whole file (and each -f file, read-only) and writes the whole new
 file. Nothing is written when the reply has no code block, leaves code out ("# ... rest
-unchanged", a large deletion), was cut off, or the file changed meanwhile. Every write
-can be reverted with `starchat undo`. Greedy (temperature 0) unless --temperature is given.
+unchanged", a large deletion), was cut off, or the file changed meanwhile; a read-only
+file only with --force. Every write can be reverted with `starchat undo`. Greedy
+(temperature 0) unless --temperature is given.
 """
 
 UNDO_HELP = """\
@@ -65,63 +69,6 @@ def _stdin_is_terminal() -> bool:
         return False
 
 
-def _color_diff(diff: str) -> str:
-    out = []
-    for line in diff.splitlines(keepends=True):
-        body, end = (line[:-1], "\n") if line.endswith("\n") else (line, "")
-        if line.startswith(("+++", "---")):
-            out.append(f"\x1b[1m{body}\x1b[0m{end}")
-        elif line.startswith("+"):
-            out.append(f"\x1b[32m{body}\x1b[0m{end}")
-        elif line.startswith("-"):
-            out.append(f"\x1b[31m{body}\x1b[0m{end}")
-        elif line.startswith("@@"):
-            out.append(f"\x1b[36m{body}\x1b[0m{end}")
-        else:
-            out.append(line)
-    return "".join(out)
-
-
-def _show_diff(diff: str, stream) -> None:  # type: ignore[no-untyped-def]
-    color = os.environ.get("NO_COLOR") is None and os.environ.get("TERM") != "dumb"
-    try:
-        color = color and stream.isatty()
-    except (AttributeError, ValueError):
-        color = False
-    stream.write(_color_diff(diff) if color else diff)
-    if diff and not diff.endswith("\n"):
-        stream.write("\n")
-    stream.flush()
-
-
-def _ask(question: str) -> bool:
-    """A yes/no question on the terminal; end of input (Ctrl-D) or Ctrl-C at the prompt is a no."""
-    try:
-        return typer.confirm(question, default=False)
-    except (typer.Abort, EOFError):
-        print(file=sys.stderr)
-        return False
-
-
-class _Progress:
-    """A token counter on stderr while the rewrite is generated (only on a terminal)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.shown = False
-
-    def __call__(self, _chunk: str, stats) -> None:  # type: ignore[no-untyped-def]
-        if self.enabled and stats.generated_tokens % 8 == 0:
-            sys.stderr.write(f"\r  {stats.generated_tokens} tokens…")
-            sys.stderr.flush()
-            self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-
-
 def edit(
     file: str = typer.Argument(..., help="The file to rewrite.", show_default=False),
     instruction: List[str] = typer.Argument(
@@ -139,6 +86,9 @@ def edit(
     ),
     diff_only: bool = typer.Option(
         False, "--diff", help="Print only the patch (a/PATH b/PATH, for git apply) and write nothing."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Write the file even if it is read-only (its mode is kept)."
     ),
     json_out: bool = typer.Option(
         False, "--json", help="Print one JSON object: files, diff, applied, stats (writes only with --yes)."
@@ -170,9 +120,9 @@ def edit(
         False, "--verbose", "-v", help="Say which model file and format are used (stderr)."
     ),
 ) -> None:
-    from starchat_cli.chat.edit_errors import OutsideRootError
+    from starchat_cli.chat.edit_errors import OutsideRootError, ReadOnlyFileError
     from starchat_cli.cli.render import Output
-    from starchat_cli.core.errors import NoCodeError, NotAppliedError
+    from starchat_cli.core.errors import InputError, NoCodeError, NotAppliedError
     from starchat_cli.services import edit as service
     from starchat_cli.services.runtime import generation_params, load_settings, open_engine
 
@@ -214,6 +164,17 @@ def edit(
             raise NotAppliedError(f"not edited: {where} is outside the working directory")
         allow_outside = True
     source = service.read_source(file, allow_outside=allow_outside)
+    forced = "pass --force to write it anyway (its mode is kept)"
+    if writes and not force:
+        try:
+            service.check_writable(source)  # before the model runs: its work would be thrown away
+        except ReadOnlyFileError as exc:
+            raise exc.with_fix(forced) from None
+    if diff_only and source.file.encoding.startswith("utf-16"):
+        raise InputError(
+            f"{source.display} is UTF-16: no line patch applies to it (git apply and patch see binary); "
+            "use --json for the diff, or write it with --yes"
+        )
     context = service.read_context(context_files or [])
 
     opened = open_engine(settings, explicit)
@@ -295,7 +256,7 @@ def edit(
             _show_diff(diff, sys.stderr if diff_only else sys.stdout)
         raise result.problem
     if diff_only:
-        _show_diff(diff, sys.stdout)
+        _write_patch(plan.patch(), diff)
         return
     if json_out and not yes:
         out.write_plain(payload(False))
@@ -311,7 +272,10 @@ def edit(
             )
         if not _ask("Apply?"):
             raise NotAppliedError(f"not applied: {source.display} left as it was")
-    service.apply(result)
+    try:
+        service.apply(result, force=force)
+    except ReadOnlyFileError as exc:  # made read-only while the model wrote
+        raise exc.with_fix(forced) from None
     if json_out:
         out.write_plain(payload(True))
     out.note(f"wrote {source.display} (starchat undo reverts it)")

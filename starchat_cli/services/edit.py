@@ -1,9 +1,10 @@
 """`starchat edit`: one instruction, one file rewritten by the model, checked before it is written.
 
-    source = read_source("app.py")                       # refused: binary, outside the tree, a directory
+    source = read_source("app.py")      # refused: binary, outside the tree, not a regular file, no access
+    check_writable(source)              # refused: read-only (unless the user forces it)
     result = rewrite(engine, source, "rename x to y", params)   # fit check, generate, extract, guards
-    print(result.plan.diff())                            # show it, ask
-    if result.problem is None: apply(result)             # atomic, refused if the file changed since read
+    print(result.plan.diff())           # show it, ask (result.plan.patch(): the bytes for git apply)
+    if result.problem is None: apply(result)   # atomic, refused if the file changed since read
 
 The face (cli/edit.py) asks and prints; everything that decides lives here or below, in
 :mod:`starchat_cli.chat.rewrite` (prompt, block, guards) and :mod:`starchat_cli.chat.edits`
@@ -22,6 +23,7 @@ from typing import Callable, Sequence
 from starchat_cli.chat.codeblocks import extract_code_blocks
 from starchat_cli.chat.edit_errors import EditError, OutsideRootError
 from starchat_cli.chat.edits import EditPlan, apply_edit, resolve_target
+from starchat_cli.chat.edits import check_writable as _check_writable
 from starchat_cli.chat.inputs import decode_text
 from starchat_cli.chat.rewrite import (
     ContextFile,
@@ -31,7 +33,7 @@ from starchat_cli.chat.rewrite import (
     new_text_from,
     pick_block,
 )
-from starchat_cli.chat.textfile import TextFile, read_text_file
+from starchat_cli.chat.textfile import TextFile, read_regular, read_text_file, regular_file
 from starchat_cli.chat.undo import JournalEntry, UndoJournal
 from starchat_cli.core.errors import ContextOverflowError, InputError, NoCodeError, StarchatError
 from starchat_cli.engine.contract import Engine, GenerationParams, Stats
@@ -70,15 +72,14 @@ def read_source(
         raise OutsideRootError(
             f"{target} is outside the working directory {root}: confirm it, or pass --yes to allow it"
         )
-    if target.is_dir():
-        raise InputError(f"{display} is a directory: give the file to edit")
-    if not target.exists():
+    if regular_file(target, display) is None:  # a folder, a pipe, a device: refused before opening
         raise InputError(f"{display} does not exist: give an existing file (starchat edit rewrites files)")
-    try:
-        file = read_text_file(target)
-    except PermissionError:
-        raise InputError(f"cannot read {display}: permission denied") from None
-    return Source(target, display, inside, file)
+    return Source(target, display, inside, read_text_file(target, display))
+
+
+def check_writable(source: Source) -> None:
+    """ReadOnlyFileError when the file to edit is read-only (checked before the model runs)."""
+    _check_writable(source.path, source.display)
 
 
 def outside_root(path: str | os.PathLike[str], root: Path | None = None) -> bool:
@@ -92,14 +93,7 @@ def read_context(paths: Sequence[str], root: Path | None = None) -> tuple[Contex
     out = []
     for raw in paths:
         target, _ = resolve_target(raw, root)
-        try:
-            data = target.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"--file {raw}: no such file") from None
-        except IsADirectoryError:
-            raise InputError(f"--file {raw} is a directory: give files") from None
-        except OSError as exc:
-            raise InputError(f"--file {raw}: cannot read it ({exc.strerror})") from None
+        data, _st = read_regular(target, f"--file {raw}")
         out.append(ContextFile(_display(target, root), decode_text(data, f"--file {raw}")))
     return tuple(out)
 
@@ -194,6 +188,7 @@ def plan_rewrite(source: Source, new_text: str) -> EditPlan:
         f.snapshot,
         source.inside,
         source.display,
+        f.data,
     )
 
 
@@ -255,13 +250,16 @@ def rewrite(
     return result
 
 
-def apply(result: EditResult, journal: UndoJournal | None = None) -> JournalEntry | None:
-    """Write the rewrite (atomic; refused if the file changed since it was read) into the undo journal."""
+def apply(
+    result: EditResult, journal: UndoJournal | None = None, *, force: bool = False
+) -> JournalEntry | None:
+    """Write the rewrite (atomic; refused if the file changed since it was read, or is read-only
+    unless ``force``) into the undo journal."""
     if result.problem is not None:
         raise result.problem
     if result.plan is None or not result.changed:
         return None
-    return apply_edit(result.plan, journal if journal is not None else UndoJournal())
+    return apply_edit(result.plan, journal if journal is not None else UndoJournal(), force=force)
 
 
 __all__ = [
@@ -269,6 +267,7 @@ __all__ = [
     "Source",
     "apply",
     "check_fit",
+    "check_writable",
     "count_prompt",
     "outside_root",
     "plan_rewrite",

@@ -7,6 +7,7 @@ diff, which needs a yes → the write, recorded in the undo journal.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,7 +99,8 @@ class CodeFlow:
     def start_insert(self, block: CodeBlock, reply: str, mode: str = "new") -> None:
         """Ask where the block goes; a new file whose suggested name exists becomes an append."""
         suggested = suggest(reply, block)
-        if mode == "new" and suggested and (self.root / suggested).exists():
+        # os.path.exists: False where it may not look (Path.exists raises in a folder it may not search).
+        if mode == "new" and suggested and os.path.exists(self.root / suggested):
             mode = "append"
 
         def submitted(req: InsertRequest | None) -> None:
