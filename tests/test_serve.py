@@ -285,11 +285,20 @@ def test_ask_endpoint_against_llama_cpp_python_server(demo_gguf, tmp_path):
     import llama_cpp.server.app  # noqa: F401  (llama-cpp-python[server] is in the test extra)
 
     port = free_port()
+    # llama-cpp-python's server loads the model as starchat does on this machine: without
+    # llama.cpp's AMX matmul where it crashes (engine/amx.py), else it dies on the first prompt
+    launcher = (
+        "import os, runpy, sys\n"
+        "from starchat_cli.engine.amx import amx_status, load_mode\n"
+        "load_mode(amx_status(os.environ.get('STARCHAT_AMX') or 'auto').load_mode).__enter__()\n"
+        "sys.argv[0] = 'llama_cpp.server'\n"
+        "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
+    )
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            "-c",
+            launcher,
             "--model",
             str(demo_gguf),
             "--host",
