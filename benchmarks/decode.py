@@ -192,7 +192,11 @@ def raw_worker(model_path: str, prompt: str, threads: int, n_generate: int, flas
     llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
     llama_cpp.llama_backend_init()
 
+    from starchat_cli.engine.amx import amx_status, prepare_mode
+
     mparams = llama_cpp.llama_model_default_params()
+    # the weight buffers starchat uses on this machine (no AMX where its matmul crashes)
+    mparams.use_extra_bufts = prepare_mode(amx_status("auto").load_mode)
     model = llama_cpp.llama_model_load_from_file(model_path.encode("utf-8"), mparams)
     if not model:
         raise SystemExit(f"raw: cannot load {model_path}")

@@ -110,21 +110,23 @@ def lookup_baseline(engine, prompt: str, max_tokens: int, threads: int, gpu_laye
     import llama_cpp
     from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
+    from starchat_cli.engine.amx import safe_loading
     from starchat_cli.engine.prompts import Message
 
     text = engine.prompt_format.render(engine.build_messages([Message("user", prompt)], None))
     out = {}
     for name, draft in (("plain", None), ("lookup", LlamaPromptLookupDecoding(num_pred_tokens=10))):
-        llm = llama_cpp.Llama(
-            str(engine.backend.path),
-            n_ctx=engine.backend.n_ctx,
-            n_threads=threads,
-            n_gpu_layers=gpu_layers,
-            flash_attn=True,
-            draft_model=draft,
-            logits_all=draft is not None,  # its drafting needs every position's logits kept
-            verbose=False,
-        )
+        with safe_loading():  # the weight buffers starchat uses here (no AMX where it crashes)
+            llm = llama_cpp.Llama(
+                str(engine.backend.path),
+                n_ctx=engine.backend.n_ctx,
+                n_threads=threads,
+                n_gpu_layers=gpu_layers,
+                flash_attn=True,
+                draft_model=draft,
+                logits_all=draft is not None,  # its drafting needs every position's logits kept
+                verbose=False,
+            )
         stamps, pieces = [], []
         for chunk in llm.create_completion(
             text, max_tokens=max_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, stream=True

@@ -13,14 +13,27 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session")
+def amx_setting(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The AMX verdict for this machine and llama.cpp build, probed for real once per session
+    (engine/amx.py) and handed to every test as STARCHAT_AMX, so that the hundreds of CLI
+    subprocesses, each with a fresh STARCHAT_HOME, do not each probe again. The tests of the
+    probe itself (test_amx.py) remove it."""
+    from starchat_cli.engine.amx import ProbeCache, decide
+
+    status = decide("auto", cache=ProbeCache(tmp_path_factory.mktemp("amx") / "amx-probe.json"))
+    return {"used": "on", "avoided": "off"}.get(status.state, "auto")
+
+
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amx_setting: str) -> Path:
     """Every test gets its own STARCHAT_HOME and no STARCHAT_* settings from the outside."""
     for var in list(os.environ):
         if var.startswith("STARCHAT_") or var == "NO_COLOR":
             monkeypatch.delenv(var, raising=False)
     home = tmp_path / "starchat-home"
     monkeypatch.setenv("STARCHAT_HOME", str(home))
+    monkeypatch.setenv("STARCHAT_AMX", amx_setting)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     return home

@@ -107,10 +107,8 @@ class Built:
 
     def llm(self, key: str):
         if key not in self._llm:
-            import llama_cpp
-
             path = self.quantized(key[6:]) if key.startswith("quant-") else self.gguf(key)
-            self._llm[key] = llama_cpp.Llama(
+            self._llm[key] = make_llama(
                 model_path=str(path),
                 logits_all=True,
                 verbose=False,
@@ -132,6 +130,16 @@ class Built:
 
     def ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
+
+
+def make_llama(*args, **kwargs):
+    """llama_cpp.Llama as starchat loads it here: without AMX where its matmul crashes (engine/amx.py)."""
+    import llama_cpp
+
+    from starchat_cli.engine.amx import safe_loading
+
+    with safe_loading():
+        return llama_cpp.Llama(*args, **kwargs)
 
 
 def llama_logits(llm, ids: list[int]) -> np.ndarray:
@@ -510,7 +518,6 @@ def test_checkpoint_template_wins(built, tmp_path):
 
 def test_multi_head_gptbigcode_is_regrouped(tmp_path):
     """multi_query=false stores c_attn per head; the converter regroups it to [Q|K|V]."""
-    import llama_cpp
 
     from converters.convert import convert_checkpoint
 
@@ -518,7 +525,7 @@ def test_multi_head_gptbigcode_is_regrouped(tmp_path):
     model, tok = build_checkpoint(tmp_path / "mha", spec)
     res = convert_checkpoint(tmp_path / "mha", tmp_path / "mha.gguf", "f32")
     assert any("regrouped" in n for n in res.warnings)
-    llm = llama_cpp.Llama(str(res.path), logits_all=True, verbose=False, n_ctx=128, type_k=0, type_v=0)
+    llm = make_llama(str(res.path), logits_all=True, verbose=False, n_ctx=128, type_k=0, type_v=0)
     import torch
 
     ids = tok.encode(PROMPT)
@@ -716,13 +723,12 @@ def test_unknown_outtype(built, tmp_path):
 
 
 def test_bf16_outtype_loads(built, tmp_path):
-    import llama_cpp
 
     from converters.convert import convert_checkpoint
 
     b = built("starcoder2-tied-sharded")
     res = convert_checkpoint(b.dir, tmp_path / "bf16.gguf", "bf16")
-    llm = llama_cpp.Llama(str(res.path), logits_all=True, verbose=False, n_ctx=128, type_k=0, type_v=0)
+    llm = make_llama(str(res.path), logits_all=True, verbose=False, n_ctx=128, type_k=0, type_v=0)
     ids = b.ids(PROMPT)
     want = b.hf_logits(ids)
     got = llama_logits(llm, ids)
@@ -802,7 +808,6 @@ def test_every_listed_type_is_a_llama_cpp_ftype():
 
 
 def test_every_quant_type_quantizes_and_loads_or_is_refused_cleanly(built, tmp_path):
-    import llama_cpp
 
     from converters.quantize import NEEDS_IMATRIX, quant_types, quantize
 
@@ -816,7 +821,7 @@ def test_every_quant_type_quantizes_and_loads_or_is_refused_cleanly(built, tmp_p
             refused[name] = exc.message
             assert not out.exists()
             continue
-        llm = llama_cpp.Llama(str(out), verbose=False, n_ctx=64, n_threads=2)
+        llm = make_llama(str(out), verbose=False, n_ctx=64, n_threads=2)
         llm.eval(built("starcoder").ids("def f():"))
         loaded.append(name)
         out.unlink()

@@ -145,6 +145,8 @@ def ask(
             f"flash attention {'on' if info.flash_attn else 'off'}"
         )
         out.note(f"gpu: {info.placement}")
+        if info.cpu_kernels:
+            out.note(info.cpu_kernels)
     gen = engine.generate([turn], params, system=settings.system, attachment=attachment, attach=builder)
     st = gen.stats
     if st.truncated_chars:

@@ -16,6 +16,10 @@ Check the set-up: versions, llama.cpp build features (CUDA, Metal, BLAS, AVX2/AV
 GPUs and their free memory, threads, disk space, caches, and each local model with the
 GPU offload plan starchat would use for it.
 
+On a CPU with Intel AMX it says whether llama.cpp's AMX kernels work in this build or
+crash (models then load without them), as remembered from the probe that the first model
+load runs; --load runs that probe now if it never ran.
+
 Exit code 0 when everything checks out, 1 when a problem was found.
 """
 
@@ -38,7 +42,9 @@ def doctor(
         callback=number("doctor_ctx"),
     ),
     load: bool = typer.Option(
-        False, "--load", help="Also load each model with llama.cpp (slower, thorough)."
+        False,
+        "--load",
+        help="Also load each model with llama.cpp, and probe AMX if needed (slower, thorough).",
     ),
 ) -> None:
     from starchat_cli.services.doctor import collect
@@ -67,6 +73,12 @@ def _print_report(d: dict[str, Any]) -> None:
     )
     lines.append(f"  CUDA: {_yn(b['cuda'])}  Metal: {_yn(b['metal'])}  BLAS: {_yn(b['blas'])}")
     lines.append(f"  CPU features: {' '.join(b['cpu_features']) or 'none reported'}")
+    amx = d["amx"]
+    lines.append(f"  {amx['summary']}")
+    if amx["rebuild"]:
+        lines.append(f"    {amx['rebuild']}")
+    if amx["probed_at"]:
+        lines.append(f"    (probed {amx['probed_at']}; delete {amx['probe_file']} to probe again)")
     if d["gpus"]:
         for g in d["gpus"]:
             lines.append(

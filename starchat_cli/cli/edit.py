@@ -228,6 +228,8 @@ def edit(
         out.note(
             f"model {info.name}: {info.location}; format {info.prompt_format}; context {info.n_ctx} tokens"
         )
+        if info.cpu_kernels:
+            out.note(info.cpu_kernels)
     lines = len(source.file.text.splitlines())
     out.note(f"rewriting {source.display} ({lines} lines) with {info.name or 'the server model'}…")
     progress = _Progress(out.stderr_tty)

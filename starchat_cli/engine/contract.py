@@ -130,6 +130,7 @@ class EngineInfo:
     warnings: tuple[str, ...] = ()  # things the user must hear (out-of-memory retries, ...)
     notes: tuple[str, ...] = ()  # things said only when asked (-v): e.g. a damaged cache file removed
     aliases: tuple[str, ...] = ()  # other names a request may use for this model (serve)
+    cpu_kernels: str = ""  # local models: what was done about Intel AMX, one line (for -v)
 
 
 Attach = Callable[[str], str]

@@ -17,6 +17,7 @@ from typing import Sequence
 
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import ModelLoadError, StarchatError
+from starchat_cli.engine.amx import AmxStatus, amx_status, load_mode
 from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.gpu import GpuChoice, choose_gpu_layers
 from starchat_cli.engine.kv_state import EXACT_BATCH, cache_key, eval_batches, load_state, save_state
@@ -44,6 +45,7 @@ class LoadOptions:
     # only offers on/off, so "on" is tried first and "off" is the fallback when the
     # backend cannot create such a context.
     flash_attn: bool = True
+    amx: str = "auto"  # Intel AMX kernels: auto (probed in a child process), on, off (engine/amx.py)
 
 
 # -- llama.cpp -------------------------------------------------------------------------
@@ -86,6 +88,7 @@ class LlamaCppBackend:
         self.trained_ctx = 0
         self.flash_attn = False
         self.warnings: list[str] = []  # things the user must hear (out-of-memory retries, ...)
+        self.amx: AmxStatus | None = None  # what was done about Intel AMX at load
 
     @property
     def loaded(self) -> bool:
@@ -130,7 +133,11 @@ class LlamaCppBackend:
             flash_attn=self.options.flash_attn,
             verbose=False,
         )
-        llm = self._load_with_fallbacks(llama_cpp.Llama, kwargs, info.block_count or 0)
+        # A llama.cpp build whose AMX matmul faults would kill this process on the first prompt:
+        # whether it does was found out in a child process (engine/amx.py); load accordingly.
+        self.amx = amx_status(self.options.amx)
+        with load_mode(self.amx.load_mode):
+            llm = self._load_with_fallbacks(llama_cpp.Llama, kwargs, info.block_count or 0)
         self.flash_attn = bool(kwargs["flash_attn"])
         self.load_seconds = self._unreported_load = time.perf_counter() - started
         self._llm = llm

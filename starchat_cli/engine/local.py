@@ -72,6 +72,7 @@ class LocalEngine:
             warnings=tuple(backend.warnings),
             notes=tuple(backend.cache.notes) if backend.cache is not None else (),
             aliases=self.aliases,
+            cpu_kernels=backend.amx.describe() if backend.amx is not None else "",
         )
 
     def persist(self) -> None:

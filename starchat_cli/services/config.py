@@ -13,7 +13,7 @@ The file is TOML (``starchat paths`` shows where)::
 Environment: ``STARCHAT_MODEL``, ``STARCHAT_TEMPERATURE``, ``STARCHAT_TOP_P``,
 ``STARCHAT_MAX_TOKENS``, ``STARCHAT_CTX``, ``STARCHAT_THREADS``, ``STARCHAT_GPU``,
 ``STARCHAT_SYSTEM``, ``STARCHAT_SEED``, ``STARCHAT_FORMAT``, ``STARCHAT_ENDPOINT``,
-``STARCHAT_API_KEY``. Remote servers can be named::
+``STARCHAT_API_KEY``, ``STARCHAT_AMX``. Remote servers can be named::
 
     [endpoints.gpu-box]
     url = "http://gpu-box:8000/v1"
@@ -53,6 +53,7 @@ class Settings:
     api_key: str | None = None  # its Bearer key
     prompt_cache: float = defaults.PROMPT_CACHE_GB  # GB of saved prompt states on disk; 0: off
     draft: str = defaults.DRAFT  # drafted decoding: auto, on, off
+    amx: str = "auto"  # Intel AMX kernels: auto (probed once per build + CPU), on, off
 
 
 def _check_float(lo: float, hi: float) -> Callable[[Any], float]:
@@ -117,6 +118,14 @@ def _check_draft(value: Any) -> str:
     raise ValueError('must be "auto", "on" or "off"')
 
 
+def _check_amx(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str) and value.strip().lower() in ("auto", "on", "off"):
+        return value.strip().lower()
+    raise ValueError('must be "auto", "on" or "off"')
+
+
 def _check_format(value: Any) -> str:
     from starchat_cli.engine.prompts import FORMATS
 
@@ -141,6 +150,7 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "api_key": _check_str,
     "prompt_cache": _check_cache_size,
     "draft": _check_draft,
+    "amx": _check_amx,
 }
 ENDPOINT_KEYS = ("url", "api_key", "model")
 MODEL_KEYS = ("temperature", "top_p", "max_tokens", "ctx", "system", "format", "gpu")
@@ -227,7 +237,7 @@ def _validate_flag(key: str, value: Any) -> Any:
 
 
 def _parse_env_value(key: str, text: str) -> Any:
-    if key in ("model", "system", "format", "gpu", "endpoint", "api_key", "prompt_cache", "draft"):
+    if key in ("model", "system", "format", "gpu", "endpoint", "api_key", "prompt_cache", "draft", "amx"):
         return text
     if key in ("temperature", "top_p"):
         try:

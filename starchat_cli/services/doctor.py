@@ -44,6 +44,7 @@ def collect(ctx: int, load: bool) -> dict[str, Any]:
     if hint:
         problems.append(hint)
     paths = get_paths()
+    amx = _amx(build.system_info, probe=load, problems=problems)
 
     def version(dist: str) -> str | None:
         try:
@@ -112,6 +113,7 @@ def collect(ctx: int, load: bool) -> dict[str, Any]:
             )
         },
         "llama_cpp": build.as_dict(),
+        "amx": amx,
         "gpus": [g.__dict__ for g in gpus],
         "gpu_probes": {
             "nvml": _has_module("pynvml"),
@@ -126,6 +128,29 @@ def collect(ctx: int, load: bool) -> dict[str, Any]:
         },
         "models": models,
         "problems": problems,
+    }
+
+
+def _amx(system_info: str, *, probe: bool, problems: list[str]) -> dict[str, Any]:
+    """What the CPU and the build offer, and what loading does about it: the remembered probe
+    verdict, or (``--load``) a probe now when there is none. Never a probe without ``--load``."""
+    from starchat_cli.core.errors import StarchatError
+    from starchat_cli.engine.amx import amx_status, build_has_amx, cpu_has_amx, cpu_info_text, default_cache
+    from starchat_cli.services.runtime import load_settings
+
+    try:
+        setting = load_settings({})[0].amx
+    except StarchatError as exc:
+        problems.append(exc.message)
+        setting = "auto"
+    cpuinfo = cpu_info_text()
+    status = amx_status(setting, may_probe=probe)
+    return {
+        "cpu": cpu_has_amx(cpuinfo),
+        "build": build_has_amx(system_info),
+        "setting": setting,
+        "probe_file": str(default_cache().path),
+        **status.as_dict(),
     }
 
 

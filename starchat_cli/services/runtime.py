@@ -77,7 +77,7 @@ def engine_for(model: ResolvedModel, settings: Settings) -> LocalEngine:
     """The local engine for a resolved model: its catalog format and stops, or the file's own."""
     backend = LlamaCppBackend(
         model.path,
-        LoadOptions(n_ctx=settings.ctx, n_threads=settings.threads, gpu=settings.gpu),
+        LoadOptions(n_ctx=settings.ctx, n_threads=settings.threads, gpu=settings.gpu, amx=settings.amx),
         cache=prompt_cache(settings),
         name=model.name,
     )
