@@ -195,7 +195,18 @@ def test_the_same_long_prompt_twice_comes_from_the_cache_with_the_same_answer(de
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("damage", ["truncated", "zero-length", "random bytes", "foreign state"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncated",
+        "zero-length",
+        "random bytes",
+        "foreign state",
+        "side file []",
+        "side file null",
+        "side file size 1e400",
+    ],
+)
 def test_a_bad_cache_file_gives_the_right_answer_and_is_removed(demo_gguf, isolated_home, damage):
     import zlib
 
@@ -212,6 +223,11 @@ def test_a_bad_cache_file_gives_the_right_answer_and_is_removed(demo_gguf, isola
             state.write_bytes(b"")
         elif damage == "random bytes":
             state.write_bytes(os.urandom(len(good)))
+        elif damage.startswith("side file"):  # JSON of the wrong shape, or an absurd number
+            raw = damage.removeprefix("side file ")
+            if raw.startswith("size"):
+                raw = json.dumps({**json.loads(meta_path.read_text()), "size": "@@"}).replace('"@@"', "1e400")
+            meta_path.write_text(raw)
         else:  # bytes llama.cpp does not accept, with a side file that vouches for them
             junk = os.urandom(4096)
             state.write_bytes(junk)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Optional
 
@@ -35,11 +36,18 @@ def _cache():
     return prompt_cache(settings)
 
 
+def _say_notes(cache) -> None:  # type: ignore[no-untyped-def]
+    """What the cache found damaged and removed on the way (on stderr, stdout stays the listing)."""
+    for note in cache.notes:
+        print(f"starchat: {note}", file=sys.stderr)
+
+
 def cache_list(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     from starchat_cli.core.units import format_bytes
 
     cache = _cache()
     entries = cache.entries()
+    _say_notes(cache)
     rows = [
         {
             "model": e.model,
@@ -74,6 +82,8 @@ def cache_clear(
 ) -> None:
     from starchat_cli.core.units import format_bytes
 
-    removed = _cache().clear(model)
+    cache = _cache()
+    removed = cache.clear(model)
+    _say_notes(cache)
     which = f" of {model}" if model else ""
     print(f"removed {removed.count} saved prompt state(s){which}: {format_bytes(removed.bytes)} freed")

@@ -308,7 +308,8 @@ def undo(
             return
         for entry in reversed(entries[-20:]):
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.time))
-            print(f"{when}  {shown(entry.path)}  {entry.summary}")
+            gone = "" if entry.restorable else "  (cannot be undone: saved copy missing)"
+            print(f"{when}  {shown(entry.path)}  {entry.summary}{gone}")
         return
     try:
         entry = journal.undo(force=force)

@@ -7,11 +7,17 @@ An entry is two files in the cache folder (``starchat paths`` shows it):
 
 The JSON is written last, so an entry exists only once its state file is complete; a state file
 is handed to llama.cpp only after its size and CRC-32 match (llama.cpp aborts the process on some
-truncated files and would load garbage from a corrupted one). Anything that does not check out
-is removed. Temp files left by a killed run are swept on the next save. The key covers everything
-that changes the KV cache: the model file (size, mtime and a hash of its first and last MiB),
-n_ctx, flash attention, the KV type and the llama.cpp build; a state is never offered to another
-model or setting. The size cap evicts the least recently used entries.
+truncated files and would load garbage from a corrupted one). Every field of a side file is
+checked once (shape, types, bounds: ``[]``, ``NaN`` or a size of ``1e400`` are damage). Anything
+that does not check out is removed, with a note (``-v``). Temp files left by a killed run are
+swept on the next save. The key covers everything that changes the KV cache: the model file
+(size, mtime and a hash of its first and last MiB), n_ctx, flash attention, the KV type and the
+llama.cpp build; a state is never offered to another model or setting. The size cap evicts the
+least recently used entries.
+
+    cache = PromptCache(folder, cap_bytes=4 * 10**9)
+    hit = cache.best(key.digest, tokens)      # the longest shared prefix, or None
+    cache.save(key, tokens, write_state)      # write_state(path) writes the llama.cpp state
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
+
+from starchat_cli.core.records import BadRecord, integer, integers, load, number, text
 
 STATE_SUFFIX = ".state"
 META_SUFFIX = ".json"
@@ -32,6 +40,10 @@ FORMAT = 1  # of the JSON side file
 MIN_TOKENS = 128  # shorter sequences are cheaper to evaluate than to look up, write and keep
 STALE_TMP_SECONDS = 600  # a temp file this old belongs to a run that died
 _HASH_SPAN = 1 << 20  # bytes hashed at each end of the model file
+# Bounds of a side file's fields: anything past them is damage, not a value.
+_MAX_TOKEN = 2**31 - 1  # llama_token is an int32
+_MAX_SIZE = 1 << 50  # bytes (a PiB) of one state file
+_LATEST = 1e11  # seconds since 1970 (year 5138)
 
 
 def model_fingerprint(path: Path) -> str:
@@ -111,6 +123,24 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def _parse_meta(rec: dict[str, Any], ident: str, folder: Path, last_used: float) -> CacheEntry:
+    """A side file's record, every field checked once (BadRecord: the entry is removed)."""
+    integer(rec, "format", low=FORMAT, high=FORMAT)
+    tokens = integers(rec, "tokens", high=_MAX_TOKEN, min_len=1)
+    return CacheEntry(
+        id=ident,
+        folder=folder,
+        key=text(rec, "key", pattern=r"[0-9a-f]{24}"),  # CacheKey.digest
+        model=text(rec, "model", default=""),
+        tokens=tokens,
+        size=integer(rec, "size", high=_MAX_SIZE),
+        crc32=integer(rec, "crc32", high=0xFFFFFFFF),
+        created=number(rec, "created", high=_LATEST, default=0.0),
+        last_used=last_used,
+        exact=integer(rec, "exact", high=len(tokens), default=0),
+    )
+
+
 def _crc32(path: Path) -> int:
     crc = 0
     with path.open("rb") as handle:
@@ -126,6 +156,7 @@ class PromptCache:
         self.folder = Path(folder)
         self.cap_bytes = max(0, int(cap_bytes))
         self.notes: list[str] = []  # what was found wrong and removed (shown under -v)
+        self.discarded_bytes = 0  # freed by removing damaged or superseded entries
 
     @property
     def enabled(self) -> bool:
@@ -140,8 +171,8 @@ class PromptCache:
         except OSError:
             return []
         for meta in metas:
-            if meta.name.startswith(TMP_PREFIX):
-                continue
+            if meta.name.startswith(TMP_PREFIX) or not meta.is_file():
+                continue  # a save in progress, or a folder that only looks like a side file
             entry = self._read_meta(meta)
             if entry is None:
                 continue
@@ -151,31 +182,16 @@ class PromptCache:
         return found
 
     def _read_meta(self, meta: Path) -> CacheEntry | None:
+        ident = meta.name[: -len(META_SUFFIX)]
         try:
-            data = json.loads(meta.read_text("utf-8"))
-            if data.get("format") != FORMAT:
-                raise ValueError(f"format {data.get('format')!r}")
-            tokens = data["tokens"]
-            if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
-                raise ValueError("tokens")
-            entry = CacheEntry(
-                id=meta.name[: -len(META_SUFFIX)],
-                folder=self.folder,
-                key=str(data["key"]),
-                model=str(data.get("model", "")),
-                tokens=tokens,
-                size=int(data["size"]),
-                crc32=int(data["crc32"]),
-                created=float(data.get("created", 0.0)),
-                last_used=meta.stat().st_mtime,
-                exact=int(data.get("exact", 0)),
-            )
+            rec = load(meta.read_bytes())
+            return _parse_meta(rec, ident, self.folder, last_used=meta.stat().st_mtime)
         except FileNotFoundError:
+            return None  # removed meanwhile (another run evicted or cleared it)
+        except (OSError, BadRecord) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self._discard(ident, f"damaged prompt-cache entry {ident} removed (side file: {reason})")
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            self._discard(meta.name[: -len(META_SUFFIX)], f"unreadable cache entry {meta.name} ({exc})")
-            return None
-        return entry
 
     def best(self, key: str, tokens: Sequence[int]) -> Hit | None:
         """The entry sharing the longest token prefix with ``tokens`` (at least one token)."""
@@ -286,7 +302,10 @@ class PromptCache:
     def clear(self, model: str | None = None) -> Removed:
         """Remove every entry (of one model name), temp files too; says what was freed."""
         removed = Removed()
-        for entry in self.entries():
+        before = self.discarded_bytes
+        entries = self.entries()  # damaged entries go here: freed too
+        removed.bytes += self.discarded_bytes - before
+        for entry in entries:
             if model is not None and entry.model != model:
                 continue
             self._delete(entry.id)  # a folder that refuses deletion is an error here, not a silent no-op
@@ -306,8 +325,11 @@ class PromptCache:
 
     def _discard(self, ident: str, why: str | None) -> None:
         for suffix in (META_SUFFIX, STATE_SUFFIX):
+            path = self.folder / f"{ident}{suffix}"
             try:
-                (self.folder / f"{ident}{suffix}").unlink(missing_ok=True)
+                size = path.stat().st_size
+                path.unlink()
+                self.discarded_bytes += size
             except OSError:
                 pass
         if why:
