@@ -231,8 +231,8 @@ def test_curve_cache_roundtrip_and_corrupt_file(tmp_path: Path) -> None:
 # -- end to end on the demo model ------------------------------------------------------
 
 CODE = "\n".join(
-    f"def py_make_scanner_{i}(text):\n    return py_make_scanner(text, {i}) + [{i}]" for i in range(6)
-)
+    f"def py_make_scanner_{i}(text):\n    return py_make_scanner(text, {i}) + [{i}]" for i in range(2)
+)  # short enough that prompt + reply stay within 256 KV cells, where batches are exact on any CPU
 EDIT = (
     "Rewrite this file, renaming py_make_scanner to make_python_scanner everywhere. "
     f"Reply with the whole file in a code block.\n\n```python\n{CODE}\n```"
@@ -252,7 +252,9 @@ def engine(demo_engine, tmp_path: Path):
     demo_engine.curve_cache = CurveCache(tmp_path / "cost.json")
     demo_engine._curve = None
     demo_engine._stop_ids = None
+    demo_engine._exact = None  # where batches are exact is learnt afresh by each test
     yield demo_engine
+    demo_engine._exact = None
     demo_engine._stop_ids = None
     demo_engine.curve_cache = None
     demo_engine._curve = None
@@ -403,3 +405,92 @@ def test_auto_calibrates_once_caches_and_remeasures_a_corrupt_file(engine, monke
     _gen(engine, EDIT, max_tokens=5, draft="auto")
     assert len(calls) == 2
     assert json.loads(engine.curve_cache.path.read_text())
+
+
+# -- where a drafted batch is exact (engine/exact_batches.py) ----------------------------------
+
+
+class _ViewBackend:
+    """A stand-in decoder whose batched rows differ from one-token steps once the attention
+    view reaches ``split_from`` cells (as llama.cpp's split-KV attention does with 2+ threads)."""
+
+    def __init__(self, n_past: int, split_from: int = 512, n_ctx: int = 2048) -> None:
+        self.n_past, self.split_from, self.n_ctx = n_past, split_from, n_ctx
+        self.calls: list[str] = []
+        self._last = None
+
+    def _logits(self, token: int, pos: int, batched: bool) -> np.ndarray:
+        from starchat_cli.engine.exact_batches import ExactBatches
+
+        row = np.full(8, float(token * 1000 + pos), dtype=np.float32)
+        if batched and ExactBatches(self).view(pos + 1) >= self.split_from:
+            row[0] += 1e-3
+        return row
+
+    def decode_one(self, token: int) -> None:
+        self.calls.append("one")
+        self._last = self._logits(token, self.n_past, False)
+        self.n_past += 1
+
+    def last_logits(self) -> np.ndarray:
+        return self._last.copy()
+
+    def decode_batch(self, tokens) -> np.ndarray:
+        self.calls.append(f"batch{len(tokens)}")
+        rows = [self._logits(t, self.n_past + i, True) for i, t in enumerate(tokens)]
+        self.n_past += len(tokens)
+        return np.stack(rows)
+
+    def truncate(self, n: int) -> None:
+        self.n_past = min(self.n_past, n)
+
+
+def test_exact_batches_checks_once_per_view_and_never_crosses_one() -> None:
+    from starchat_cli.engine.exact_batches import ExactBatches
+
+    backend = _ViewBackend(n_past=100)
+    exact = ExactBatches(backend)
+    assert exact.room(5, [6, 7, 8]) == 3 and backend.n_past == 100  # checked, sequence as it was
+    assert backend.calls == ["one", "one", "batch2"]
+    assert exact.room(5, [6, 7, 8]) == 3 and len(backend.calls) == 3  # the view's verdict is kept
+    backend.n_past = 250  # the batch may not run past cell 256, the end of this view
+    assert exact.room(5, list(range(10))) == 5
+    backend.n_past = 255  # [token, draft] fills cells 255 and 256: the 512-cell view, checked there
+    assert exact.room(5, [6]) == 0 and exact.failed_here() and backend.n_past == 255
+    assert backend.calls[3:] == ["one", "one", "batch2"]
+    backend.n_past = 300  # the same view: its verdict is kept, nothing evaluated
+    assert exact.room(5, [6, 7]) == 0 and exact.failed_here() and len(backend.calls) == 6
+    assert exact.verdicts == {256: True, 512: False}
+    assert exact.room(5, []) == 0
+
+
+def test_drafting_stops_where_batches_are_not_exact(engine, monkeypatch) -> None:
+    """A check that fails (forced here) turns every drafted step into a plain one, and says where."""
+    from starchat_cli.engine.exact_batches import ExactBatches
+
+    monkeypatch.setattr(ExactBatches, "check", lambda self, tokens: False)
+    plain, s0 = _gen(engine, EDIT, max_tokens=60, draft="off")
+    drafted, s1 = _gen(engine, EDIT, max_tokens=60, draft="on")
+    assert drafted == plain
+    assert s1.accepted_tokens == 0 and s1.drafted_tokens == 0 and s1.decode_steps == s0.decode_steps
+    assert s1.draft_stopped_at >= s1.prompt_tokens and s0.draft_stopped_at == 0
+
+
+def test_greedy_drafted_text_equals_plain_past_512_cells(engine) -> None:
+    """Issue 23's case: a prompt of more than 256 tokens, so that the attention reads 512 KV
+    cells, on two threads: llama.cpp's one-token steps then add the attention in another order
+    than a batch does, and drafted text used to differ from plain text from character 76 on."""
+    import json.scanner
+
+    source = Path(json.scanner.__file__).read_text()
+    prompt = (
+        f"```python\n{source}\n```\n\n"
+        "Repeat this code exactly, then rename py_make_scanner to make_python_scanner."
+    )
+    engine.backend.truncate(0)  # both runs evaluate the whole prompt: only drafting differs
+    plain, s0 = _gen(engine, prompt, max_tokens=120, draft="off")
+    engine.backend.truncate(0)
+    drafted, s1 = _gen(engine, prompt, max_tokens=120, draft="on")
+    assert s0.prompt_tokens > 256 and s0.cached_tokens == s1.cached_tokens == 0
+    assert drafted == plain
+    assert s1.generated_tokens == s0.generated_tokens

@@ -55,6 +55,8 @@ class Output:
             if st.drafted_tokens
             else ""
         )
+        if st.draft_stopped_at:  # drafting would have changed the text from there on (exact_batches.py)
+            drafts += f" (no drafts from context position {st.draft_stopped_at}: batches not exact there)"
         print(
             f"starchat: {st.prompt_tokens} prompt tokens{cached}, {st.generated_tokens} generated{drafts}; "
             f"first token {st.ttft_seconds:.2f} s{load}; {st.tokens_per_second:.1f} tokens/s; "

@@ -53,6 +53,7 @@ class Stats:
     drafted_tokens: int = 0  # tokens proposed by drafting from the context
     accepted_tokens: int = 0  # drafted tokens the model confirmed (kept in the reply)
     decode_steps: int = 0  # forward passes while decoding (one per token without drafts)
+    draft_stopped_at: int = 0  # context position from which a batch would not equal one-token steps here
 
     @property
     def tokens_per_second(self) -> float:

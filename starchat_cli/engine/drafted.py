@@ -7,12 +7,11 @@ stop is evaluated. Before each forward pass a source checks cancel and the conte
 
 Drafted steps evaluate [last token + k drafted tokens] in one batch with logits at every
 position, keep the longest verified run and drop the rest from the KV cache. Greedy output
-is identical to plain decoding because llama.cpp's CPU backend computes each position of a
-batch of 1-63 tokens bit for bit as one-token decoding does (measured on the demo model:
-max |difference| 0.0 for batches of 2..63 against one-token steps; 1.17 at 64, the kernel
-change EXACT_BATCH in kv_state.py avoids for prompts), so drafts stay below 64 tokens
-(draft.K_MAX). GPU backends make no such promise: there greedy drafted text may differ from
-plain in near-ties, as any change of batch shape can.
+is identical to plain decoding only where llama.cpp computes each row of such a batch bit for
+bit as a one-token step does: batches below 64 tokens (draft.K_MAX is 16) and, on the CPU
+with several threads, fewer than 512 KV cells in the attention's view. That is not assumed
+but checked on this machine, once per attention view (engine/exact_batches.py); where the
+check fails, the step is a plain one and ``stats.draft_stopped_at`` says from where.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from starchat_cli.engine.draft import (
     verify_greedy,
     verify_sampled,
 )
+from starchat_cli.engine.exact_batches import ExactBatches
 from starchat_cli.engine.llama import LlamaCppBackend
 
 Source = Iterator[tuple[int, bool]]
@@ -62,6 +62,7 @@ def drafted_source(
     chain,
     first_logits,
     limit: int | None,
+    exact: ExactBatches,
 ) -> Source:
     """Tokens from drafted decoding. Steps without a draft use llama.cpp's sampler ``chain``
     as plain decoding does; drafted steps verify in numpy (:mod:`engine.draft`). The first
@@ -97,6 +98,11 @@ def drafted_source(
         if limit is not None:
             k = min(k, limit - produced - 1)
         draft = drafter.propose(k) if k > 0 else []
+        if draft:
+            fits = exact.room(token, draft)
+            if fits == 0 and not stats.draft_stopped_at and exact.failed_here():
+                stats.draft_stopped_at = backend.n_past  # batches here would change the text
+            draft = draft[:fits]
         stats.decode_steps += 1
         produced += 1
         if not draft:

@@ -19,6 +19,7 @@ from starchat_cli.engine.calibrate import CurveCache, backend_curve, default_cac
 from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
 from starchat_cli.engine.draft import DraftPolicy
 from starchat_cli.engine.drafted import drafted_source, plain_source
+from starchat_cli.engine.exact_batches import ExactBatches
 from starchat_cli.engine.file_format import format_for_backend
 from starchat_cli.engine.fim import FimVocab, build_fim_prompt, fim_vocab
 from starchat_cli.engine.fit import FitResult, fit_prompt
@@ -54,6 +55,7 @@ class LocalEngine:
         self._curve: dict[int, float] | None = None  # batch-cost curve for --draft auto
         self.curve_cache: CurveCache | None = None  # None: the one in the cache dir
         self.calibration_seconds = 0.0
+        self._exact: ExactBatches | None = None
 
     @property
     def info(self) -> EngineInfo:
@@ -347,8 +349,25 @@ class LocalEngine:
         prediction = backend.tokenize(params.prediction) if params.prediction else []
         policy = DraftPolicy(mode, curve)
         return drafted_source(
-            backend, params, tokens, prediction, policy, stats, n_ctx, cancel, chain, first, params.max_tokens
+            backend,
+            params,
+            tokens,
+            prediction,
+            policy,
+            stats,
+            n_ctx,
+            cancel,
+            chain,
+            first,
+            params.max_tokens,
+            self._exact_batches(),
         )
+
+    def _exact_batches(self) -> ExactBatches:
+        """Where drafted batches are exact, learnt once per loaded model (engine/exact_batches.py)."""
+        if self._exact is None or self._exact.backend is not self.backend:
+            self._exact = ExactBatches(self.backend)
+        return self._exact
 
     def _cost_curve(self, tokens: list[int], n_ctx: int) -> dict[int, float] | None:
         """The batch-cost curve of this model + device + threads: cached, else measured now."""
