@@ -137,7 +137,9 @@ def test_ctypes_drops_an_interrupt_raised_in_a_callback():
 
 def test_an_interrupt_dropped_in_a_ctypes_callback_is_raised_after_it():
     res = run_qsort("signals.keep_interrupts()")
-    assert res.stdout.strip() == "KeyboardInterrupt after all", res.stderr
+    # Raised once qsort returned (an exception cannot leave the C call); "part" when the re-raise
+    # first landed in another compare call, which then returned nothing and left the sort unfinished.
+    assert res.stdout.strip() in ("KeyboardInterrupt after all", "KeyboardInterrupt after part"), res.stderr
     assert res.stderr == ""
 
 
@@ -145,7 +147,7 @@ def test_sigterm_dropped_in_a_ctypes_callback_is_raised_after_it():
     """convert, quantize and pull turn SIGTERM into Terminated; llama.cpp's quantizer logs through
     the same callback, so a `kill PID` there must not be lost either."""
     res = run_qsort("signals.keep_interrupts(); signals.terminate_like_ctrl_c()")
-    assert res.stdout.strip() == "Terminated after all", res.stderr
+    assert res.stdout.strip() in ("Terminated after all", "Terminated after part"), res.stderr
     assert res.stderr == ""
 
 
