@@ -110,15 +110,8 @@ def _check_cache_size(value: Any) -> float:
     return float(value)
 
 
-def _check_draft(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, str) and value.strip().lower() in ("auto", "on", "off"):
-        return value.strip().lower()
-    raise ValueError('must be "auto", "on" or "off"')
-
-
-def _check_amx(value: Any) -> str:
+def _check_auto_on_off(value: Any) -> str:
+    """``draft`` and ``amx``: auto, on or off (a TOML boolean reads as on/off)."""
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, str) and value.strip().lower() in ("auto", "on", "off"):
@@ -149,8 +142,8 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "endpoint": _check_str,
     "api_key": _check_str,
     "prompt_cache": _check_cache_size,
-    "draft": _check_draft,
-    "amx": _check_amx,
+    "draft": _check_auto_on_off,
+    "amx": _check_auto_on_off,
 }
 ENDPOINT_KEYS = ("url", "api_key", "model")
 MODEL_KEYS = ("temperature", "top_p", "max_tokens", "ctx", "system", "format", "gpu")
