@@ -234,7 +234,7 @@ def _convert(
             jobs = chunks(t, plan.transforms.get(t.name), ring)
             read = 0
             for piece, consumed in pipelined(jobs, pool, workers + 1):
-                fout.write(memoryview(piece).cast("B"))
+                fout.write(piece.data.cast("B"))  # ndarray.data: the memoryview of the array
                 written += piece.nbytes
                 done += consumed
                 read += consumed

@@ -156,7 +156,8 @@ def starcoder2(config: dict[str, Any]) -> ArchPlan:
         )
     tied = bool(config.get("tie_word_embeddings", True))
     eps = _float(config, "norm_epsilon", "layer_norm_epsilon", default=1e-5)
-    rope = config.get("rope_parameters") if isinstance(config.get("rope_parameters"), dict) else {}
+    rope_parameters = config.get("rope_parameters")
+    rope = rope_parameters if isinstance(rope_parameters, dict) else {}
     theta = float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0)
     rope_type = rope.get("rope_type") or (config.get("rope_scaling") or {}).get("type") or "default"
     if rope_type not in ("default", None):

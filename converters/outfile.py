@@ -41,7 +41,7 @@ def _alive(pid: int) -> bool:
 
 def sweep(folder: Path) -> list[Path]:
     """Remove the temp files of conversions in ``folder`` whose process has died; what was removed."""
-    removed = []
+    removed: list[Path] = []
     try:
         names = [p for p in folder.iterdir() if p.name.startswith(TMP_PREFIX)]
     except OSError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -128,10 +129,10 @@ def chunks(
         piece = src[r0 : r0 + step] if src.ndim >= 2 else src
         reader.prefetch(name, r0 * per_row * item, (r0 + step) * per_row * item)
         if raw_ok:
-            yield (lambda piece=piece: np.ascontiguousarray(piece)), piece.size * item
+            yield partial(np.ascontiguousarray, piece), piece.size * item
         else:
             slot = ring.next()
-            yield (lambda piece=piece, slot=slot: _job(piece, dtype, ggml_type, slot)), piece.size * item
+            yield partial(_job, piece, dtype, ggml_type, slot), piece.size * item
 
 
 def pipelined(

@@ -13,6 +13,7 @@ loses at most the reply in flight. The schema changes only through the functions
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import secrets
@@ -176,6 +177,7 @@ def title_from(text: str, limit: int = 60) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
+# Annotations in SessionStore say `builtins.list`: its public `list` method shadows the builtin there.
 class SessionStore:
     """Sessions and their messages; every write is committed before the method returns."""
 
@@ -241,7 +243,7 @@ class SessionStore:
             )
         return self._row(row)
 
-    def list(self, limit: int | None = None) -> list[Session]:
+    def list(self, limit: int | None = None) -> builtins.list[Session]:
         sql = self._SELECT + " ORDER BY s.updated DESC, s.rowid DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -299,7 +301,7 @@ class SessionStore:
         self.db.execute("COMMIT")
         return StoredMessage(cur.lastrowid or 0, session_id, role, content, stopped, now, stats or {})
 
-    def messages(self, session_id: str) -> list[StoredMessage]:
+    def messages(self, session_id: str) -> builtins.list[StoredMessage]:
         rows = self.db.execute(
             "SELECT id, session_id, role, content, stopped, created, stats FROM messages "
             "WHERE session_id = ? ORDER BY id",
@@ -309,7 +311,7 @@ class SessionStore:
             StoredMessage(r[0], r[1], r[2], r[3], bool(r[4]), r[5], json.loads(r[6] or "{}")) for r in rows
         ]
 
-    def search(self, text: str, limit: int = 50) -> list[SearchHit]:
+    def search(self, text: str, limit: int = 50) -> builtins.list[SearchHit]:
         """Messages matching every word of ``text`` (FTS5), best first."""
         query = fts_query(text)
         if not query:
@@ -324,9 +326,9 @@ class SessionStore:
         )
         return [SearchHit(*row) for row in rows]
 
-    def search_sessions(self, text: str, limit: int = 50) -> list[tuple[Session, str]]:
+    def search_sessions(self, text: str, limit: int = 50) -> builtins.list[tuple[Session, str]]:
         """Sessions with a matching message (or title), each with its best snippet."""
-        out: list[tuple[Session, str]] = []
+        out: builtins.list[tuple[Session, str]] = []
         seen: set[str] = set()
         words = text.lower().split()
         for s in self.list():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 from typing import Any, Callable
 
 import typer
@@ -231,6 +232,7 @@ def lazy_command() -> Any:
     import typer.main as tm
 
     root = tm.get_command(_bare_app())  # the group, its callback and options only
+    assert isinstance(root, StarchatGroup)  # _app is built with cls=StarchatGroup
     short, markup = _app.pretty_exceptions_short, _app.rich_markup_mode
     scratch: dict[str, typer.Typer] = {}
 
@@ -240,7 +242,12 @@ def lazy_command() -> Any:
             _module(module).register(scratch[module])
         sub = scratch[module]
         for info in sub.registered_commands:
-            if (info.name or tm.get_command_name(info.callback.__name__)) == name:
+            if info.name:
+                command_name = info.name
+            else:  # named after its function, which @app.command() always records
+                assert info.callback is not None
+                command_name = tm.get_command_name(info.callback.__name__)
+            if command_name == name:
                 return tm.get_command_from_info(info, pretty_exceptions_short=short, rich_markup_mode=markup)
         for group in sub.registered_groups:
             if tm.solve_typer_info_defaults(group).name == name:
@@ -252,9 +259,7 @@ def lazy_command() -> Any:
                 )
         raise LookupError(f"cli/{module}.py registers no command {name!r} (see COMMANDS)")
 
-    root._lazy = {
-        name: (lambda name=name, module=module: build(name, module)) for name, module, _ in COMMANDS
-    }
+    root._lazy = {name: partial(build, name, module) for name, module, _ in COMMANDS}
     root._lazy_help = {name: TyperCommand(name=name, help=text) for name, _, text in COMMANDS}
     return root
 

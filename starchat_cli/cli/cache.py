@@ -36,7 +36,7 @@ def _cache():
     return prompt_cache(settings)
 
 
-def _say_notes(cache) -> None:  # type: ignore[no-untyped-def]
+def _say_notes(cache) -> None:
     """What the cache found damaged and removed on the way (on stderr, stdout stays the listing)."""
     for note in cache.notes:
         print(f"starchat: {note}", file=sys.stderr)

@@ -32,7 +32,7 @@ def color_diff(diff: str) -> str:
     return "".join(out)
 
 
-def show_diff(diff: str, stream) -> None:  # type: ignore[no-untyped-def]
+def show_diff(diff: str, stream) -> None:
     color = os.environ.get("NO_COLOR") is None and os.environ.get("TERM") != "dumb"
     try:
         color = color and stream.isatty()
@@ -104,7 +104,7 @@ class Progress:
         self.enabled = enabled
         self.shown = False
 
-    def __call__(self, _chunk: str, stats) -> None:  # type: ignore[no-untyped-def]
+    def __call__(self, _chunk: str, stats) -> None:
         if self.enabled and stats.generated_tokens % 8 == 0:
             sys.stderr.write(f"\r  {stats.generated_tokens} tokens…")
             sys.stderr.flush()

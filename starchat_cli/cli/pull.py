@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional
+from types import TracebackType
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:  # rich is imported when a terminal shows the bars
+    from rich.progress import Progress, TaskID
 
 PULL_HELP = """\
 Download a model from the Hugging Face Hub into its cache and register it.
@@ -88,8 +92,8 @@ def pull(
             "to resume the download",
             exit_code=how,
         ) from None
-    how = "from the cache (offline)" if plan.offline else f"from {target.repo}"
-    print(f"pulled {entry.name} ({entry.quant}, {entry.source}) {how}: {entry.path}")
+    origin = "from the cache (offline)" if plan.offline else f"from {target.repo}"
+    print(f"pulled {entry.name} ({entry.quant}, {entry.source}) {origin}: {entry.path}")
     print(f'run it: starchat ask -m {entry.name} "..."')
 
 
@@ -98,8 +102,8 @@ class _Progress:
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
-        self._progress = None
-        self._tasks: dict[str, int] = {}
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
         self._started: dict[str, float] = {}
         self._reported: set[str] = set()
 
@@ -126,9 +130,11 @@ class _Progress:
             self._progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._progress is not None:
-            self._progress.__exit__(*exc)
+            self._progress.__exit__(exc_type, exc, tb)
 
     def say(self, text: str) -> None:
         if self._progress is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from types import FrameType
 from typing import Optional
 
 import typer
@@ -156,7 +157,7 @@ def serve(
     )
 
     class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: object) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             app.state.shutting_down.set()  # end in-flight streams now, not after the grace period
             super().handle_exit(sig, frame)
 

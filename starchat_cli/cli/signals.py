@@ -67,7 +67,7 @@ def _on_unraisable(args: Any) -> None:
     hook_done.release()
 
 
-def _interrupt_later(hook_done: Any, signum: int) -> None:
+def _interrupt_later(hook_done: Any, signum: signal.Signals) -> None:
     """Signal the main thread again once the hook has returned. If the main thread is back in
     a callback by then, the interrupt is dropped there again and this runs again, until it
     lands in ordinary Python code (at the latest when the C call returns)."""

@@ -100,7 +100,7 @@ def build_info() -> BuildInfo:
 
 def _nvml_gpus() -> list[GPU] | None:
     try:
-        import pynvml  # type: ignore[import-not-found]  # nvidia-ml-py, optional
+        import pynvml  # nvidia-ml-py, optional
     except ImportError:
         return None
     try:

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import ModelLoadError, StarchatError
@@ -23,6 +23,9 @@ from starchat_cli.engine.gpu import GpuChoice, choose_gpu_layers
 from starchat_cli.engine.kv_state import EXACT_BATCH, cache_key, eval_batches, load_state, save_state
 from starchat_cli.engine.llama_log import clear_log, install_log_capture, last_llama_error
 from starchat_cli.engine.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
+
+if TYPE_CHECKING:  # llama_cpp is imported on first load (it is slow to import)
+    import llama_cpp
 
 
 def default_threads() -> int:
@@ -78,7 +81,7 @@ class LlamaCppBackend:
         # EXACT_BATCH): a later prompt sharing them gets the reply an uncached run would give.
         self._exact = 0
         self.last_save_seconds = 0.0
-        self._llm = None
+        self._llm: llama_cpp.Llama | None = None
         self._vocab = None
         self._piece_buf = ctypes.create_string_buffer(256)
         self.load_seconds = 0.0
@@ -343,10 +346,15 @@ class LlamaCppBackend:
     def sample(self, chain) -> int:
         import llama_cpp
 
-        return llama_cpp.llama_sampler_sample(chain, self._llm.ctx, -1)
+        return llama_cpp.llama_sampler_sample(chain, self._loaded().ctx, -1)
 
     def decode_one(self, token: int) -> None:
-        self._llm.eval((token,))
+        self._loaded().eval((token,))
+
+    def _loaded(self) -> llama_cpp.Llama:
+        """The model, for the calls that only run after ``load()`` (sampling, drafted decoding)."""
+        assert self._llm is not None, "load() first"
+        return self._llm
 
     # -- drafted decoding (engine/draft.py, engine/drafted.py) -------------------------
     def last_logits(self):  # -> numpy float32 array over the vocabulary (a copy)
@@ -354,7 +362,7 @@ class LlamaCppBackend:
         import llama_cpp
         import numpy as np
 
-        llm = self._llm
+        llm = self._loaded()
         ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).copy()
 
@@ -364,7 +372,7 @@ class LlamaCppBackend:
         import llama_cpp
         import numpy as np
 
-        llm = self._llm
+        llm = self._loaded()
         n_past, n = llm.n_tokens, len(tokens)
         llm._ctx.kv_cache_seq_rm(0, n_past, -1)
         llm._batch.set_batch(batch=list(tokens), n_past=n_past, logits_all=True)

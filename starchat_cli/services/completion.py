@@ -23,9 +23,9 @@ def open_completion_engine(settings: Settings, explicit: bool, store: Store | No
         return open_engine(settings, explicit)
     store = store or Store()
     for name in COMPLETION_MODELS:
-        if name in CATALOG and store.available(name) is not None:
-            entry = store.available(name)
-            return Opened(engine_for(store.resolve(entry.name), settings))  # type: ignore[union-attr]
+        entry = store.available(name) if name in CATALOG else None
+        if entry is not None:
+            return Opened(engine_for(store.resolve(entry.name), settings))
     name = settings.model or DEFAULT_MODEL
     try:
         return Opened(engine_for(store.resolve(name), settings))

@@ -24,6 +24,7 @@ Environment: ``STARCHAT_MODEL``, ``STARCHAT_TEMPERATURE``, ``STARCHAT_TOP_P``,
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -31,10 +32,11 @@ from typing import Any, Callable, Mapping
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import ConfigError
 
-try:  # Python 3.11+
+# A version check rather than try/except ImportError, so the type checker follows one branch.
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 
 @dataclass(frozen=True)

@@ -112,12 +112,12 @@ def parse_target(arg: str, quant: str | None = None, from_source: bool = False) 
     if repo.count("/") != 1 or not all(repo.split("/")):
         known = ", ".join(n for n in CATALOG if n != "demo")
         raise StarchatError(f"{arg!r} is neither a catalog name ({known}) nor a Hub repo ORG/REPO[:QUANT]")
-    spec = _spec_for_repo(repo)
+    repo_spec = _spec_for_repo(repo)
     if from_source:
-        return Target(repo, (quant or suffix or DEFAULT_QUANT).upper(), None, spec, True)
+        return Target(repo, (quant or suffix or DEFAULT_QUANT).upper(), None, repo_spec, True)
     if suffix.lower().endswith(".gguf"):
-        return Target(repo, None, suffix, spec)
-    return Target(repo, (quant or suffix or "").upper() or None, None, spec)
+        return Target(repo, None, suffix, repo_spec)
+    return Target(repo, (quant or suffix or "").upper() or None, None, repo_spec)
 
 
 def pick_gguf(
