@@ -175,6 +175,21 @@ def test_a_child_killed_by_sigsegv_is_a_crash_not_ours():
     assert (run.ok, run.detail) == (False, "SIGSEGV")
 
 
+def test_a_child_stopped_by_ctrl_c_or_kill_is_no_verdict(cache):
+    """The user's Ctrl-C reaches the probe child too: that is an interruption, never a crash to remember."""
+    for sig in ("SIGINT", "SIGTERM"):
+        stopped = [sys.executable, "-c", f"import os, signal; os.kill(os.getpid(), signal.{sig})"]
+        with pytest.raises(KeyboardInterrupt):
+            decide(
+                "auto",
+                cpuinfo=AMX_CPU,
+                system_info=AMX_BUILD,
+                cache=cache,
+                runner=lambda mode, cmd=stopped: run_child(mode, command=cmd),
+            )
+    assert not cache.path.exists()
+
+
 def test_a_hanging_child_times_out():
     run = run_child("default", command=[sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
     assert not run.ok and run.detail == "timed out after 0.5 s"

@@ -40,6 +40,7 @@ PROBE_MODES = ("default", "drop-amx", "no-extra")  # llama.cpp's choice; minus A
 PROBE_TIMEOUT = 60.0  # seconds per child; the probe itself takes well under one on a 2-core VM
 PROBE_VERSION = 1  # bump when the probe changes what it checks: old verdicts are then re-probed
 FILE_NAME = "amx-probe.json"
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a child ended so was stopped, not crashed
 REBUILD_WITHOUT_AMX = (
     'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON '
     '-DGGML_AVX512_BF16=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
@@ -167,15 +168,18 @@ def run_child(mode: str, command: Sequence[str] | None = None, timeout: float = 
     except OSError as exc:
         return ProbeRun(mode, False, f"could not start: {exc.strerror or exc}", time.perf_counter() - started)
     seconds = time.perf_counter() - started
+    if -res.returncode in INTERRUPTS:  # stopped from outside (Ctrl-C, kill): no verdict to keep
+        raise KeyboardInterrupt()
     if res.returncode < 0:
         return ProbeRun(mode, False, _signal_name(-res.returncode), seconds)  # the crash this is about
     report: dict = {}
     for line in reversed(res.stdout.decode("utf-8", "replace").splitlines()):
         try:
-            report = json.loads(line)
-            break
+            found = json.loads(line)
         except ValueError:
             continue
+        report = found if isinstance(found, dict) else {}
+        break
     if res.returncode == 0 and report.get("ok"):
         return ProbeRun(mode, True, "ok", seconds, bool(report.get("amx_buffer")))
     why = report.get("error") or res.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
