@@ -285,28 +285,17 @@ _DECIDED: dict[str, AmxStatus] = {}
 _LOCK = threading.Lock()
 
 
-def amx_status(
-    setting: str = "auto",
-    *,
-    cpuinfo: str | None = None,
-    system_info: str | None = None,
-    cache: ProbeCache | None = None,
-    runner: Runner = run_child,
-    may_probe: bool = True,
-) -> AmxStatus:
-    """What to do about AMX for models loaded in this process (decided once per setting).
-
-    ``may_probe=False`` (``doctor`` without ``--load``) reports a remembered verdict but never
-    starts the probe: a command that loads no model runs none."""
+def amx_status(setting: str = "auto", *, may_probe: bool = True) -> AmxStatus:
+    """What to do about AMX for models loaded in this process (decided once per setting;
+    :func:`decide` does the work). ``may_probe=False`` (``doctor`` without ``--load``) reports a
+    remembered verdict but never starts the probe: a command that loads no model runs none."""
     with _LOCK:
-        if setting in _DECIDED and cpuinfo is None and system_info is None:
-            return _DECIDED[setting]
-        status = decide(
-            setting, cpuinfo=cpuinfo, system_info=system_info, cache=cache, runner=runner, may_probe=may_probe
-        )
-        if cpuinfo is None and system_info is None and status.state != "unknown":
+        if setting not in _DECIDED:
+            status = decide(setting, may_probe=may_probe)
+            if status.state == "unknown":
+                return status
             _DECIDED[setting] = status
-        return status
+        return _DECIDED[setting]
 
 
 def decide(
