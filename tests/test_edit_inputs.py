@@ -18,9 +18,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +28,7 @@ import pytest
 from starchat_cli.core.errors import ExitCode
 
 from .conftest import REPO
+from .loopback import LoopbackServer
 
 OLD = "def f(x):\n    return x + 1\n\n\ndef g(x):\n    return x * 2\n"
 NEW = OLD.replace("def g", "def double")
@@ -70,13 +70,11 @@ class Model:
                 body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
                 self._send("text/event-stream", body.encode())
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackServer(Handler)
+        self.url = self.http.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

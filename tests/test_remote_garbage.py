@@ -8,8 +8,7 @@ non-streamed paths.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -17,6 +16,7 @@ from starchat_cli.core.errors import ExitCode
 from starchat_cli.engine.remote import RemoteEngine, RemoteError
 
 from .conftest import run_starchat
+from .loopback import LoopbackServer
 
 MODELS = json.dumps({"object": "list", "data": [{"id": "m1", "object": "model"}]}).encode()
 HTML = b"<!DOCTYPE html><html><head><title>Router login</title></head><body>hi</body></html>"
@@ -92,13 +92,11 @@ class Endpoint:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self._send(*outer.answer)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackServer(Handler)
+        self.url = self.http.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture
