@@ -8,9 +8,9 @@ registered Typer app, for tests and ``typer.main.get_command``.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from functools import partial
 from typing import Any, Callable
 
 import typer
@@ -18,6 +18,9 @@ from typer.core import TyperCommand, TyperGroup
 
 from starchat_cli import __version__
 from starchat_cli.core.errors import ExitCode, StarchatError
+
+# What typer builds for a registered command or sub-app (typer's own Click classes).
+Subcommand = TyperCommand | TyperGroup
 
 EXIT_READER_GONE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
 
@@ -50,26 +53,25 @@ class StarchatGroup(TyperGroup):
     ``starchat --help``'s time); the command list is written from each command's help text.
     """
 
-    _lazy: dict[str, Callable[[], Any]]  # name -> builds the Click command
-    _lazy_help: dict[str, Any]  # name -> a parameterless stand-in with the same help
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, Callable[[], Subcommand]] = {}  # name -> builds the Click command
+        self.lazy_help: dict[str, Subcommand] = {}  # name -> a parameterless stand-in, same help
 
     def list_commands(self, ctx: Any) -> list[str]:
-        lazy = getattr(self, "_lazy", {})
-        return [*self.commands, *(name for name in lazy if name not in self.commands)]
+        return [*self.commands, *(name for name in self.lazy if name not in self.commands)]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        lazy = getattr(self, "_lazy", {})
-        if cmd_name not in self.commands and cmd_name in lazy:
-            self.commands[cmd_name] = lazy[cmd_name]()
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            self.commands[cmd_name] = self.lazy[cmd_name]()
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
-        stand_ins = getattr(self, "_lazy_help", {})
-        if not stand_ins:
+        if not self.lazy_help:
             return super().format_commands(ctx, formatter)
         rows = []
         for name in self.list_commands(ctx):
-            cmd = self.commands.get(name) or stand_ins.get(name)
+            cmd = self.commands.get(name) or self.lazy_help.get(name)
             if cmd is not None and not cmd.hidden:
                 rows.append((name, cmd))
         if rows:
@@ -120,17 +122,6 @@ Models: starchat2 (default), starchat-beta, starchat-alpha, starcoder2-instruct,
 for completion starcoder2-3b/7b/15b; a name from `starchat list`, or a path to a .gguf file.
 """
 
-_app = typer.Typer(
-    name="starchat",
-    cls=StarchatGroup,
-    help=HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -138,13 +129,28 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@_app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """starchat: a terminal coding assistant running the StarChat models locally."""
+
+
+def root_app() -> typer.Typer:
+    """A new ``starchat`` app: the group, its callback and options, no subcommands yet."""
+    root = typer.Typer(
+        name="starchat",
+        cls=StarchatGroup,
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    )
+    root.callback()(_root)
+    return root
 
 
 # The subcommands in the order `starchat --help` lists them: (name, the module cli/MODULE.py
@@ -199,7 +205,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "prefix (a piped file, a resumed chat, a system prompt) is never evaluated twice, across runs.",
     ),
 )
-_registered = False
+_full_app: typer.Typer | None = None
 
 
 def _module(name: str) -> Any:
@@ -209,14 +215,14 @@ def _module(name: str) -> Any:
 
 
 def full_app() -> typer.Typer:
-    """``app`` with every command registered (importing every command module): what tests
+    """The app with every command registered (importing every command module): what tests
     and ``typer.main.get_command`` use. ``starchat_cli.cli.app.app`` is this too."""
-    global _registered
-    if not _registered:
-        _registered = True
+    global _full_app
+    if _full_app is None:
+        _full_app = root_app()
         for module in dict.fromkeys(module for _, module, _ in COMMANDS):
-            _module(module).register(_app)
-    return _app
+            _module(module).register(_full_app)
+    return _full_app
 
 
 def __getattr__(name: str) -> Any:
@@ -225,53 +231,41 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def lazy_command() -> Any:
+@functools.cache
+def _module_commands(module: str) -> dict[str, Subcommand]:
+    """The Click commands cli/MODULE.py registers, converted by typer's public ``get_command``.
+
+    The module registers on an app of its own that has a callback, so typer always builds a
+    group (one command alone would become the app itself) whose subcommands we take.
+    """
+    import typer.main
+
+    scratch = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    scratch.callback()(lambda: None)
+    _module(module).register(scratch)
+    group = typer.main.get_command(scratch)
+    assert isinstance(group, TyperGroup)  # a Typer with a callback is always a group
+    return {name: cmd for name, cmd in group.commands.items() if isinstance(cmd, (TyperCommand, TyperGroup))}
+
+
+def _build(name: str, module: str) -> Subcommand:
+    commands = _module_commands(module)
+    if name not in commands:
+        raise LookupError(f"cli/{module}.py registers no command {name!r} (see COMMANDS)")
+    return commands[name]
+
+
+def lazy_command() -> StarchatGroup:
     """The root Click group of ``app`` with each subcommand's module imported, and the command
     converted, on first use: the group typer builds (``typer.main.get_command(app)``) as far
     as a user can tell, but ``--help`` imports and converts none of the subcommands."""
-    import typer.main as tm
+    import typer.main
 
-    root = tm.get_command(_bare_app())  # the group, its callback and options only
-    assert isinstance(root, StarchatGroup)  # _app is built with cls=StarchatGroup
-    short, markup = _app.pretty_exceptions_short, _app.rich_markup_mode
-    scratch: dict[str, typer.Typer] = {}
-
-    def build(name: str, module: str) -> Any:
-        if module not in scratch:  # the module's commands, registered on an app of their own
-            scratch[module] = typer.Typer()
-            _module(module).register(scratch[module])
-        sub = scratch[module]
-        for info in sub.registered_commands:
-            if info.name:
-                command_name = info.name
-            else:  # named after its function, which @app.command() always records
-                assert info.callback is not None
-                command_name = tm.get_command_name(info.callback.__name__)
-            if command_name == name:
-                return tm.get_command_from_info(info, pretty_exceptions_short=short, rich_markup_mode=markup)
-        for group in sub.registered_groups:
-            if tm.solve_typer_info_defaults(group).name == name:
-                return tm.get_group_from_info(
-                    group,
-                    pretty_exceptions_short=short,
-                    rich_markup_mode=markup,
-                    suggest_commands=_app.suggest_commands,
-                )
-        raise LookupError(f"cli/{module}.py registers no command {name!r} (see COMMANDS)")
-
-    root._lazy = {name: partial(build, name, module) for name, module, _ in COMMANDS}
-    root._lazy_help = {name: TyperCommand(name=name, help=text) for name, _, text in COMMANDS}
+    root = typer.main.get_command(root_app())  # the group, its callback and options only
+    assert isinstance(root, StarchatGroup)  # root_app() is built with cls=StarchatGroup
+    root.lazy = {name: functools.partial(_build, name, module) for name, module, _ in COMMANDS}
+    root.lazy_help = {name: TyperCommand(name=name, help=text) for name, _, text in COMMANDS}
     return root
-
-
-def _bare_app() -> typer.Typer:
-    """``_app`` as typer sees it with no subcommands registered (they may be, after ``app``)."""
-    if not _registered:
-        return _app
-    bare = typer.Typer()
-    bare.__dict__.update(_app.__dict__)
-    bare.registered_commands, bare.registered_groups = [], []
-    return bare
 
 
 def _is_terminal() -> bool:
