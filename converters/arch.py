@@ -1,5 +1,6 @@
 """The conversion plan of a checkpoint: its config read and checked, the GGUF keys, the
-tensor name map and expected shapes (the two architectures themselves: ``families.py``).
+tensor name map and expected shapes (the two architectures, and the choice between them:
+``families.py``, which builds on this module).
 
 ``GPTBigCodeForCausalLM`` (StarChat-alpha/beta, StarCoder) becomes llama.cpp's ``starcoder``;
 ``Starcoder2ForCausalLM`` (StarChat2, StarCoder2-Instruct) becomes ``starcoder2``. Facts
@@ -18,15 +19,6 @@ from typing import Any, Callable
 import numpy as np
 
 from converters.errors import ConversionError
-
-SUPPORTED = {
-    "GPTBigCodeForCausalLM": "starcoder",
-    "Starcoder2ForCausalLM": "starcoder2",
-}
-SUPPORTED_TEXT = (
-    "GPTBigCodeForCausalLM (StarChat-alpha/beta, StarCoder) and "
-    "Starcoder2ForCausalLM (StarChat2, StarCoder2-Instruct)"
-)
 
 
 def read_config(hf_dir: Path) -> dict[str, Any]:
@@ -158,26 +150,6 @@ def _float(config: dict[str, Any], *keys: str, default: float) -> float:
         if value is not None:
             return float(value)
     return default
-
-
-def plan_for(config: dict[str, Any]) -> ArchPlan:
-    """The conversion plan for a checkpoint's config.json; unsupported models are a clear error."""
-    archs = config.get("architectures") or []
-    if isinstance(archs, str):
-        archs = [archs]
-    found = [a for a in archs if a in SUPPORTED]
-    if not archs:
-        # Some configs name only the model type; it is as authoritative as `architectures`.
-        by_type = {"gpt_bigcode": "GPTBigCodeForCausalLM", "starcoder2": "Starcoder2ForCausalLM"}
-        found = [by_type[t] for t in [config.get("model_type")] if t in by_type]
-    if not found:
-        named = ", ".join(map(str, archs)) if archs else f"model_type {config.get('model_type')!r}"
-        raise ConversionError(f"config.json names {named}: starchat converts only {SUPPORTED_TEXT}")
-    from .families import starcoder, starcoder2
-
-    if found[0] == "GPTBigCodeForCausalLM":
-        return starcoder(config)
-    return starcoder2(config)
 
 
 def _check_heads(n_embd: int, n_head: int, n_head_kv: int) -> int:

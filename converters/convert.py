@@ -23,7 +23,8 @@ import numpy as np
 from converters.errors import ConversionError, OutOfSpaceError
 from converters.outfile import DISK_FULL, PendingOutput, check_target, output_failure
 
-from .arch import ArchPlan, plan_for, read_config
+from .arch import ArchPlan, read_config
+from .families import plan_for
 from .pipeline import F16, MAX_WORKERS, Ring, Tensor, chunks, n_bytes, out_type, pipelined
 from .safetensors_io import FLOAT_DTYPES, SafetensorsFile, TensorEntry, read_index, shard_files
 from .tokenizer import PRE_TOKENIZER, Vocab, read_vocab

@@ -3,6 +3,9 @@
 ``starcoder``: ``GPTBigCodeForCausalLM`` (StarChat-alpha/beta, StarCoder), multi-query attention,
 learned positions, ``c_attn`` already ``[Q | K | V]``. ``starcoder2``: ``Starcoder2ForCausalLM``
 (StarChat2, StarCoder2-Instruct), GQA with NEOX RoPE and separate Q/K/V.
+
+    plan = plan_for(read_config(hf_dir))   # the family config.json names; unsupported: ConversionError
+    pairs = plan.validate(shapes)           # checkpoint names -> GGUF names, every shape checked
 """
 
 from __future__ import annotations
@@ -15,6 +18,15 @@ import numpy as np
 from converters.errors import ConversionError
 
 from .arch import KV, ArchPlan, _check_heads, _float, _int, _shared_kvs
+
+SUPPORTED = {
+    "GPTBigCodeForCausalLM": "starcoder",
+    "Starcoder2ForCausalLM": "starcoder2",
+}
+SUPPORTED_TEXT = (
+    "GPTBigCodeForCausalLM (StarChat-alpha/beta, StarCoder) and "
+    "Starcoder2ForCausalLM (StarChat2, StarCoder2-Instruct)"
+)
 
 _SC_LAYER = {
     "ln_1": "attn_norm",
@@ -244,3 +256,21 @@ def starcoder2(config: dict[str, Any]) -> ArchPlan:
         notes,
         explain,
     )
+
+
+def plan_for(config: dict[str, Any]) -> ArchPlan:
+    """The conversion plan for a checkpoint's config.json; unsupported models are a clear error."""
+    archs = config.get("architectures") or []
+    if isinstance(archs, str):
+        archs = [archs]
+    found = [a for a in archs if a in SUPPORTED]
+    if not archs:
+        # Some configs name only the model type; it is as authoritative as `architectures`.
+        by_type = {"gpt_bigcode": "GPTBigCodeForCausalLM", "starcoder2": "Starcoder2ForCausalLM"}
+        found = [by_type[t] for t in [config.get("model_type")] if t in by_type]
+    if not found:
+        named = ", ".join(map(str, archs)) if archs else f"model_type {config.get('model_type')!r}"
+        raise ConversionError(f"config.json names {named}: starchat converts only {SUPPORTED_TEXT}")
+    if found[0] == "GPTBigCodeForCausalLM":
+        return starcoder(config)
+    return starcoder2(config)

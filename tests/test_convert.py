@@ -185,7 +185,8 @@ def test_tokenization_matches_transformers(built, case):
 def test_f32_weights_are_bit_identical(built, case):
     import gguf
 
-    from converters.arch import plan_for, read_config
+    from converters.arch import read_config
+    from converters.families import plan_for
 
     b = built(case)
     plan = plan_for(read_config(b.dir))

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from starchat_cli.chat.edits import UndoJournal, apply_edit, plan_edit
 from starchat_cli.core import fsutil
+from starchat_cli.edits.apply import apply_edit
+from starchat_cli.edits.plan import plan_edit
+from starchat_cli.edits.undo import UndoJournal
 
 
 def test_the_temp_file_sits_beside_the_target(tmp_path, monkeypatch):

@@ -290,7 +290,7 @@ def test_undo_with_an_empty_journal(work):
 
 
 def test_the_tui_journal_and_the_cli_are_the_same(work, use):
-    from starchat_cli.chat.edits import UndoJournal
+    from starchat_cli.edits.undo import UndoJournal
 
     use(FakeEngine(block(NEW)))
     assert invoke("edit", "app.py", "rename f3", "--yes").exit_code == 0

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from starchat_cli.chat.edit_errors import BinaryFileError, FileChangedError, OutsideRootError
-from starchat_cli.chat.rewrite import (
+from starchat_cli.core.errors import ContextOverflowError, ExitCode, InputError, NoCodeError
+from starchat_cli.edits.errors import BinaryFileError, FileChangedError, OutsideRootError
+from starchat_cli.edits.rewrite import (
     ContextFile,
     ElidedCodeError,
     build_prompt,
@@ -17,8 +18,7 @@ from starchat_cli.chat.rewrite import (
     new_text_from,
     pick_block,
 )
-from starchat_cli.chat.undo import UndoJournal
-from starchat_cli.core.errors import ContextOverflowError, ExitCode, InputError, NoCodeError
+from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.services import edit as service
 from tests.fake_engine import FakeEngine

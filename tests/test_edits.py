@@ -11,20 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from starchat_cli.chat.edits import (
+from starchat_cli.chat.filenames import suggest_filename
+from starchat_cli.core.paths import get_paths
+from starchat_cli.edits.apply import apply_edit
+from starchat_cli.edits.errors import (
     BinaryFileError,
     EditError,
     FileChangedError,
     NothingToUndoError,
     OutsideRootError,
     ReadOnlyFileError,
-    UndoJournal,
-    apply_edit,
-    parse_range,
-    plan_edit,
-    suggest_filename,
 )
-from starchat_cli.core.paths import get_paths
+from starchat_cli.edits.plan import parse_range, plan_edit
+from starchat_cli.edits.undo import UndoJournal
 
 BASE = "line1\nline2\nline3\n"
 CODE = "new_a\nnew_b\n"
@@ -169,7 +168,8 @@ def test_a_fifo_is_refused_before_it_is_opened(work):
     os.mkfifo(work / "pipe.txt")
     code = textwrap.dedent(
         """
-        from starchat_cli.chat.edits import UnreadableFileError, plan_edit
+        from starchat_cli.edits.errors import UnreadableFileError
+        from starchat_cli.edits.plan import plan_edit
         try:
             plan_edit("pipe.txt", "x\\n", "append")
         except UnreadableFileError as exc:
@@ -262,13 +262,12 @@ def test_undo_works_in_a_new_process(work):
     apply_edit(plan_edit("a.txt", CODE, "replace"), UndoJournal())
     code = textwrap.dedent(
         """
-        from starchat_cli.chat.edits import UndoJournal
+        from starchat_cli.edits.undo import UndoJournal
         print(UndoJournal().undo().path)
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=work, env=os.environ
-    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # this tree's code
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=work, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(f)
     assert f.read_text() == BASE and stat.S_IMODE(f.stat().st_mode) == 0o640

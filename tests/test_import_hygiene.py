@@ -16,6 +16,7 @@ import pytest
 import converters
 import starchat_cli.chat
 import starchat_cli.core
+import starchat_cli.edits
 import starchat_cli.engine
 import starchat_cli.models
 import starchat_cli.services
@@ -41,6 +42,7 @@ BELOW_FACES = (
     starchat_cli.engine,
     starchat_cli.models,
     starchat_cli.chat,
+    starchat_cli.edits,
     starchat_cli.services,
 )
 CORE_MODULES = sorted(

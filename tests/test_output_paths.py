@@ -148,11 +148,17 @@ def test_tui_export_goes_through_the_same_writer(tmp_path, session_id):
         store.export_markdown(session_id, target)
 
 
-def test_code_block_save_goes_through_the_same_writer(tmp_path):
-    """/save and Ctrl+S write through chat.edits -> core.fsutil.atomic_write_bytes."""
-    from starchat_cli.chat import edits
+@pytest.mark.parametrize("name", ["pseudo-proc", "pseudo-sys"])
+def test_code_block_save_goes_through_the_same_writer(name, tmp_path):
+    """/save and Ctrl+S plan the write, then apply it: a path that cannot be written is the same one line."""
+    from starchat_cli.edits.apply import apply_edit
+    from starchat_cli.edits.plan import plan_edit
 
-    assert edits.atomic_write_bytes.__module__ == "starchat_cli.core.fsutil"
+    target, words = bad_targets(tmp_path)[name]
+    plan = plan_edit(target, "print('hi')\n", "new", root=tmp_path, allow_outside=True)
+    with pytest.raises(OutputError) as info:
+        apply_edit(plan)
+    assert str(target) in info.value.message and words in info.value.message
 
 
 def test_cache_clear_on_readonly_folder(readonly_dir, monkeypatch):

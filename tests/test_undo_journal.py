@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from starchat_cli.chat.edits import EditError, UndoJournal, apply_edit, plan_edit
 from starchat_cli.cli import edit as edit_cli
 from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode
+from starchat_cli.edits.apply import apply_edit
+from starchat_cli.edits.errors import EditError
+from starchat_cli.edits.plan import plan_edit
+from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.services import runtime
 from tests.fake_engine import FakeEngine
 

@@ -1,1 +1,1 @@
-"""Conversations: sessions (SQLite), the conversation service, code blocks, file edits and undo."""
+"""Conversations: sessions (SQLite), the conversation service, code blocks, prompt inputs."""

@@ -68,7 +68,7 @@ def split_at(text: str, line: int, col: int | None, name: str) -> tuple[str, str
 def _read(path: Path, what: str) -> str:
     """A regular file's text; a named pipe or a device is refused before it is opened (exit 6)."""
     from starchat_cli.chat.inputs import decode_text
-    from starchat_cli.chat.textfile import read_regular
+    from starchat_cli.edits.textfile import read_regular
 
     data, _ = read_regular(path, f"{what} {path}")
     return decode_text(data, str(path))

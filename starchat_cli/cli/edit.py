@@ -120,9 +120,9 @@ def edit(
         False, "--verbose", "-v", help="Say which model file and format are used (stderr)."
     ),
 ) -> None:
-    from starchat_cli.chat.edit_errors import OutsideRootError, ReadOnlyFileError
     from starchat_cli.cli.render import Output
     from starchat_cli.core.errors import InputError, NoCodeError, NotAppliedError
+    from starchat_cli.edits.errors import OutsideRootError, ReadOnlyFileError
     from starchat_cli.services import edit as service
     from starchat_cli.services.runtime import generation_params, load_settings, open_engine
 
@@ -289,8 +289,8 @@ def undo(
 ) -> None:
     import time
 
-    from starchat_cli.chat.edit_errors import FileChangedError
-    from starchat_cli.chat.undo import UndoJournal
+    from starchat_cli.edits.errors import FileChangedError
+    from starchat_cli.edits.undo import UndoJournal
 
     journal = UndoJournal()
     cwd = Path.cwd().resolve()

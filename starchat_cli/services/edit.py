@@ -7,8 +7,8 @@
     if result.problem is None: apply(result)   # atomic, refused if the file changed since read
 
 The face (cli/edit.py) asks and prints; everything that decides lives here or below, in
-:mod:`starchat_cli.chat.rewrite` (prompt, block, guards) and :mod:`starchat_cli.chat.edits`
-(plans, atomic writes, the undo journal shared with the TUI).
+:mod:`starchat_cli.edits` (the rewrite's prompt, block and guards; plans, atomic writes, the undo
+journal shared with the TUI).
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from starchat_cli.chat.codeblocks import extract_code_blocks
-from starchat_cli.chat.edit_errors import EditError, OutsideRootError
-from starchat_cli.chat.edits import EditPlan, apply_edit, resolve_target
-from starchat_cli.chat.edits import check_writable as _check_writable
 from starchat_cli.chat.inputs import decode_text
-from starchat_cli.chat.rewrite import (
+from starchat_cli.core.errors import ContextOverflowError, InputError, NoCodeError, StarchatError
+from starchat_cli.edits.apply import apply_edit
+from starchat_cli.edits.errors import EditError, OutsideRootError
+from starchat_cli.edits.plan import EditPlan, resolve_target
+from starchat_cli.edits.plan import check_writable as _check_writable
+from starchat_cli.edits.rewrite import (
     ContextFile,
     ElidedCodeError,
     build_prompt,
@@ -33,9 +35,8 @@ from starchat_cli.chat.rewrite import (
     new_text_from,
     pick_block,
 )
-from starchat_cli.chat.textfile import TextFile, read_regular, read_text_file, regular_file
-from starchat_cli.chat.undo import JournalEntry, UndoJournal
-from starchat_cli.core.errors import ContextOverflowError, InputError, NoCodeError, StarchatError
+from starchat_cli.edits.textfile import TextFile, read_regular, read_text_file, regular_file
+from starchat_cli.edits.undo import JournalEntry, UndoJournal
 from starchat_cli.engine.contract import Engine, GenerationParams, Stats
 from starchat_cli.engine.prompts import Message
 

@@ -24,9 +24,9 @@ from textual.widgets import Footer, Static
 
 from starchat_cli.chat.codeblocks import CodeBlock
 from starchat_cli.chat.conversation import Conversation, EngineFactory, normalize_turns
-from starchat_cli.chat.edits import UndoJournal
 from starchat_cli.chat.sessions import Session, SessionStore
 from starchat_cli.core.errors import StarchatError
+from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.engine.contract import Engine, GenerationParams
 from starchat_cli.engine.prompts import Message as Turn
 

@@ -14,17 +14,12 @@ from typing import Any, Callable
 from textual.app import App
 
 from starchat_cli.chat.codeblocks import CodeBlock
-from starchat_cli.chat.edits import (
-    EditError,
-    EditPlan,
-    OutsideRootError,
-    UndoJournal,
-    apply_edit,
-    parse_range,
-    plan_edit,
-    suggest_filename,
-)
+from starchat_cli.chat.filenames import suggest_filename
 from starchat_cli.core.errors import StarchatError
+from starchat_cli.edits.apply import apply_edit
+from starchat_cli.edits.errors import EditError, OutsideRootError
+from starchat_cli.edits.plan import EditPlan, parse_range, plan_edit
+from starchat_cli.edits.undo import UndoJournal
 
 from .screens import ConfirmScreen, DiffScreen, InsertRequest, InsertScreen
 from .widgets import AssistantMessage

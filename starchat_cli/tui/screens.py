@@ -17,8 +17,8 @@ from textual.widgets import Button, Input, Label, Markdown, OptionList, Select, 
 from textual.widgets.option_list import Option
 
 from starchat_cli.chat.codeblocks import CodeBlock
-from starchat_cli.chat.edits import MODE_HELP, MODES, EditPlan
 from starchat_cli.chat.sessions import Session, SessionStore
+from starchat_cli.edits.plan import MODE_HELP, MODES, EditPlan
 
 
 @dataclass

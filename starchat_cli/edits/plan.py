@@ -1,25 +1,17 @@
-"""Putting a code block from a reply into a file, safely.
+"""Planning a file edit: what a file becomes when a code block goes in, with nothing written.
 
     plan = plan_edit("app.py", code, "after", anchor="import os")  # nothing written yet
     print(plan.diff())                                              # show it, ask the user
-    apply_edit(plan, UndoJournal())                                 # atomic; refused if the file changed
-    UndoJournal().undo()                                            # restores the previous content
+    apply_edit(plan, UndoJournal())                                 # starchat_cli.edits.apply
 
-Rules: every write is atomic (temp file + rename) and keeps the file's permissions,
-encoding (UTF-8 with or without BOM, UTF-16 with BOM, else Latin-1 byte for byte) and
-line endings (CRLF stays CRLF). Binary files are refused, and so is anything that is not
-a regular file (a named pipe, a device), before it is opened. A read-only file is refused
-as an editor refuses it (the rename would replace it whatever its mode) unless
-``force=True``; a forced write keeps the mode. A file that changed on disk after its diff
-was shown (mtime, size or content hash differ) is refused. Paths outside the working
-directory need ``allow_outside=True`` (the face asks the user first). The undo journal
-lives under the data dir, so ``/undo`` works after a restart. :meth:`EditPlan.patch` is
-the diff as bytes that ``git apply`` / ``patch -p1`` apply to the file as it is on disk.
-
-This module plans and applies edits; the pieces it builds on live beside it and every
-name stays importable from here: :mod:`.textfile` (decoding, encoding, snapshots),
-:mod:`.undo` (the journal), :mod:`.filenames` (file names proposed by a reply) and
-:mod:`.edit_errors`.
+A plan keeps what the write must reproduce: the file's encoding (UTF-8 with or without BOM,
+UTF-16 with BOM, else Latin-1 byte for byte), its line endings (CRLF stays CRLF) and the
+snapshot its diff was made from. Binary files are refused, and so is anything that is not a
+regular file (a named pipe, a device), before it is opened. A read-only file is refused as an
+editor refuses it (the rename would replace it whatever its mode) unless ``force=True``.
+Paths outside the working directory need ``allow_outside=True`` (the face asks the user
+first). :meth:`EditPlan.patch` is the diff as bytes that ``git apply`` / ``patch -p1`` apply
+to the file as it is on disk.
 """
 
 from __future__ import annotations
@@ -32,28 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from starchat_cli.chat.edit_errors import (
-    BinaryFileError,
-    EditError,
-    FileChangedError,
-    NothingToUndoError,
-    OutsideRootError,
-    ReadOnlyFileError,
-    UnreadableFileError,
-)
-from starchat_cli.chat.filenames import suggest_filename
-from starchat_cli.chat.textfile import (
-    Snapshot,
-    TextFile,
-    decode_file,
-    encode_text,
-    looks_binary,
-    read_text_file,
-    regular_file,
-    snapshot,
-)
-from starchat_cli.chat.undo import JournalEntry, UndoJournal
-from starchat_cli.core.fsutil import atomic_write_bytes
+from starchat_cli.edits.errors import EditError, OutsideRootError, ReadOnlyFileError
+from starchat_cli.edits.textfile import Snapshot, encode_text, read_text_file, regular_file
 
 Mode = Literal["new", "insert", "after", "append", "replace", "range"]
 MODES: tuple[str, ...] = ("new", "insert", "after", "append", "replace", "range")
@@ -278,13 +250,7 @@ def plan_edit(
     )
 
 
-# -- applying ------------------------------------------------------------------------------------
-
-
-def _default_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+# -- permissions ---------------------------------------------------------------------------------
 
 
 def read_only(st: os.stat_result) -> bool:
@@ -316,68 +282,3 @@ def check_writable(path: Path, display: str) -> None:
         return  # missing or unreachable: the read or the write says why
     if stat.S_ISREG(st.st_mode) and read_only(st):
         raise ReadOnlyFileError(display, stat.S_IMODE(st.st_mode))
-
-
-def check_unchanged(plan: EditPlan) -> None:
-    """Raise FileChangedError when the file is no longer what the plan's diff was made from."""
-    now = snapshot(plan.path)
-    if now != plan.snapshot:
-        if not plan.snapshot.exists:
-            raise FileChangedError(
-                f"{plan.display_path} was created by something else after the preview: nothing written"
-            )
-        if not now.exists:
-            raise FileChangedError(f"{plan.display_path} was deleted after the preview: nothing written")
-        raise FileChangedError(
-            f"{plan.display_path} changed on disk after the diff was shown: nothing written; preview it again"
-        )
-
-
-def apply_edit(
-    plan: EditPlan, journal: UndoJournal | None = None, *, force: bool = False
-) -> JournalEntry | None:
-    """Write the plan atomically after checking the file is as it was when the diff was shown,
-    and is not read-only (unless ``force``: then it is written and keeps its mode)."""
-    check_unchanged(plan)
-    if not force:
-        check_writable(plan.path, plan.display_path)
-    data = plan.new_bytes()
-    previous = plan.path.read_bytes() if plan.snapshot.exists else None
-    entry = journal.record(plan, previous, data) if journal is not None else None
-    atomic_write_bytes(plan.path, data)
-    if previous is None:
-        os.chmod(plan.path, _default_mode())  # the temp file was private (0600)
-    return entry
-
-
-__all__ = [
-    "MODES",
-    "MODE_HELP",
-    "BinaryFileError",
-    "EditError",
-    "EditPlan",
-    "FileChangedError",
-    "JournalEntry",
-    "Mode",
-    "NothingToUndoError",
-    "OutsideRootError",
-    "ReadOnlyFileError",
-    "Snapshot",
-    "TextFile",
-    "UndoJournal",
-    "UnreadableFileError",
-    "apply_edit",
-    "check_unchanged",
-    "check_writable",
-    "decode_file",
-    "encode_text",
-    "find_anchor",
-    "looks_binary",
-    "parse_range",
-    "plan_edit",
-    "read_only",
-    "read_text_file",
-    "resolve_target",
-    "snapshot",
-    "suggest_filename",
-]

@@ -7,7 +7,7 @@ skipped, not an error; a write whose saved copy is gone cannot be undone and is 
 with a refusal naming the file; a journal that cannot be used at all is one error line.
 
     journal = UndoJournal()
-    journal.record(plan, previous, after)   # before the write (apply_edit does it)
+    journal.record(plan, previous, after)   # before the write (edits.apply.apply_edit does it)
     journal.undo()                          # the newest write, put back
 """
 
@@ -21,17 +21,15 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from starchat_cli.chat.edit_errors import EditError, FileChangedError, NothingToUndoError
-from starchat_cli.chat.textfile import snapshot
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.core.fsutil import DISK_FULL, atomic_write_bytes, writing
 from starchat_cli.core.paths import get_paths
 from starchat_cli.core.records import BadRecord, flag, load, number, text
-
-if TYPE_CHECKING:
-    from starchat_cli.chat.edits import EditPlan
+from starchat_cli.edits.errors import EditError, FileChangedError, NothingToUndoError
+from starchat_cli.edits.plan import EditPlan
+from starchat_cli.edits.textfile import snapshot
 
 _ID = r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}"  # also the saved copy's file name: no "/" or ".."
 _SHA256 = r"[0-9a-f]{64}"

@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from starchat_cli.chat.edit_errors import BinaryFileError, EditError, UnreadableFileError
+from starchat_cli.edits.errors import BinaryFileError, EditError, UnreadableFileError
 
 
 @dataclass(frozen=True)
