@@ -37,7 +37,7 @@ from starchat_cli.chat.textfile import TextFile, read_regular, read_text_file, r
 from starchat_cli.chat.undo import JournalEntry, UndoJournal
 from starchat_cli.core.errors import ContextOverflowError, InputError, NoCodeError, StarchatError
 from starchat_cli.engine.contract import Engine, GenerationParams, Stats
-from starchat_cli.engine.prompts import Message
+from starchat_cli.engine.prompting.formats import Message
 
 # Room for the rewrite: the file's own tokens times this, plus a few for the fences and a line.
 REWRITE_FACTOR = 1.15
