@@ -152,7 +152,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.max_tokens = 1, 24
 
-    from starchat_cli.engine.speculative.lookup import relative_cost
+    from starchat_cli.engine.speculative.policy import relative_cost
 
     engine = open_engine(args.model, args.threads, args.gpu, args.ctx)
     print(f"model {engine.backend.path.name}, threads {args.threads}, gpu {engine.backend.gpu.n_gpu_layers}")

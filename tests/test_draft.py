@@ -14,17 +14,9 @@ from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.llamacpp import internals
 from starchat_cli.engine.prompting.formats import Message
 from starchat_cli.engine.speculative.calibrate import CurveCache, measure_curve
-from starchat_cli.engine.speculative.lookup import (
-    DraftPolicy,
-    NgramDrafter,
-    accept_sampled,
-    best_draft,
-    expected_tokens,
-    relative_cost,
-    target_probs,
-    verify_greedy,
-    verify_sampled,
-)
+from starchat_cli.engine.speculative.lookup import NgramDrafter
+from starchat_cli.engine.speculative.policy import DraftPolicy, best_draft, expected_tokens, relative_cost
+from starchat_cli.engine.speculative.verify import accept_sampled, target_probs, verify_greedy, verify_sampled
 
 CPU_CURVE = {1: 1.0, 2: 2.0, 4: 3.3, 8: 4.9, 16: 8.6}  # measured on this CPU (issue 13)
 GPU_CURVE = {1: 1.0, 2: 1.02, 4: 1.05, 8: 1.1, 16: 1.3}  # memory-bound decoding

@@ -25,7 +25,7 @@ from starchat_cli.engine.prompting.stops import StopTextFilter, without_trailing
 from starchat_cli.engine.speculative.calibrate import CurveCache, decoder_curve, default_cache
 from starchat_cli.engine.speculative.decoding import DraftRequest, drafted_source, plain_source
 from starchat_cli.engine.speculative.exact_batches import ExactBatches
-from starchat_cli.engine.speculative.lookup import DraftPolicy
+from starchat_cli.engine.speculative.policy import DraftPolicy
 
 # -- the engine ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ stop is evaluated. Before each forward pass a source checks cancel and the conte
 Drafted steps evaluate [last token + k drafted tokens] in one batch with logits at every
 position, keep the longest verified run and drop the rest from the KV cache. Greedy output
 is identical to plain decoding only where llama.cpp computes each row of such a batch bit for
-bit as a one-token step does: batches below 64 tokens (lookup.K_MAX is 16) and, on the CPU
+bit as a one-token step does: batches below 64 tokens (policy.K_MAX is 16) and, on the CPU
 with several threads, fewer than 512 KV cells in the attention's view. That is not assumed
 but checked on this machine, once per attention view (exact_batches.py); where the
 check fails, the step is a plain one and ``stats.draft_stopped_at`` says from where.
@@ -27,14 +27,9 @@ from typing import Any, Iterator, Sequence
 from starchat_cli.engine.contract import GenerationParams, Stats
 from starchat_cli.engine.speculative.decoder import Decoder
 from starchat_cli.engine.speculative.exact_batches import ExactBatches
-from starchat_cli.engine.speculative.lookup import (
-    DraftPolicy,
-    NgramDrafter,
-    sample_from,
-    target_probs,
-    verify_greedy,
-    verify_sampled,
-)
+from starchat_cli.engine.speculative.lookup import NgramDrafter
+from starchat_cli.engine.speculative.policy import DraftPolicy
+from starchat_cli.engine.speculative.verify import sample_from, target_probs, verify_greedy, verify_sampled
 
 Source = Iterator[tuple[int, bool]]
 
@@ -72,7 +67,7 @@ def plain_source(
 
 def drafted_source(decoder: Decoder, request: DraftRequest, stats: Stats) -> Source:
     """Tokens from drafted decoding. Steps without a draft use the sampler ``request.chain``
-    as plain decoding does; drafted steps verify in numpy (:mod:`.lookup`). The first token
+    as plain decoding does; drafted steps verify in numpy (:mod:`.verify`). The first token
     comes from ``request.first_logits`` when a calibration overwrote the context's logits."""
     import numpy as np
 
