@@ -4,7 +4,7 @@
     python benchmarks/amx.py --python-b /path/to/venv/bin/python --rounds 5
     python benchmarks/amx.py --model some.gguf --synthetic-q4_0 1024x12
 
-On a CPU with AMX, starchat loads models in one of three modes (engine/amx.py): ``default``
+On a CPU with AMX, starchat loads models in one of three modes (engine/llamacpp/amx.py): ``default``
 (llama.cpp's own choice, AMX first), ``drop-amx`` (the fallback where AMX crashes: the CPU
 repack layouts kept) or ``no-extra`` (no extra weight layouts). This script times prompt
 evaluation and decoding in each mode, each run in its own child process (a mode that crashes
@@ -35,7 +35,7 @@ import llama_cpp
 model_path, mode, n_prompt, n_gen, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 use_extra = True
 if mode == "drop-amx":
-    from starchat_cli.engine.ggml_bufts import drop_cpu_buffer_type
+    from starchat_cli.engine.llamacpp.ggml_bufts import drop_cpu_buffer_type
     use_extra = drop_cpu_buffer_type("AMX")
 elif mode == "no-extra":
     use_extra = False
@@ -86,7 +86,7 @@ def run_worker(python: str, model: Path, mode: str, args) -> dict:
 def probe_cost(rounds: int) -> list[float]:
     """Whole probe as starchat runs it the first time: every mode it needs, each a child."""
     sys.path.insert(0, str(REPO))
-    from starchat_cli.engine.amx import probe
+    from starchat_cli.engine.llamacpp.amx import probe
 
     times = []
     for _ in range(rounds):

@@ -78,7 +78,7 @@ def usable_cores() -> int:
 
 def rendered_prompt(prompt: str) -> str:
     """The exact text `starchat ask -m demo` sends: ChatML with the demo's default system prompt."""
-    from starchat_cli.engine.prompts import ChatMLFormat, Message
+    from starchat_cli.engine.prompting.formats import ChatMLFormat, Message
     from starchat_cli.models.catalog import CATALOG
 
     system = CATALOG["demo"].default_system
@@ -192,7 +192,7 @@ def raw_worker(model_path: str, prompt: str, threads: int, n_generate: int, flas
     llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
     llama_cpp.llama_backend_init()
 
-    from starchat_cli.engine.amx import amx_status, prepare_mode
+    from starchat_cli.engine.llamacpp.amx import amx_status, prepare_mode
 
     mparams = llama_cpp.llama_model_default_params()
     # the weight buffers starchat uses on this machine (no AMX where its matmul crashes)

@@ -70,10 +70,10 @@ def tasks(quick: bool) -> dict[str, str]:
 
 
 def open_engine(model: str | None, threads: int, gpu: str, ctx: int):
-    from starchat_cli.engine.calibrate import CurveCache
-    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
-    from starchat_cli.engine.local import LocalEngine
-    from starchat_cli.engine.prompts import get_format
+    from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
+    from starchat_cli.engine.prompting.formats import get_format
+    from starchat_cli.engine.speculative.calibrate import CurveCache
     from starchat_cli.models.catalog import CATALOG
     from starchat_cli.models.store import demo_model_path
 
@@ -83,7 +83,7 @@ def open_engine(model: str | None, threads: int, gpu: str, ctx: int):
     gpu_opt: str | int = gpu if gpu in ("auto", "off") else int(gpu)
     backend = LlamaCppBackend(path, LoadOptions(n_ctx=ctx, n_threads=threads, gpu=gpu_opt))
     if model:
-        from starchat_cli.engine.file_format import format_for_backend
+        from starchat_cli.engine.llamacpp.file_format import format_for_backend
 
         engine = LocalEngine(backend, format_for_backend(backend))
     else:
@@ -95,7 +95,7 @@ def open_engine(model: str | None, threads: int, gpu: str, ctx: int):
 
 def run(engine, prompt: str, mode: str, max_tokens: int) -> dict:
     from starchat_cli.engine.contract import GenerationParams
-    from starchat_cli.engine.prompts import Message
+    from starchat_cli.engine.prompting.formats import Message
 
     engine.backend.truncate(0)  # no prefix from the previous run: every run evaluates its prompt
     params = GenerationParams(temperature=0.0, max_tokens=max_tokens, draft=mode)
@@ -110,8 +110,8 @@ def lookup_baseline(engine, prompt: str, max_tokens: int, threads: int, gpu_laye
     import llama_cpp
     from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
-    from starchat_cli.engine.amx import safe_loading
-    from starchat_cli.engine.prompts import Message
+    from starchat_cli.engine.llamacpp.amx import safe_loading
+    from starchat_cli.engine.prompting.formats import Message
 
     text = engine.prompt_format.render(engine.build_messages([Message("user", prompt)], None))
     out = {}
@@ -152,7 +152,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.max_tokens = 1, 24
 
-    from starchat_cli.engine.draft import relative_cost
+    from starchat_cli.engine.speculative.policy import relative_cost
 
     engine = open_engine(args.model, args.threads, args.gpu, args.ctx)
     print(f"model {engine.backend.path.name}, threads {args.threads}, gpu {engine.backend.gpu.n_gpu_layers}")

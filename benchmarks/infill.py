@@ -16,7 +16,7 @@ reports recomputing 260 of 15,186 context tokens) and the server's own ``timings
 
 Why it can work: in prefix-suffix-middle order the suffix comes after the prefix, so whatever
 follows the cursor is re-evaluated on every keystroke. starchat keeps the suffix to at most
-128 tokens (engine/fim.py, llama.cpp's n_batch/4 at our 512 batch) and cuts a long prefix
+128 tokens (engine/prompting/fim.py, llama.cpp's n_batch/4 at our 512 batch) and cuts a long prefix
 from its start in steps, so its first tokens (and the KV cache) stay put while the user
 types: a keystroke costs the changed tail of the prefix + <= 128 suffix tokens + 3.
 

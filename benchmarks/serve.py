@@ -41,7 +41,7 @@ def free_port() -> int:
 
 def in_process(engine, max_tokens: int) -> tuple[float, int]:
     from starchat_cli.engine.contract import GenerationParams
-    from starchat_cli.engine.prompts import Message
+    from starchat_cli.engine.prompting.formats import Message
 
     gen = engine.generate([Message("user", PROMPT)], GenerationParams(temperature=0, max_tokens=max_tokens))
     for _ in gen:
@@ -112,9 +112,9 @@ def main() -> None:
 
     import httpx
 
-    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
-    from starchat_cli.engine.local import LocalEngine
-    from starchat_cli.engine.prompts import get_format
+    from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
+    from starchat_cli.engine.prompting.formats import get_format
     from starchat_cli.models.catalog import CATALOG
     from starchat_cli.models.store import demo_model_path
 

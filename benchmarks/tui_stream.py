@@ -226,7 +226,7 @@ async def app_conversation(engine, system: str, params, home: Path, name: str) -
 
 def engine_conversation(engine, system: str, params) -> list[Turn]:
     """The same ten questions straight through the engine: the reference without a UI."""
-    from starchat_cli.engine.prompts import Message
+    from starchat_cli.engine.prompting.formats import Message
 
     turns: list = []
     out: list[Turn] = []
@@ -242,9 +242,9 @@ def engine_conversation(engine, system: str, params) -> list[Turn]:
 
 def ttft_rounds(reply_tokens: int, threads: int | None, rounds: int, home: Path):
     from starchat_cli.engine.contract import GenerationParams
-    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
-    from starchat_cli.engine.local import LocalEngine
-    from starchat_cli.engine.prompts import get_format
+    from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
+    from starchat_cli.engine.prompting.formats import get_format
     from starchat_cli.models.catalog import CATALOG
     from starchat_cli.models.store import demo_model_path
 

@@ -35,7 +35,7 @@ FIM_TOKENS = {
     "sep": "<file_sep>",
 }
 
-# Jinja equivalents of starchat_cli.engine.prompts' formats, byte for byte (tests render both).
+# Jinja equivalents of starchat_cli.engine.prompting.formats' formats, byte for byte (tests render both).
 # Written with explicit whitespace control so they render the same with or without
 # trim_blocks/lstrip_blocks.
 STARCHAT_TEMPLATE = (

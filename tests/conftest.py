@@ -16,10 +16,10 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def amx_setting(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The AMX verdict for this machine and llama.cpp build, probed for real once per session
-    (engine/amx.py) and handed to every test as STARCHAT_AMX, so that the hundreds of CLI
+    (engine/llamacpp/amx.py) and handed to every test as STARCHAT_AMX, so that the hundreds of CLI
     subprocesses, each with a fresh STARCHAT_HOME, do not each probe again. The tests of the
     probe itself (test_amx.py) remove it."""
-    from starchat_cli.engine.amx import ProbeCache, decide
+    from starchat_cli.engine.llamacpp.amx import ProbeCache, decide
 
     status = decide("auto", cache=ProbeCache(tmp_path_factory.mktemp("amx") / "amx-probe.json"))
     return {"used": "on", "avoided": "off"}.get(status.state, "auto")
@@ -53,9 +53,9 @@ def demo_gguf() -> Path:
 @pytest.fixture(scope="session")
 def demo_engine(demo_gguf: Path):
     """One loaded demo engine shared by the engine tests (loading takes a fraction of a second)."""
-    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
-    from starchat_cli.engine.local import LocalEngine
-    from starchat_cli.engine.prompts import get_format
+    from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
+    from starchat_cli.engine.prompting.formats import get_format
     from starchat_cli.models.catalog import CATALOG
 
     backend = LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=2048))

@@ -16,8 +16,8 @@ import time
 from typing import Callable, Iterator, Sequence
 
 from starchat_cli.engine.contract import EngineInfo, Generation, GenerationParams, Stats
-from starchat_cli.engine.fit import FitResult
-from starchat_cli.engine.prompts import Message
+from starchat_cli.engine.prompting.fit import FitResult
+from starchat_cli.engine.prompting.formats import Message
 
 Reply = str | Callable[[Sequence[Message]], str]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from starchat_cli.engine import amx
-from starchat_cli.engine.amx import AmxStatus, ProbeCache, ProbeRun, decide, run_child
+from starchat_cli.engine.llamacpp import amx
+from starchat_cli.engine.llamacpp.amx import AmxStatus, ProbeCache, ProbeRun, decide, run_child
 
 from .conftest import REPO, run_starchat
 
@@ -216,7 +216,7 @@ def test_crash_in_a_real_child_falls_back_to_a_real_working_mode(cache):
 @pytest.mark.parametrize("mode", ["drop-amx", "no-extra"])
 def test_the_probe_program_runs_the_fallback_modes_on_any_cpu(mode):
     res = subprocess.run(
-        [sys.executable, "-m", "starchat_cli.engine.amx_probe", mode],
+        [sys.executable, "-m", "starchat_cli.engine.llamacpp.amx_probe", mode],
         capture_output=True,
         timeout=120,
         cwd=REPO,
@@ -231,7 +231,7 @@ def test_the_probe_program_runs_the_fallback_modes_on_any_cpu(mode):
 def test_dropping_amx_keeps_the_other_buffer_types():
     """In a child: the CPU's extra buffer types before and after dropping AMX (order kept)."""
     code = (
-        "import json; from starchat_cli.engine import ggml_bufts as g\n"
+        "import json; from starchat_cli.engine.llamacpp import ggml_bufts as g\n"
         "before = g.cpu_extra_buffer_types(); ok = g.drop_cpu_buffer_type('AMX')\n"
         "print(json.dumps([before, ok, g.cpu_extra_buffer_types(), g.drop_cpu_buffer_type('AMX')]))\n"
     )
@@ -253,7 +253,7 @@ def test_repack_is_kept_where_amx_is_dropped():
     if "REPACK = 1" not in info or "AVX2 = 1" not in info:
         pytest.skip("this llama.cpp build has no x86 CPU repack")
     res = subprocess.run(
-        [sys.executable, "-m", "starchat_cli.engine.amx_probe", "drop-amx"],
+        [sys.executable, "-m", "starchat_cli.engine.llamacpp.amx_probe", "drop-amx"],
         capture_output=True,
         timeout=120,
         cwd=REPO,

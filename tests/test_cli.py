@@ -147,7 +147,7 @@ def test_ask_stats_on_stderr(demo_gguf):
 
 
 def test_piped_text_is_attached_in_a_fence(demo_gguf, monkeypatch):
-    from starchat_cli.engine.local import LocalEngine
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
 
     rendered: list[list] = []  # the messages each prompt was rendered from (the real render runs)
     real = LocalEngine.render_tokens

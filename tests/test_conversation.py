@@ -9,7 +9,7 @@ import pytest
 from starchat_cli.chat.conversation import Conversation, ReplyOutcome, normalize_turns, parse_system
 from starchat_cli.chat.sessions import SessionStore
 from starchat_cli.core.errors import StarchatError
-from starchat_cli.engine.prompts import Message
+from starchat_cli.engine.prompting.formats import Message
 from tests.fake_engine import FakeEngine, split_chunks
 
 

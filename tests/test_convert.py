@@ -133,10 +133,10 @@ class Built:
 
 
 def make_llama(*args, **kwargs):
-    """llama_cpp.Llama as starchat loads it here: without AMX where its matmul crashes (engine/amx.py)."""
+    """llama_cpp.Llama as starchat loads it here: without AMX where its matmul crashes (engine/llamacpp/amx.py)."""
     import llama_cpp
 
-    from starchat_cli.engine.amx import safe_loading
+    from starchat_cli.engine.llamacpp.amx import safe_loading
 
     with safe_loading():
         return llama_cpp.Llama(*args, **kwargs)
@@ -445,7 +445,7 @@ def test_fallback_templates_render_byte_identical(fmt, generation_prompt):
     import jinja2
 
     from converters.tokenizer import TEMPLATES_BY_FORMAT
-    from starchat_cli.engine.prompts import FORMATS, JinjaFormat, Message
+    from starchat_cli.engine.prompting.formats import FORMATS, JinjaFormat, Message
 
     source = TEMPLATES_BY_FORMAT[fmt]
     jf = JinjaFormat(template=source, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
@@ -466,7 +466,7 @@ def test_fallback_templates_render_byte_identical(fmt, generation_prompt):
 
 def test_templates_refuse_bad_turn_order():
     from converters.tokenizer import STARCHAT_TEMPLATE
-    from starchat_cli.engine.prompts import _compile_template
+    from starchat_cli.engine.prompting.formats import _compile_template
 
     with pytest.raises(Exception, match="alternate"):
         _compile_template(STARCHAT_TEMPLATE).render(

@@ -10,20 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from starchat_cli.engine.calibrate import CurveCache, measure_curve
 from starchat_cli.engine.contract import GenerationParams
-from starchat_cli.engine.draft import (
-    DraftPolicy,
-    NgramDrafter,
-    accept_sampled,
-    best_draft,
-    expected_tokens,
-    relative_cost,
-    target_probs,
-    verify_greedy,
-    verify_sampled,
-)
-from starchat_cli.engine.prompts import Message
+from starchat_cli.engine.llamacpp import internals
+from starchat_cli.engine.prompting.formats import Message
+from starchat_cli.engine.speculative.calibrate import CurveCache, measure_curve
+from starchat_cli.engine.speculative.lookup import NgramDrafter
+from starchat_cli.engine.speculative.policy import DraftPolicy, best_draft, expected_tokens, relative_cost
+from starchat_cli.engine.speculative.verify import accept_sampled, target_probs, verify_greedy, verify_sampled
 
 CPU_CURVE = {1: 1.0, 2: 2.0, 4: 3.3, 8: 4.9, 16: 8.6}  # measured on this CPU (issue 13)
 GPU_CURVE = {1: 1.0, 2: 1.02, 4: 1.05, 8: 1.1, 16: 1.3}  # memory-bound decoding
@@ -304,8 +297,8 @@ def test_token_stop_and_max_tokens_inside_an_accepted_run(engine, monkeypatch) -
     text_n, s = _gen(engine, EDIT, max_tokens=j + 1, draft="on")
     assert text_n == plain_n and s.generated_tokens == j + 1 and s.stop_reason == "length"
     assert s.accepted_tokens > 0 and len(seen) == j + 1  # nothing past the limit was handed out
-    llm = engine.backend._llm
-    assert llm.n_tokens <= s.prompt_tokens + s.generated_tokens  # drafts after the cut were dropped
+    backend = engine.backend
+    assert backend.n_past <= s.prompt_tokens + s.generated_tokens  # drafts after the cut were dropped
     # a token-id stop at the first occurrence of tokens[j], also inside the run
     first = tokens.index(tokens[j])
     engine._stops()
@@ -315,10 +308,9 @@ def test_token_stop_and_max_tokens_inside_an_accepted_run(engine, monkeypatch) -
     assert s2.stop_reason == "stop" and s2.generated_tokens == first
     plain_s, p2 = _gen(engine, EDIT, max_tokens=80, draft="off")
     assert text_s == plain_s and p2.generated_tokens == first
-    assert llm.n_tokens <= s2.prompt_tokens + s2.generated_tokens
-    assert [int(t) for t in llm.input_ids[s2.prompt_tokens : llm.n_tokens]] == tokens[
-        : llm.n_tokens - s2.prompt_tokens
-    ]
+    assert backend.n_past <= s2.prompt_tokens + s2.generated_tokens
+    kept = internals.tokens(backend.load())
+    assert kept[s2.prompt_tokens :] == tokens[: backend.n_past - s2.prompt_tokens]
 
 
 def test_text_stop_inside_an_accepted_run(engine, monkeypatch) -> None:
@@ -368,8 +360,7 @@ def test_prompt_cache_reuses_the_prefix_after_a_drafted_reply(engine) -> None:
     gen = engine.generate([Message("user", EDIT)], params)
     reply = "".join(gen)
     first = gen.stats
-    llm = engine.backend._llm
-    kept = list(llm.input_ids[: llm.n_tokens])
+    kept = internals.tokens(engine.backend.load())
     assert kept[: first.prompt_tokens] == engine.render_tokens(
         engine.build_messages([Message("user", EDIT)], None)
     )
@@ -381,7 +372,7 @@ def test_prompt_cache_reuses_the_prefix_after_a_drafted_reply(engine) -> None:
 
 
 def test_auto_calibrates_once_caches_and_remeasures_a_corrupt_file(engine, monkeypatch) -> None:
-    import starchat_cli.engine.calibrate as calibrate
+    import starchat_cli.engine.speculative.calibrate as calibrate
 
     calls = []
     real = calibrate.measure_curve
@@ -407,7 +398,7 @@ def test_auto_calibrates_once_caches_and_remeasures_a_corrupt_file(engine, monke
     assert json.loads(engine.curve_cache.path.read_text())
 
 
-# -- where a drafted batch is exact (engine/exact_batches.py) ----------------------------------
+# -- where a drafted batch is exact (engine/speculative/exact_batches.py) ----------------------------------
 
 
 class _ViewBackend:
@@ -420,7 +411,7 @@ class _ViewBackend:
         self._last = None
 
     def _logits(self, token: int, pos: int, batched: bool) -> np.ndarray:
-        from starchat_cli.engine.exact_batches import ExactBatches
+        from starchat_cli.engine.speculative.exact_batches import ExactBatches
 
         row = np.full(8, float(token * 1000 + pos), dtype=np.float32)
         if batched and ExactBatches(self).view(pos + 1) >= self.split_from:
@@ -446,7 +437,7 @@ class _ViewBackend:
 
 
 def test_exact_batches_checks_once_per_view_and_never_crosses_one() -> None:
-    from starchat_cli.engine.exact_batches import ExactBatches
+    from starchat_cli.engine.speculative.exact_batches import ExactBatches
 
     backend = _ViewBackend(n_past=100)
     exact = ExactBatches(backend)
@@ -466,7 +457,7 @@ def test_exact_batches_checks_once_per_view_and_never_crosses_one() -> None:
 
 def test_drafting_stops_where_batches_are_not_exact(engine, monkeypatch) -> None:
     """A check that fails (forced here) turns every drafted step into a plain one, and says where."""
-    from starchat_cli.engine.exact_batches import ExactBatches
+    from starchat_cli.engine.speculative.exact_batches import ExactBatches
 
     monkeypatch.setattr(ExactBatches, "check", lambda self, tokens: False)
     plain, s0 = _gen(engine, EDIT, max_tokens=60, draft="off")

@@ -126,8 +126,8 @@ class _Strict(BaseHTTPRequestHandler):
 
 def test_remote_engine_drops_prediction_once_the_server_rejects_it() -> None:
     from starchat_cli.engine.contract import GenerationParams
-    from starchat_cli.engine.prompts import Message
-    from starchat_cli.engine.remote import RemoteEngine
+    from starchat_cli.engine.prompting.formats import Message
+    from starchat_cli.engine.remote.engine import RemoteEngine
 
     _Strict.bodies = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Strict)
@@ -147,8 +147,8 @@ def test_remote_engine_drops_prediction_once_the_server_rejects_it() -> None:
 
 def test_remote_engine_sends_prediction_to_starchat_serve() -> None:
     from starchat_cli.engine.contract import GenerationParams
-    from starchat_cli.engine.prompts import Message
-    from starchat_cli.engine.remote import RemoteEngine
+    from starchat_cli.engine.prompting.formats import Message
+    from starchat_cli.engine.remote.engine import RemoteEngine
 
     proc, base = start_server("--draft", "on")
     try:

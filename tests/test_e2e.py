@@ -17,7 +17,7 @@ import pytest
 
 from starchat_cli.core.errors import ExitCode
 from starchat_cli.engine.contract import GenerationParams
-from starchat_cli.engine.prompts import ChatMLFormat, Message
+from starchat_cli.engine.prompting.formats import ChatMLFormat, Message
 
 from .conftest import REPO, run_starchat
 
@@ -193,7 +193,7 @@ def test_text_stop_cuts_the_real_stream(demo_engine):
     """A plain-text stop (as starcoder2-instruct's ###) ends generation and is cut out."""
     from dataclasses import replace
 
-    from starchat_cli.engine.local import LocalEngine as Engine
+    from starchat_cli.engine.llamacpp.engine import LocalEngine as Engine
 
     turns = [Message("user", "Write a Python function that reverses a string.")]
     full = "".join(demo_engine.generate(turns, GenerationParams(temperature=0, max_tokens=120)))
@@ -230,8 +230,8 @@ def test_cancelling_a_generation(demo_engine):
 
 
 def test_every_family_format_runs_on_a_real_model(demo_engine):
-    from starchat_cli.engine.local import LocalEngine as Engine
-    from starchat_cli.engine.prompts import FORMATS
+    from starchat_cli.engine.llamacpp.engine import LocalEngine as Engine
+    from starchat_cli.engine.prompting.formats import FORMATS
 
     for name, fmt in FORMATS.items():
         engine = Engine(demo_engine.backend, fmt, None)
@@ -252,7 +252,7 @@ def test_a_gguf_path_uses_its_own_chat_template(demo_gguf):
 
 
 def test_threads_ctx_and_gpu_reach_llama_cpp(demo_gguf):
-    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
 
     backend = LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=100_000, n_threads=1, gpu=3))
     llm = backend.load()
@@ -275,7 +275,7 @@ def test_cancel_interrupts_a_long_prompt_evaluation(demo_engine):
     """Esc before the first token: the abort callback stops llama.cpp inside the prompt."""
     import threading
 
-    from starchat_cli.engine.llama import PromptAborted
+    from starchat_cli.engine.llamacpp.backend import PromptAborted
 
     backend = demo_engine.backend
     tokens = backend.tokenize("line of text\n" * 500)  # ~2,000 tokens: several batches

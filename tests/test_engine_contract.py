@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from starchat_cli.engine.contract import Engine, EngineInfo, GenerationParams
-from starchat_cli.engine.prompts import Message
+from starchat_cli.engine.prompting.formats import Message
 
 from .conftest import start_server, stop_server
 from .fake_engine import FakeEngine
@@ -25,7 +25,7 @@ def plain_server(demo_gguf, tmp_path_factory):
 
 
 def test_every_backend_is_an_engine(demo_engine):
-    from starchat_cli.engine.remote import RemoteEngine
+    from starchat_cli.engine.remote.engine import RemoteEngine
 
     for engine in (demo_engine, RemoteEngine("http://127.0.0.1:9", model="m"), FakeEngine("hi")):
         assert isinstance(engine, Engine), type(engine).__name__
@@ -64,8 +64,8 @@ def test_local_info_before_and_after_load(demo_gguf):
 
 
 def test_open_engine_is_local_unless_an_endpoint_is_set(demo_gguf):
-    from starchat_cli.engine.local import LocalEngine
-    from starchat_cli.engine.remote import RemoteEngine
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
+    from starchat_cli.engine.remote.engine import RemoteEngine
     from starchat_cli.services.config import Settings
     from starchat_cli.services.runtime import open_engine
 
@@ -78,7 +78,7 @@ def test_open_engine_is_local_unless_an_endpoint_is_set(demo_gguf):
 
 
 def test_remote_load_names_the_servers_model(plain_server):
-    from starchat_cli.engine.remote import RemoteEngine
+    from starchat_cli.engine.remote.engine import RemoteEngine
 
     engine = RemoteEngine(plain_server)
     assert engine.info.name == "" and not engine.info.loaded
@@ -88,7 +88,7 @@ def test_remote_load_names_the_servers_model(plain_server):
 
 def test_local_and_remote_give_the_same_greedy_text(demo_engine, plain_server):
     """One contract, two backends: the same model gives the same greedy reply, chat and raw."""
-    from starchat_cli.engine.remote import RemoteEngine
+    from starchat_cli.engine.remote.engine import RemoteEngine
 
     remote = RemoteEngine(plain_server)
     local_chat = demo_engine.generate(QUESTION, GREEDY)

@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 
 from starchat_cli.engine.contract import GenerationParams
-from starchat_cli.engine.file_format import format_for_backend
-from starchat_cli.engine.local import LocalEngine
-from starchat_cli.engine.prompts import (
+from starchat_cli.engine.llamacpp.engine import LocalEngine
+from starchat_cli.engine.llamacpp.file_format import format_for_backend
+from starchat_cli.engine.prompting.formats import (
     ChatMLFormat,
     Message,
     StarChatFormat,
     StarCoder2InstructFormat,
     get_format,
 )
-from starchat_cli.engine.stops import without_trailing_whitespace
+from starchat_cli.engine.prompting.stops import without_trailing_whitespace
 
 from .tiny_models import TinySpec, build_checkpoint
 
@@ -152,7 +152,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_starcoder2_instruct_by_path_folds_the_system_text_like_the_catalog(tiny):
-    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
 
     backend = LlamaCppBackend(tiny["sc2-instruct"], LoadOptions(n_ctx=256))
     assert backend.metadata()["tokenizer.chat_template"] == STARCODER2_INSTRUCT_TEMPLATE
@@ -171,7 +171,7 @@ def test_starcoder2_instruct_by_path_folds_the_system_text_like_the_catalog(tiny
         )
     )
     # Without a system prompt our bytes are the file's own template's bytes.
-    from starchat_cli.engine.prompts import JinjaFormat
+    from starchat_cli.engine.prompting.formats import JinjaFormat
 
     own = JinjaFormat(
         template=STARCODER2_INSTRUCT_TEMPLATE, bos_token="<|endoftext|>", eos_token="<|endoftext|>"
@@ -185,7 +185,7 @@ def test_starcoder2_instruct_by_path_folds_the_system_text_like_the_catalog(tiny
 
 @pytest.mark.parametrize("opener", ["<|user|>", "<|system|>", "<|assistant|>"])
 def test_a_generated_starchat_turn_opener_ends_the_reply(tiny, monkeypatch, opener):
-    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
 
     backend = LlamaCppBackend(tiny["starchat"], LoadOptions(n_ctx=256))
     engine = LocalEngine(backend, StarChatFormat(), None)

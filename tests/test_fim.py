@@ -14,7 +14,8 @@ import pytest
 
 from starchat_cli.core.errors import ExitCode, FimUnsupportedError
 from starchat_cli.engine.contract import GenerationParams
-from starchat_cli.engine.fim import SUFFIX_CAP, FimVocab, build_fim_prompt
+from starchat_cli.engine.llamacpp import internals
+from starchat_cli.engine.prompting.fim import SUFFIX_CAP, FimVocab, build_fim_prompt
 
 from .fim_models import fim_checkpoint, fim_gguf
 
@@ -25,8 +26,8 @@ SUFFIX = "\n    return a\n\nprint(fibonacci(10))\n"
 
 @pytest.fixture(scope="module")
 def engines():
-    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
-    from starchat_cli.engine.local import LocalEngine
+    from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
 
     made = {}
 
@@ -199,7 +200,7 @@ def _greedy_first(engine) -> int:
     gen = engine.infill(PREFIX, SUFFIX, GenerationParams(max_tokens=2, temperature=0.0))
     assert "".join(gen) and gen.stats.generated_tokens == 2
     with engine.backend.lock:
-        return int(engine.backend._llm.input_ids[len(gen.fit.tokens)])
+        return internals.tokens(engine.backend.load())[len(gen.fit.tokens)]
 
 
 def test_a_fim_token_ends_the_middle(engines):

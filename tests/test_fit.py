@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from starchat_cli.core.errors import ContextOverflowError
-from starchat_cli.engine.fit import fit_prompt
-from starchat_cli.engine.prompts import ChatMLFormat, Message
+from starchat_cli.engine.prompting.fit import fit_prompt
+from starchat_cli.engine.prompting.formats import ChatMLFormat, Message
 
 FMT = ChatMLFormat()
 

@@ -36,7 +36,8 @@ HEAVY = (
     "starlette",
 )
 
-# Everything below the faces (cli, tui, server): the base, the domain packages and the services.
+# Everything below the faces (cli, tui, server): the base, the domain packages and the services,
+# sub-packages (engine/llamacpp/, ...) included.
 BELOW_FACES = (
     starchat_cli.core,
     starchat_cli.engine,
@@ -46,7 +47,7 @@ BELOW_FACES = (
     starchat_cli.services,
 )
 CORE_MODULES = sorted(
-    f"{pkg.__name__}.{m.name}" for pkg in BELOW_FACES for m in pkgutil.iter_modules(pkg.__path__)
+    m.name for pkg in BELOW_FACES for m in pkgutil.walk_packages(pkg.__path__, f"{pkg.__name__}.")
 )
 CONVERTER_MODULES = sorted(
     ["converters", *(f"converters.{m.name}" for m in pkgutil.iter_modules(converters.__path__))]
@@ -61,7 +62,7 @@ def loaded_after(code: str) -> set[str]:
 
 def test_core_modules_are_discovered():
     assert {
-        "starchat_cli.engine.local",
+        "starchat_cli.engine.llamacpp.engine",
         "starchat_cli.chat.sessions",
         "starchat_cli.services.runtime",
     } <= set(CORE_MODULES)
@@ -91,7 +92,8 @@ def test_converter_module_imports_no_ui(module):
 
 def test_core_engine_does_not_import_llama_cpp_until_used():
     assert "llama_cpp" not in loaded_after(
-        "import starchat_cli.engine.local, starchat_cli.engine.llama, starchat_cli.services.runtime"
+        "import starchat_cli.engine.llamacpp.engine, starchat_cli.engine.llamacpp.backend,"
+        " starchat_cli.services.runtime"
     )
 
 

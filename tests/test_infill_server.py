@@ -194,7 +194,7 @@ def test_ollama_generate_with_suffix_through_the_ollama_client(tiny_server):
 
 
 def test_remote_engine_infill_gets_the_same_middle(tiny_server):
-    from starchat_cli.engine.remote import RemoteEngine
+    from starchat_cli.engine.remote.engine import RemoteEngine
 
     remote = RemoteEngine(tiny_server)
     gen = remote.infill(PREFIX, SUFFIX, GenerationParams(max_tokens=8, temperature=0.0))
@@ -216,7 +216,7 @@ def test_infill_needs_the_api_key_when_serve_has_one(tmp_path):
 
 
 def test_the_demo_model_is_refused_with_a_clear_message(demo_gguf, tmp_path):
-    from starchat_cli.engine.remote import RemoteEngine, RemoteError
+    from starchat_cli.engine.remote.engine import RemoteEngine, RemoteError
 
     proc, base = start_server("--ctx", "1024", env={"STARCHAT_HOME": str(tmp_path)})
     try:

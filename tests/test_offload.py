@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from starchat_cli.cli.app import app
-from starchat_cli.engine.hardware import (
+from starchat_cli.engine.llamacpp.hardware import (
     CUDA_REINSTALL,
     GPU,
     METAL_REINSTALL,
@@ -27,7 +27,7 @@ from starchat_cli.engine.hardware import (
     parse_nvidia_smi,
     parse_system_info,
 )
-from starchat_cli.engine.offload import (
+from starchat_cli.engine.llamacpp.offload import (
     GIB,
     MIB,
     ModelShape,
@@ -164,7 +164,7 @@ def test_parse_system_info():
 
 
 def test_real_build_info_is_parsed():
-    from starchat_cli.engine.hardware import build_info
+    from starchat_cli.engine.llamacpp.hardware import build_info
 
     info = build_info()
     assert "CPU" in info.backends
@@ -243,7 +243,7 @@ def build_offloads() -> bool:
 
 
 def test_choose_gpu_layers_settings(demo_gguf):
-    from starchat_cli.engine.llama import choose_gpu_layers
+    from starchat_cli.engine.llamacpp.gpu import choose_gpu_layers
     from starchat_cli.models.gguf_info import read_gguf_info
 
     info = read_gguf_info(demo_gguf)
@@ -259,7 +259,7 @@ def test_choose_gpu_layers_settings(demo_gguf):
 def test_cpu_build_on_a_gpu_machine_says_how_to_reinstall_once(demo_gguf, tmp_path, monkeypatch):
     import llama_cpp
 
-    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
 
     monkeypatch.setattr(
         llama_cpp, "llama_supports_gpu_offload", lambda: False
@@ -295,7 +295,7 @@ class FakeLlama:
 
 
 def backend_for_fallbacks(monkeypatch, demo_gguf):
-    from starchat_cli.engine import llama as engine
+    from starchat_cli.engine.llamacpp import backend as engine
 
     monkeypatch.setattr(engine, "gpu_offload_supported", lambda: True)
     return engine.LlamaCppBackend(demo_gguf, engine.LoadOptions())

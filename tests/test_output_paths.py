@@ -162,7 +162,7 @@ def test_code_block_save_goes_through_the_same_writer(name, tmp_path):
 
 
 def test_cache_clear_on_readonly_folder(readonly_dir, monkeypatch):
-    from starchat_cli.engine.prompt_cache import META_SUFFIX, STATE_SUFFIX, PromptCache
+    from starchat_cli.engine.llamacpp.prompt_cache import META_SUFFIX, STATE_SUFFIX, PromptCache
 
     cache = PromptCache(readonly_dir, cap_bytes=10**9)
     readonly_dir.chmod(0o755)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from starchat_cli.engine.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
+from starchat_cli.engine.llamacpp.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
 
 from .conftest import REPO, run_starchat, say, start_server, stop_server
 
@@ -121,7 +121,7 @@ def test_a_kill_during_the_save_leaves_nothing_that_is_loaded(tmp_path):
     code = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from starchat_cli.engine.prompt_cache import CacheKey, PromptCache\n"
+        "from starchat_cli.engine.llamacpp.prompt_cache import CacheKey, PromptCache\n"
         "def write(path):\n"
         "    with open(path, 'wb') as f:\n"
         "        f.write(b'half a state')\n"
@@ -158,7 +158,7 @@ def test_common_prefix():
 
 # -- through the CLI, on the demo model ------------------------------------------------------
 
-FILE = (REPO / "starchat_cli" / "engine" / "local.py").read_text()[:5000]  # ~1,300 tokens
+FILE = (REPO / "starchat_cli" / "engine" / "llamacpp" / "engine.py").read_text()[:5000]  # ~1,300 tokens
 
 
 def ask_json(question: str, stdin: str, *args: str, env: dict[str, str] | None = None) -> dict:
@@ -348,9 +348,9 @@ def test_a_prefix_reused_in_memory_gives_the_uncached_reply(demo_gguf):
     change a later reply: a short prompt after it, or a long one differing only in its last
     tokens, gives exactly what a fresh engine gives."""
     from starchat_cli.engine.contract import GenerationParams
-    from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
-    from starchat_cli.engine.local import LocalEngine
-    from starchat_cli.engine.prompts import Message, get_format
+    from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
+    from starchat_cli.engine.prompting.formats import Message, get_format
     from starchat_cli.models.catalog import CATALOG
 
     def fresh() -> LocalEngine:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from starchat_cli.engine.prompt_cache import CacheKey, PromptCache
+from starchat_cli.engine.llamacpp.prompt_cache import CacheKey, PromptCache
 
 from .conftest import run_starchat
 

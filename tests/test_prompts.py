@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from starchat_cli.engine.prompts import (
+from starchat_cli.engine.prompting.formats import (
     FORMATS,
     ChatMLFormat,
     JinjaFormat,

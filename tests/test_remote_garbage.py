@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from starchat_cli.core.errors import ExitCode
-from starchat_cli.engine.remote import RemoteEngine, RemoteError
+from starchat_cli.engine.remote.engine import RemoteEngine, RemoteError
 
 from .conftest import run_starchat
 from .loopback import LoopbackServer
@@ -186,6 +186,6 @@ def test_model_listing_garbage(models, words, endpoint):
 
 
 def _user(text: str):
-    from starchat_cli.engine.prompts import Message
+    from starchat_cli.engine.prompting.formats import Message
 
     return Message("user", text)

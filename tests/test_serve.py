@@ -286,10 +286,10 @@ def test_ask_endpoint_against_llama_cpp_python_server(demo_gguf, tmp_path):
 
     port = free_port()
     # llama-cpp-python's server loads the model as starchat does on this machine: without
-    # llama.cpp's AMX matmul where it crashes (engine/amx.py), else it dies on the first prompt
+    # llama.cpp's AMX matmul where it crashes (engine/llamacpp/amx.py), else it dies on the first prompt
     launcher = (
         "import os, runpy, sys\n"
-        "from starchat_cli.engine.amx import amx_status, load_mode\n"
+        "from starchat_cli.engine.llamacpp.amx import amx_status, load_mode\n"
         "load_mode(amx_status(os.environ.get('STARCHAT_AMX') or 'auto').load_mode).__enter__()\n"
         "sys.argv[0] = 'llama_cpp.server'\n"
         "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
@@ -361,7 +361,7 @@ def anyio_backend() -> str:
 async def test_chat_tui_on_a_remote_engine_saves_the_session(server):
     """Sessions work the same on the remote backend: the TUI talks to `starchat serve`."""
     from starchat_cli.chat.sessions import SessionStore
-    from starchat_cli.engine.remote import RemoteEngine
+    from starchat_cli.engine.remote.engine import RemoteEngine
     from starchat_cli.tui.app import make_app
     from starchat_cli.tui.widgets import AssistantMessage
 

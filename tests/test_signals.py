@@ -2,7 +2,7 @@
 
 A real ``python -m starchat_cli ask -m demo`` subprocess gets SIGINT at moments picked from
 its own progress: ``-X importtime`` writes a line on stderr as each module finishes
-importing, so "just after ``starchat_cli.engine.offload`` was imported" is the start of the
+importing, so "just after ``starchat_cli.engine.llamacpp.offload`` was imported" is the start of the
 model load (``llama.cpp`` then calls its log callback thousands of times: a Ctrl-C there
 used to be dropped by ctypes, and the answer printed with exit 0). The mechanism itself
 (``cli/signals.py``) is checked with libc's ``qsort`` calling a Python comparison function.
@@ -75,14 +75,14 @@ def ask_interrupted(marker: str, delay: float) -> tuple[int, str]:
         ("starchat_cli.cli.app", 0.0),
         ("starchat_cli.services.runtime", 0.0),  # settings, the engine's modules
         ("llama_cpp", 0.0),
-        ("starchat_cli.engine.offload", 0.0),  # the model load: llama.cpp's log callback
-        ("starchat_cli.engine.offload", 0.01),
-        ("starchat_cli.engine.offload", 0.03),
-        ("starchat_cli.engine.offload", 0.06),
-        ("starchat_cli.engine.offload", 0.1),
-        ("starchat_cli.engine.offload", 0.2),  # the prompt, the first tokens
-        ("starchat_cli.engine.offload", 0.5),
-        ("starchat_cli.engine.offload", 1.0),  # decoding, writing
+        ("starchat_cli.engine.llamacpp.offload", 0.0),  # the model load: llama.cpp's log callback
+        ("starchat_cli.engine.llamacpp.offload", 0.01),
+        ("starchat_cli.engine.llamacpp.offload", 0.03),
+        ("starchat_cli.engine.llamacpp.offload", 0.06),
+        ("starchat_cli.engine.llamacpp.offload", 0.1),
+        ("starchat_cli.engine.llamacpp.offload", 0.2),  # the prompt, the first tokens
+        ("starchat_cli.engine.llamacpp.offload", 0.5),
+        ("starchat_cli.engine.llamacpp.offload", 1.0),  # decoding, writing
     ],
 )
 def test_ctrl_c_at_any_moment_of_ask_exits_130(demo_gguf, marker, delay):

@@ -9,7 +9,7 @@ import pytest
 from starchat_cli.chat.codeblocks import BlockSplitter, CodeStream, extract_code_blocks
 from starchat_cli.chat.inputs import attach, decode_text, fence_for, guess_language
 from starchat_cli.core.errors import InputError
-from starchat_cli.engine.stops import StopTextFilter
+from starchat_cli.engine.prompting.stops import StopTextFilter
 
 
 def run_filter(chunks, stops=("###",)):

@@ -69,7 +69,7 @@ def test_unit_constants_and_an_unknown_unit():
 
 
 def test_engine_modules_share_the_constants():
-    from starchat_cli.engine import hardware, offload
+    from starchat_cli.engine.llamacpp import hardware, offload
 
     assert offload.GIB is GIB and offload.MIB is MIB and hardware.GIB is GIB
 

@@ -25,8 +25,8 @@ from typing import Callable, Iterable
 from starchat_cli.chat.sessions import Session, SessionStore, StoredMessage
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import Engine, EngineInfo, GenerationParams, Stats
-from starchat_cli.engine.prompts import Message as Turn
-from starchat_cli.engine.prompts import merge_turns
+from starchat_cli.engine.prompting.formats import Message as Turn
+from starchat_cli.engine.prompting.formats import merge_turns
 
 EngineFactory = Callable[[str], tuple[str, Engine]]  # a model name -> (its resolved name, an engine)
 OnStarted = Callable[[int, int, int], None]  # (prompt tokens, n_ctx, dropped turns)

@@ -1,6 +1,8 @@
-"""Running a model: the Engine contract (contract.py) and its backends.
+"""Running a model: the Engine contract (contract.py) and its backends, one sub-package each.
 
-``local.py`` drives llama.cpp through llama-cpp-python (``llama.py``), ``remote.py`` any
-OpenAI-compatible server. Prompt formats, stops, context fitting, GPU offload planning
-and hardware probing live here too. No UI imports; llama_cpp is imported on first use.
+``llamacpp/`` runs GGUF models through llama-cpp-python, ``remote/`` talks to any
+OpenAI-compatible server; ``speculative/`` is drafted decoding against a small decoder
+protocol, ``prompting/`` the model-independent prompt building (formats, fit, stops, FIM).
+The layers between them are contracts in pyproject.toml. No UI imports; llama_cpp is
+imported on first use, and only under ``llamacpp/``.
 """

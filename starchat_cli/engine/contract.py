@@ -9,8 +9,8 @@
     gen = engine.infill(prefix, suffix, params, extra=[(path, text)], path="src/app.py")
     gen.prompt_text                       # the FIM prompt with its special tokens written out
 
-Backends: :class:`~starchat_cli.engine.local.LocalEngine` (llama.cpp) and
-:class:`~starchat_cli.engine.remote.RemoteEngine` (an OpenAI-compatible server); the
+Backends: :class:`~starchat_cli.engine.llamacpp.engine.LocalEngine` (llama.cpp) and
+:class:`~starchat_cli.engine.remote.engine.RemoteEngine` (an OpenAI-compatible server); the
 tests' fake engine implements it too. Faces read :attr:`Engine.info`, never a backend.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 from starchat_cli.core import defaults
-from starchat_cli.engine.fit import FitResult
-from starchat_cli.engine.prompts import Message
+from starchat_cli.engine.prompting.fit import FitResult
+from starchat_cli.engine.prompting.formats import Message
 
 
 @dataclass

@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import Engine, Generation
-from starchat_cli.engine.prompts import Message
+from starchat_cli.engine.prompting.formats import Message
 
 from .auth import check_auth
 from .body import read_json

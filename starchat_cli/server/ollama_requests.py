@@ -20,7 +20,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from starchat_cli.engine.contract import GenerationParams
-from starchat_cli.engine.prompts import Message
+from starchat_cli.engine.prompting.formats import Message
 
 from .config import ServerConfig
 from .errors import APIError

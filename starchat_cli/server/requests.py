@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from starchat_cli.engine.contract import GenerationParams
-from starchat_cli.engine.prompts import Message, merge_turns
+from starchat_cli.engine.prompting.formats import Message, merge_turns
 
 from .body import parse_json, read_json
 from .config import ServerConfig

@@ -122,7 +122,7 @@ def _check_auto_on_off(value: Any) -> str:
 
 
 def _check_format(value: Any) -> str:
-    from starchat_cli.engine.prompts import FORMATS
+    from starchat_cli.engine.prompting.formats import FORMATS
 
     value = _check_str(value)
     if value not in (*FORMATS, "gguf"):

@@ -31,9 +31,9 @@ def collect(ctx: int, load: bool) -> dict[str, Any]:
     from starchat_cli import __version__
     from starchat_cli.core.errors import StarchatError
     from starchat_cli.core.paths import get_paths
-    from starchat_cli.engine.hardware import build_info, build_mismatch, detect_gpus
-    from starchat_cli.engine.llama import choose_gpu_layers, default_threads
-    from starchat_cli.engine.offload import ModelShape, plan_offload
+    from starchat_cli.engine.llamacpp.gpu import choose_gpu_layers
+    from starchat_cli.engine.llamacpp.hardware import build_info, build_mismatch, default_threads, detect_gpus
+    from starchat_cli.engine.llamacpp.offload import ModelShape, plan_offload
     from starchat_cli.models.gguf_info import read_gguf_info
     from starchat_cli.models.store import Store
 
@@ -135,7 +135,13 @@ def _amx(system_info: str, *, probe: bool, problems: list[str]) -> dict[str, Any
     """What the CPU and the build offer, and what loading does about it: the remembered probe
     verdict, or (``--load``) a probe now when there is none. Never a probe without ``--load``."""
     from starchat_cli.core.errors import StarchatError
-    from starchat_cli.engine.amx import amx_status, build_has_amx, cpu_has_amx, cpu_info_text, default_cache
+    from starchat_cli.engine.llamacpp.amx import (
+        amx_status,
+        build_has_amx,
+        cpu_has_amx,
+        cpu_info_text,
+        default_cache,
+    )
     from starchat_cli.services.runtime import load_settings
 
     try:

@@ -38,7 +38,7 @@ from starchat_cli.edits.rewrite import (
 from starchat_cli.edits.textfile import TextFile, read_regular, read_text_file, regular_file
 from starchat_cli.edits.undo import JournalEntry, UndoJournal
 from starchat_cli.engine.contract import Engine, GenerationParams, Stats
-from starchat_cli.engine.prompts import Message
+from starchat_cli.engine.prompting.formats import Message
 
 # Room for the rewrite: the file's own tokens times this, plus a few for the fences and a line.
 REWRITE_FACTOR = 1.15

@@ -8,10 +8,10 @@ from typing import Any, Mapping
 from starchat_cli.core.errors import InputError, ModelNotFoundError
 from starchat_cli.core.paths import get_paths
 from starchat_cli.engine.contract import Engine, GenerationParams
-from starchat_cli.engine.llama import LlamaCppBackend, LoadOptions
-from starchat_cli.engine.local import LocalEngine
-from starchat_cli.engine.prompt_cache import PromptCache
-from starchat_cli.engine.prompts import get_format
+from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
+from starchat_cli.engine.llamacpp.engine import LocalEngine
+from starchat_cli.engine.llamacpp.prompt_cache import PromptCache
+from starchat_cli.engine.prompting.formats import get_format
 from starchat_cli.models.catalog import CATALOG, DEFAULT_MODEL, STARCHAT_FAMILY, ModelSpec
 from starchat_cli.models.store import ResolvedModel, Store
 from starchat_cli.services.config import Settings, explicit_model, load_config_file, resolve_settings
@@ -127,7 +127,7 @@ def open_engine(
     ``chat_only``: refuse a completion-only model (``ask``, ``chat``), before any download.
     """
     if settings.endpoint and not local_only:
-        from starchat_cli.engine.remote import RemoteEngine
+        from starchat_cli.engine.remote.engine import RemoteEngine
 
         model = settings.model if explicit or settings.model != DEFAULT_MODEL else None
         return Opened(RemoteEngine(settings.endpoint, settings.api_key, model))

@@ -28,7 +28,7 @@ from starchat_cli.chat.sessions import Session, SessionStore
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.engine.contract import Engine, GenerationParams
-from starchat_cli.engine.prompts import Message as Turn
+from starchat_cli.engine.prompting.formats import Message as Turn
 
 from . import commands
 from .clipboard import system_copy

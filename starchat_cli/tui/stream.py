@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from starchat_cli.engine.prompts import Message as Turn
+from starchat_cli.engine.prompting.formats import Message as Turn
 
 from .codeflow import suggest
 from .messages import ReplyChunk, ReplyDone, ReplyStarted

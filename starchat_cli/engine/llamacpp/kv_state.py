@@ -12,7 +12,8 @@ import ctypes
 from pathlib import Path
 from typing import Any, Sequence
 
-from starchat_cli.engine.prompt_cache import CacheEntry, CacheKey, PromptCache, model_fingerprint
+from starchat_cli.engine.llamacpp import internals
+from starchat_cli.engine.llamacpp.prompt_cache import CacheEntry, CacheKey, PromptCache, model_fingerprint
 
 # llama.cpp's CPU backend computes a batch of 64 or more tokens row for row the same whatever
 # its size, and smaller batches with other kernels: measured on the demo model, the last
@@ -56,7 +57,7 @@ def clear_sequence(llm: Any) -> None:
     import llama_cpp
 
     llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm.ctx), 0, -1, -1)
-    llm.n_tokens = 0
+    internals.rewind(llm, 0)
 
 
 def load_state(llm: Any, cache: PromptCache, entry: CacheEntry) -> bool:
@@ -79,8 +80,7 @@ def load_state(llm: Any, cache: PromptCache, entry: CacheEntry) -> bool:
         clear_sequence(llm)
         cache.discard(entry, f"prompt-cache entry {entry.id} could not be loaded by llama.cpp: removed")
         return False
-    llm.input_ids[:n] = entry.tokens
-    llm.n_tokens = n
+    internals.set_tokens(llm, entry.tokens)
     cache.touch(entry)
     return True
 

@@ -1,15 +1,15 @@
 """The AMX probe's child process: does llama.cpp's matmul work in this build, on this CPU?
 
-    python -m starchat_cli.engine.amx_probe default    # llama.cpp's own buffer choice (AMX first)
-    python -m starchat_cli.engine.amx_probe drop-amx   # every extra buffer type but AMX (CPU repack kept)
-    python -m starchat_cli.engine.amx_probe no-extra   # no extra buffer types at all (--no-repack)
+    python -m starchat_cli.engine.llamacpp.amx_probe default    # llama.cpp's own buffer choice (AMX first)
+    python -m starchat_cli.engine.llamacpp.amx_probe drop-amx   # every extra buffer type but AMX (CPU repack kept)
+    python -m starchat_cli.engine.llamacpp.amx_probe no-extra   # no extra buffer types at all (--no-repack)
 
 It writes a tiny llama-shaped GGUF with random Q4_0, Q4_1 and Q8_0 weights (the types llama.cpp
 hands to its AMX kernels, with shapes those kernels accept), loads it the way starchat would in
 that mode, evaluates a 32-token batch (the tile kernels run for batches of more than one row, which
 is where llama.cpp's AMX matmul faults) and three single tokens on two threads (worker threads
 need their own tile permission), and prints one JSON line. A crash ends this process, never the
-caller's: :mod:`starchat_cli.engine.amx` reads the exit status.
+caller's: :mod:`starchat_cli.engine.llamacpp.amx` reads the exit status.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def run(mode: str, workdir: Path) -> dict:
     """Load the probe model in ``mode`` and evaluate a batch and three tokens; what was seen."""
     import llama_cpp
 
-    from starchat_cli.engine.amx import prepare_mode
+    from starchat_cli.engine.llamacpp.amx import prepare_mode
 
     model_path = write_probe_model(workdir / "probe.gguf")
     lines: list[bytes] = []

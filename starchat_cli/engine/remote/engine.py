@@ -16,10 +16,10 @@ from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ExitCode, StarchatError
 from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
-from starchat_cli.engine.fit import FitResult
-from starchat_cli.engine.prompts import FORMATS, Message
-from starchat_cli.engine.remote_events import content_type, events, first_bytes
-from starchat_cli.engine.stops import StopTextFilter, without_trailing_whitespace
+from starchat_cli.engine.prompting.fit import FitResult
+from starchat_cli.engine.prompting.formats import FORMATS, Message
+from starchat_cli.engine.prompting.stops import StopTextFilter, without_trailing_whitespace
+from starchat_cli.engine.remote.events import content_type, events, first_bytes
 from starchat_cli.models.catalog import CATALOG
 
 

@@ -15,17 +15,17 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError
-from starchat_cli.engine.calibrate import CurveCache, backend_curve, default_cache
 from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
-from starchat_cli.engine.draft import DraftPolicy
-from starchat_cli.engine.drafted import drafted_source, plain_source
-from starchat_cli.engine.exact_batches import ExactBatches
-from starchat_cli.engine.file_format import format_for_backend
-from starchat_cli.engine.fim import FimVocab, build_fim_prompt, fim_vocab
-from starchat_cli.engine.fit import FitResult, fit_prompt
-from starchat_cli.engine.llama import LlamaCppBackend, PromptAborted
-from starchat_cli.engine.prompts import Message, PromptFormat
-from starchat_cli.engine.stops import StopTextFilter, without_trailing_whitespace
+from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, PromptAborted
+from starchat_cli.engine.llamacpp.file_format import format_for_backend
+from starchat_cli.engine.prompting.fim import FimVocab, build_fim_prompt, fim_vocab
+from starchat_cli.engine.prompting.fit import FitResult, fit_prompt
+from starchat_cli.engine.prompting.formats import Message, PromptFormat
+from starchat_cli.engine.prompting.stops import StopTextFilter, without_trailing_whitespace
+from starchat_cli.engine.speculative.calibrate import CurveCache, decoder_curve, default_cache
+from starchat_cli.engine.speculative.decoding import DraftRequest, drafted_source, plain_source
+from starchat_cli.engine.speculative.exact_batches import ExactBatches
+from starchat_cli.engine.speculative.policy import DraftPolicy
 
 # -- the engine ---------------------------------------------------------------------------
 
@@ -223,7 +223,7 @@ class LocalEngine:
         repo: str | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        """The middle between ``prefix`` and ``suffix`` in the model's FIM format (engine/fim.py).
+        """The middle between ``prefix`` and ``suffix`` in the model's FIM format (engine/prompting/fim.py).
 
         ``repo``: the repository's name, for StarCoder2's repository layout. Stops at end of
         text and the FIM tokens, ``params.stop`` and ``max_tokens``; the prompt in memory is
@@ -332,7 +332,7 @@ class LocalEngine:
                     stats.stop_reason = "cancelled"
 
     def _source(self, tokens, params, stats, n_ctx, chain, cancel):
-        """The decode loop's token source for ``params.draft`` (see engine/drafted.py)."""
+        """The decode loop's token source for ``params.draft`` (see speculative/decoding.py)."""
         backend = self.backend
         mode = params.draft if params.draft in ("auto", "on") else "off"
         if mode == "off":
@@ -347,34 +347,31 @@ class LocalEngine:
                 if curve is None:
                     return plain_source(backend, chain, stats, n_ctx, cancel)
         prediction = backend.tokenize(params.prediction) if params.prediction else []
-        policy = DraftPolicy(mode, curve)
-        return drafted_source(
-            backend,
-            params,
-            tokens,
-            prediction,
-            policy,
-            stats,
-            n_ctx,
-            cancel,
-            chain,
-            first,
-            params.max_tokens,
-            self._exact_batches(),
+        request = DraftRequest(
+            params=params,
+            prompt=tokens,
+            prediction=prediction,
+            policy=DraftPolicy(mode, curve),
+            n_ctx=n_ctx,
+            chain=chain,
+            exact=self._exact_batches(),
+            cancel=cancel,
+            first_logits=first,
         )
+        return drafted_source(backend, request, stats)
 
     def _exact_batches(self) -> ExactBatches:
-        """Where drafted batches are exact, learnt once per loaded model (engine/exact_batches.py)."""
-        if self._exact is None or self._exact.backend is not self.backend:
+        """Where drafted batches are exact, learnt once per loaded model (speculative/exact_batches.py)."""
+        if self._exact is None or self._exact.decoder is not self.backend:
             self._exact = ExactBatches(self.backend)
         return self._exact
 
     def _cost_curve(self, tokens: list[int], n_ctx: int) -> dict[int, float] | None:
         """The batch-cost curve of this model + device + threads: cached, else measured now."""
         if self._curve is None:
-            self._curve, seconds = backend_curve(
-                self.backend, tokens, n_ctx, self.curve_cache or default_cache()
-            )
+            backend = self.backend
+            cache = self.curve_cache or default_cache()
+            self._curve, seconds = decoder_curve(backend, backend.calibration_key(), tokens, n_ctx, cache)
             self.calibration_seconds = seconds or self.calibration_seconds
         return self._curve
 

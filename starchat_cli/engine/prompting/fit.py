@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError
-from starchat_cli.engine.prompts import Message
+from starchat_cli.engine.prompting.formats import Message
 
 
 @dataclass

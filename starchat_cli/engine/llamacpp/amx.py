@@ -8,7 +8,7 @@ llama.cpp built with native CPU flags on a CPU with AMX (Sapphire Rapids and lat
 cloud VMs) puts every quantized weight into its AMX buffer, and in some builds its AMX matmul
 faults on the first prompt batch (ggml-org/llama.cpp#20824): the whole process dies with SIGSEGV.
 Whether it does depends on the compiler and the build, so it is found out rather than assumed:
-a child process (:mod:`starchat_cli.engine.amx_probe`) runs a tiny model through the AMX path;
+a child process (:mod:`starchat_cli.engine.llamacpp.amx_probe`) runs a tiny model through the AMX path;
 its exit status is the answer. When it crashed, the next child tries llama.cpp's own choice minus
 AMX (the CPU repack buffers kept: nearly as fast), then no extra buffer types at all. The outcome
 is remembered in the cache dir and probed again only when the llama.cpp build, the CPU or the
@@ -152,7 +152,7 @@ Runner = Callable[[str], ProbeRun]
 
 
 def probe_command(mode: str) -> list[str]:
-    return [sys.executable, "-m", "starchat_cli.engine.amx_probe", mode]
+    return [sys.executable, "-m", "starchat_cli.engine.llamacpp.amx_probe", mode]
 
 
 def run_child(mode: str, command: Sequence[str] | None = None, timeout: float = PROBE_TIMEOUT) -> ProbeRun:
@@ -348,7 +348,7 @@ def prepare_mode(mode: str) -> bool:
     if mode == "default":
         return True
     if mode == "drop-amx":
-        from starchat_cli.engine.ggml_bufts import drop_cpu_buffer_type
+        from starchat_cli.engine.llamacpp.ggml_bufts import drop_cpu_buffer_type
 
         return drop_cpu_buffer_type("AMX")  # False: it could not be dropped alone, so no extras
     return False
@@ -360,7 +360,7 @@ def load_mode(mode: str) -> Iterator[None]:
     if prepare_mode(mode):
         yield
         return
-    from starchat_cli.engine.ggml_bufts import without_extra_buffer_types
+    from starchat_cli.engine.llamacpp.ggml_bufts import without_extra_buffer_types
 
     with without_extra_buffer_types():
         yield

@@ -21,6 +21,15 @@ CUDA_REINSTALL = 'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no
 METAL_REINSTALL = 'CMAKE_ARGS="-DGGML_METAL=on" pip install --force-reinstall --no-cache-dir llama-cpp-python'
 
 
+def default_threads() -> int:
+    """Threads for decoding: every usable core on small machines, half (physical) on big ones."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return cpus if cpus <= 4 else max(4, cpus // 2)
+
+
 @dataclass(frozen=True)
 class GPU:
     index: int

@@ -3,7 +3,7 @@
 Each format turns a list of messages (an optional leading system message, then
 alternating user / assistant turns ending with a user turn) into the exact prompt
 text, and names what ends a reply: control tokens (matched by id by the engine) and
-plain-text stops (matched in the text stream, see :mod:`starchat_cli.engine.stops`).
+plain-text stops (matched in the text stream, see :mod:`starchat_cli.engine.prompting.stops`).
 Facts come from ../shared/MODELS.md.
 """
 

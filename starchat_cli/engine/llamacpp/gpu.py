@@ -13,6 +13,13 @@ class GpuChoice:
     hint: str | None = None  # e.g. "this machine has an NVIDIA GPU but the build is CPU-only: ..."
 
 
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can offload layers to a GPU at all."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
 def choose_gpu_layers(setting: str | int, info, n_ctx: int) -> GpuChoice:  # info: GGUFInfo
     """``off``/0: CPU only; N: N layers; ``auto``: plan from the GPUs' free memory.
 
@@ -24,8 +31,8 @@ def choose_gpu_layers(setting: str | int, info, n_ctx: int) -> GpuChoice:  # inf
         return GpuChoice(0, None, "GPU off")
     if setting != "auto":
         return GpuChoice(int(setting), None, f"{setting} layers requested")
-    from starchat_cli.engine.hardware import build_info, build_mismatch, detect_gpus
-    from starchat_cli.engine.offload import ModelShape, plan_offload
+    from starchat_cli.engine.llamacpp.hardware import build_info, build_mismatch, detect_gpus
+    from starchat_cli.engine.llamacpp.offload import ModelShape, plan_offload
 
     build = build_info()
     gpus = detect_gpus()
@@ -43,4 +50,4 @@ def choose_gpu_layers(setting: str | int, info, n_ctx: int) -> GpuChoice:  # inf
     return GpuChoice(plan.n_gpu_layers, plan, plan.describe())
 
 
-__all__ = ["GpuChoice", "choose_gpu_layers"]
+__all__ = ["GpuChoice", "choose_gpu_layers", "gpu_offload_supported"]

@@ -1,6 +1,6 @@
 """Where a drafted batch is exact: its rows bit for bit the logits of one-token steps.
 
-    exact = ExactBatches(backend)
+    exact = ExactBatches(decoder)
     k = exact.room(token, draft)     # draft tokens that may be verified in one batch here (0: a plain step)
 
 Drafted greedy text equals plain text only if verifying [token + draft] in one batch gives,
@@ -22,7 +22,9 @@ view whose check failed every step is a plain one-token step.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
+
+from starchat_cli.engine.speculative.decoder import Decoder
 
 KV_VIEW_PAD = 256  # llama.cpp rounds the KV cells attention reads up to a multiple of this
 
@@ -30,20 +32,20 @@ KV_VIEW_PAD = 256  # llama.cpp rounds the KV cells attention reads up to a multi
 class ExactBatches:
     """Per loaded model (its context and threads): which attention views verify drafts exactly."""
 
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
         self.verdicts: dict[int, bool] = {}  # attention view (cells) -> batches exact there
 
     def view(self, cells: int) -> int:
         """The KV cells attention reads when ``cells`` are in use (llama.cpp's padding)."""
         padded = max(KV_VIEW_PAD, -(-cells // KV_VIEW_PAD) * KV_VIEW_PAD)
-        return min(self.backend.n_ctx, padded)
+        return min(self.decoder.n_ctx, padded)
 
     def room(self, token: int, draft: Sequence[int]) -> int:
         """How many of ``draft`` may be verified in one batch [token, *draft] at the current
         position with the reply unchanged: 0 means take a plain one-token step."""
-        start = self.backend.n_past
-        if not draft or start + 2 > self.backend.n_ctx:
+        start = self.decoder.n_past
+        if not draft or start + 2 > self.decoder.n_ctx:
             return 0
         view = self.view(start + 2)
         k = min(len(draft), view - start - 1)  # the batch ends inside this view
@@ -56,24 +58,24 @@ class ExactBatches:
 
     def failed_here(self) -> bool:
         """The check for the current position's view ran and failed."""
-        return self.verdicts.get(self.view(self.backend.n_past + 2)) is False
+        return self.verdicts.get(self.view(self.decoder.n_past + 2)) is False
 
     def check(self, tokens: Sequence[int]) -> bool:
         """Decode ``tokens`` one at a time, then as one batch, at the current position; whether
         every row is bit-identical. The sequence is left as it was."""
         import numpy as np
 
-        backend = self.backend
-        start = backend.n_past
+        decoder = self.decoder
+        start = decoder.n_past
         singles = []
         try:
             for token in tokens:
-                backend.decode_one(token)
-                singles.append(backend.last_logits())
-            backend.truncate(start)
-            rows = backend.decode_batch(list(tokens))
+                decoder.decode_one(token)
+                singles.append(decoder.last_logits())
+            decoder.truncate(start)
+            rows = decoder.decode_batch(list(tokens))
         finally:
-            backend.truncate(start)
+            decoder.truncate(start)
         return all(np.array_equal(row, one) for row, one in zip(rows, singles))
 
 

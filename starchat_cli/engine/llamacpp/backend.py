@@ -8,7 +8,6 @@ flash attention, then with fewer GPU layers, before a one-line :class:`ModelLoad
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -17,24 +16,23 @@ from typing import TYPE_CHECKING, Sequence
 
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import ModelLoadError, StarchatError
-from starchat_cli.engine.amx import AmxStatus, amx_status, load_mode
 from starchat_cli.engine.contract import GenerationParams
-from starchat_cli.engine.gpu import GpuChoice, choose_gpu_layers
-from starchat_cli.engine.kv_state import EXACT_BATCH, cache_key, eval_batches, load_state, save_state
-from starchat_cli.engine.llama_log import clear_log, install_log_capture, last_llama_error
-from starchat_cli.engine.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
+from starchat_cli.engine.llamacpp import internals
+from starchat_cli.engine.llamacpp.amx import AmxStatus, amx_status, load_mode
+from starchat_cli.engine.llamacpp.gpu import GpuChoice, choose_gpu_layers, gpu_offload_supported
+from starchat_cli.engine.llamacpp.hardware import default_threads
+from starchat_cli.engine.llamacpp.kv_state import EXACT_BATCH, cache_key, eval_batches, load_state, save_state
+from starchat_cli.engine.llamacpp.log import clear_log, install_log_capture, last_llama_error
+from starchat_cli.engine.llamacpp.prompt_cache import (
+    MIN_TOKENS,
+    CacheKey,
+    PromptCache,
+    common_prefix,
+    model_fingerprint,
+)
 
 if TYPE_CHECKING:  # llama_cpp is imported on first load (it is slow to import)
     import llama_cpp
-
-
-def default_threads() -> int:
-    """Threads for decoding: every usable core on small machines, half (physical) on big ones."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cpus = os.cpu_count() or 1
-    return cpus if cpus <= 4 else max(4, cpus // 2)
 
 
 @dataclass
@@ -48,16 +46,7 @@ class LoadOptions:
     # only offers on/off, so "on" is tried first and "off" is the fallback when the
     # backend cannot create such a context.
     flash_attn: bool = True
-    amx: str = "auto"  # Intel AMX kernels: auto (probed in a child process), on, off (engine/amx.py)
-
-
-# -- llama.cpp -------------------------------------------------------------------------
-
-
-def gpu_offload_supported() -> bool:
-    import llama_cpp
-
-    return bool(llama_cpp.llama_supports_gpu_offload())
+    amx: str = "auto"  # Intel AMX kernels: auto (probed in a child process), on, off (engine/llamacpp/amx.py)
 
 
 class LlamaCppBackend:
@@ -121,7 +110,7 @@ class LlamaCppBackend:
             n_ctx = self.trained_ctx
         self.gpu = choose_gpu_layers(self.options.gpu, info, n_ctx)
         if self.gpu.hint:
-            from starchat_cli.engine.hardware import hint_once
+            from starchat_cli.engine.llamacpp.hardware import hint_once
 
             if hint_once("cpu-only-build"):
                 self.warnings.append(self.gpu.hint)
@@ -137,7 +126,7 @@ class LlamaCppBackend:
             verbose=False,
         )
         # A llama.cpp build whose AMX matmul faults would kill this process on the first prompt:
-        # whether it does was found out in a child process (engine/amx.py); load accordingly.
+        # whether it does was found out in a child process (engine/llamacpp/amx.py); load accordingly.
         self.amx = amx_status(self.options.amx)
         with load_mode(self.amx.load_mode):
             llm = self._load_with_fallbacks(llama_cpp.Llama, kwargs, info.block_count or 0)
@@ -150,7 +139,7 @@ class LlamaCppBackend:
     def _load_with_fallbacks(self, factory, kwargs: dict, n_layers: int):
         """Create the llama.cpp model; on failure retry without flash attention, then with
         fewer GPU layers (out of memory), before giving up with a one-line error."""
-        from starchat_cli.engine.offload import fewer_layers
+        from starchat_cli.engine.llamacpp.offload import fewer_layers
 
         while True:
             clear_log()
@@ -252,7 +241,7 @@ class LlamaCppBackend:
         llm = self.load()
         if self._unsaved:
             self.persist()  # the state in memory was worth keeping: save it before it changes
-        cached = list(llm._input_ids[: llm.n_tokens]) if llm.n_tokens else []
+        cached = internals.tokens(llm)
         prefix = common_prefix(cached, tokens)
         source = "memory" if prefix else ""
         if self.cache is not None and len(tokens) - prefix >= MIN_TOKENS:
@@ -275,7 +264,7 @@ class LlamaCppBackend:
             prefix = max(0, min(prefix, len(tokens) - EXACT_BATCH))
             source = source if prefix else ""
         prefix = max(0, min(prefix, len(tokens) - 1))  # always evaluate one token to get logits
-        llm.n_tokens = prefix
+        internals.rewind(llm, prefix)
         self._unsaved = True
         exact_after = len(tokens) if prefix <= self._exact and len(tokens) - prefix >= EXACT_BATCH else None
         self._exact = min(self._exact, prefix)
@@ -314,10 +303,10 @@ class LlamaCppBackend:
         if not self._unsaved or self.cache is None or llm is None:
             return
         self._unsaved = False
-        n = llm.n_tokens
+        n = internals.n_past(llm)
         if n < MIN_TOKENS:
             return
-        tokens = [int(t) for t in llm.input_ids[:n]]
+        tokens = internals.tokens(llm)
         started = time.perf_counter()
         self.cache.save(
             self._key(), tokens, lambda path: save_state(llm, path, tokens), exact=min(self._exact, n)
@@ -356,7 +345,7 @@ class LlamaCppBackend:
         assert self._llm is not None, "load() first"
         return self._llm
 
-    # -- drafted decoding (engine/draft.py, engine/drafted.py) -------------------------
+    # -- drafted decoding: the speculative.decoder.Decoder protocol ---------------------------
     def last_logits(self):  # -> numpy float32 array over the vocabulary (a copy)
         """The logits after the last evaluated token (the prompt's, after eval_prompt)."""
         import llama_cpp
@@ -368,31 +357,39 @@ class LlamaCppBackend:
 
     def decode_batch(self, tokens: Sequence[int]):  # -> numpy array (len(tokens), n_vocab)
         """Evaluate ``tokens`` at the end of the sequence in one batch with logits at every
-        position; ``input_ids``/``n_tokens`` of the Llama object follow, as after ``eval``."""
+        position; the sequence's record follows, as after ``eval``."""
         import llama_cpp
         import numpy as np
 
         llm = self._loaded()
-        n_past, n = llm.n_tokens, len(tokens)
-        llm._ctx.kv_cache_seq_rm(0, n_past, -1)
-        llm._batch.set_batch(batch=list(tokens), n_past=n_past, logits_all=True)
-        llm._ctx.decode(llm._batch)
-        llm.input_ids[n_past : n_past + n] = tokens
-        llm.n_tokens = n_past + n
+        internals.decode_rows(llm, tokens)
         ptr = llama_cpp.llama_get_logits(llm.ctx)  # rows in batch order, every one requested
-        return np.ctypeslib.as_array(ptr, shape=(n, llm.n_vocab())).copy()
+        return np.ctypeslib.as_array(ptr, shape=(len(tokens), llm.n_vocab())).copy()
 
     def truncate(self, n: int) -> None:
         """Drop the sequence's positions from ``n`` on (rejected drafts) from the KV cache."""
         llm = self._llm
-        if llm is None or n >= llm.n_tokens:
-            return
-        llm._ctx.kv_cache_seq_rm(0, n, -1)
-        llm.n_tokens = n
+        if llm is not None and n < internals.n_past(llm):
+            internals.drop_from(llm, n)
+
+    def calibration_key(self) -> str:
+        """What the batch-cost curve of ``--draft auto`` depends on: the model file, the device
+        split, threads, flash attention and llama.cpp's kernels (speculative/calibrate.py)."""
+        import llama_cpp
+
+        return "|".join(
+            [
+                model_fingerprint(self.path),
+                f"gpu={self.gpu.n_gpu_layers}" if gpu_offload_supported() else "cpu",
+                f"threads={self.options.n_threads or default_threads()}",
+                f"fa={int(self.flash_attn)}",
+                str(getattr(llama_cpp, "__version__", "?")),
+            ]
+        )
 
     @property
     def n_past(self) -> int:
-        return self._llm.n_tokens if self._llm is not None else 0
+        return internals.n_past(self._llm) if self._llm is not None else 0
 
 
 class PromptAborted(Exception):

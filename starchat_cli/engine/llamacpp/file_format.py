@@ -5,8 +5,13 @@ control tokens and architecture."""
 from __future__ import annotations
 
 from starchat_cli.core.errors import ModelLoadError
-from starchat_cli.engine.llama import LlamaCppBackend
-from starchat_cli.engine.prompts import JinjaFormat, PromptFormat, get_format, is_starcoder2_instruct_template
+from starchat_cli.engine.llamacpp.backend import LlamaCppBackend
+from starchat_cli.engine.prompting.formats import (
+    JinjaFormat,
+    PromptFormat,
+    get_format,
+    is_starcoder2_instruct_template,
+)
 
 
 def format_for_backend(backend: LlamaCppBackend, forced: str | None = None) -> PromptFormat:

@@ -2,6 +2,8 @@
 relative to one token, measured once per model file + device (GPU layers) + threads and cached
 as JSON in the cache dir.
 
+    curve, seconds = decoder_curve(decoder, key, prompt_tokens, n_ctx, default_cache())
+
 Measured lazily, by the first generation that would draft, right after its prompt: the batches
 are evaluated at the end of the sequence and removed from the KV cache again, so the reply is
 unchanged. The timing includes reading every position's logits and the argmax, the work a
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from starchat_cli.core.fsutil import atomic_write_text
+from starchat_cli.engine.speculative.decoder import Decoder
 
 SIZES = (1, 2, 4, 8, 16)
 REPEATS = 3
@@ -95,49 +98,31 @@ def default_cache() -> CurveCache:
     return CurveCache(get_paths().cache_dir / FILE_NAME)
 
 
-__all__ = ["CurveCache", "default_cache", "measure_curve"]
-
-
-def calibration_key(backend: Any) -> str:
-    """What the batch-cost curve depends on: the model file, the device split, threads, kernels."""
-    import llama_cpp
-
-    from starchat_cli.engine.llama import default_threads
-    from starchat_cli.engine.prompt_cache import model_fingerprint
-
-    return "|".join(
-        [
-            model_fingerprint(backend.path),
-            f"gpu={backend.gpu.n_gpu_layers}" if llama_cpp.llama_supports_gpu_offload() else "cpu",
-            f"threads={backend.options.n_threads or default_threads()}",
-            f"fa={int(backend.flash_attn)}",
-            str(getattr(llama_cpp, "__version__", "?")),
-        ]
-    )
-
-
-def backend_curve(
-    backend: Any, tokens: Sequence[int], n_ctx: int, cache: CurveCache
+def decoder_curve(
+    decoder: Decoder, key: str, tokens: Sequence[int], n_ctx: int, cache: CurveCache
 ) -> tuple[dict[int, float] | None, float]:
-    """The curve of a loaded LlamaCppBackend whose prompt was just evaluated, and the seconds
-    a measurement took (0.0 when it came from ``cache``). Measured batches are evaluated after
-    the prompt and removed again, so the sequence is as it was; (None, 0.0) when the context
-    has no room for them in this run."""
-    key = calibration_key(backend)
+    """The curve of a decoder whose prompt was just evaluated, and the seconds a measurement
+    took (0.0 when it came from ``cache`` under ``key``: what the curve depends on, the model
+    file, device split, threads and kernels, as the backend words it). Measured batches are
+    evaluated after the prompt and removed again, so the sequence is as it was; (None, 0.0)
+    when the context has no room for them in this run."""
     curve = cache.get(key)
     if curve is not None:
         return curve, 0.0
-    start = backend.n_past
+    start = decoder.n_past
     if start + max(SIZES) > n_ctx:
         return None, 0.0
     filler = (list(tokens) * max(SIZES))[-max(SIZES) :]
 
     def run_batch(size: int) -> None:
-        backend.decode_batch(filler[:size]).argmax(axis=1)
-        backend.truncate(start)
+        decoder.decode_batch(filler[:size]).argmax(axis=1)
+        decoder.truncate(start)
 
     t0 = time.perf_counter()
     curve = measure_curve(run_batch)
     seconds = time.perf_counter() - t0
     cache.put(key, curve, seconds)
     return curve, seconds
+
+
+__all__ = ["CurveCache", "decoder_curve", "default_cache", "measure_curve"]

@@ -1,0 +1,5 @@
+"""The llama.cpp backend (through llama-cpp-python): the model on first use (backend.py), the
+``LocalEngine`` that implements the Engine contract over it (engine.py), the persistent prompt
+cache (prompt_cache.py, kv_state.py), GPU offload and hardware (gpu.py, offload.py, hardware.py),
+Intel AMX handling (amx.py, amx_probe.py, ggml_bufts.py), llama.cpp's log (log.py), a model
+file's own chat template (file_format.py). internals.py alone reads llama-cpp-python's privates."""
