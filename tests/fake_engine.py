@@ -15,8 +15,9 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from starchat_cli.engine.contract import EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.contract import EngineInfo, Generation, Stats
 from starchat_cli.engine.fit import FitResult
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompts import Message
 
 Reply = str | Callable[[Sequence[Message]], str]

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from starchat_cli.engine.calibrate import CurveCache, measure_curve
-from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.draft import (
     DraftPolicy,
     NgramDrafter,
@@ -23,6 +22,7 @@ from starchat_cli.engine.draft import (
     verify_greedy,
     verify_sampled,
 )
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompts import Message
 
 CPU_CURVE = {1: 1.0, 2: 2.0, 4: 3.3, 8: 4.9, 16: 8.6}  # measured on this CPU (issue 13)

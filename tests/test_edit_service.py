@@ -19,7 +19,7 @@ from starchat_cli.chat.rewrite import (
 )
 from starchat_cli.chat.undo import UndoJournal
 from starchat_cli.core.errors import ContextOverflowError, ExitCode, InputError, NoCodeError
-from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.services import edit as service
 from tests.fake_engine import FakeEngine
 

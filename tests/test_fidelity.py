@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.file_format import format_for_backend
 from starchat_cli.engine.local import LocalEngine
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompts import (
     ChatMLFormat,
     Message,

@@ -13,8 +13,8 @@ import dataclasses
 import pytest
 
 from starchat_cli.core.errors import ExitCode, FimUnsupportedError
-from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.fim import SUFFIX_CAP, FimVocab, build_fim_prompt
+from starchat_cli.engine.params import GenerationParams
 
 from .fim_models import fim_checkpoint, fim_gguf
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from typing import Iterator, Sequence
 
-from starchat_cli.engine.contract import GenerationParams, Stats
+from starchat_cli.engine.contract import Stats
 from starchat_cli.engine.draft import (
     DraftPolicy,
     NgramDrafter,
@@ -30,6 +30,7 @@ from starchat_cli.engine.draft import (
 )
 from starchat_cli.engine.exact_batches import ExactBatches
 from starchat_cli.engine.llama import LlamaCppBackend
+from starchat_cli.engine.params import GenerationParams
 
 Source = Iterator[tuple[int, bool]]
 

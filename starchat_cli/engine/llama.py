@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Sequence
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import ModelLoadError, StarchatError
 from starchat_cli.engine.amx import AmxStatus, amx_status, load_mode
-from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.gpu import GpuChoice, choose_gpu_layers
 from starchat_cli.engine.kv_state import EXACT_BATCH, cache_key, eval_batches, load_state, save_state
 from starchat_cli.engine.llama_log import clear_log, install_log_capture, last_llama_error
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
 
 if TYPE_CHECKING:  # llama_cpp is imported on first load (it is slow to import)

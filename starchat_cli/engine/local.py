@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError
 from starchat_cli.engine.calibrate import CurveCache, backend_curve, default_cache
-from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.contract import Attach, EngineInfo, Generation, Stats
 from starchat_cli.engine.draft import DraftPolicy
 from starchat_cli.engine.drafted import drafted_source, plain_source
 from starchat_cli.engine.exact_batches import ExactBatches
@@ -24,6 +24,7 @@ from starchat_cli.engine.file_format import format_for_backend
 from starchat_cli.engine.fim import FimVocab, build_fim_prompt, fim_vocab
 from starchat_cli.engine.fit import FitResult, fit_prompt
 from starchat_cli.engine.llama import LlamaCppBackend, PromptAborted
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompts import Message, PromptFormat
 from starchat_cli.engine.stops import StopTextFilter, without_trailing_whitespace
 

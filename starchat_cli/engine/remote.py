@@ -15,8 +15,9 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ExitCode, StarchatError
-from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.contract import Attach, EngineInfo, Generation, Stats
 from starchat_cli.engine.fit import FitResult
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompts import FORMATS, Message
 from starchat_cli.engine.remote_events import content_type, events, first_bytes
 from starchat_cli.engine.stops import StopTextFilter, without_trailing_whitespace

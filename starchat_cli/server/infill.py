@@ -29,7 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from starchat_cli.core.errors import StarchatError
-from starchat_cli.engine.contract import Engine, Generation, GenerationParams
+from starchat_cli.engine.contract import Engine, Generation
+from starchat_cli.engine.params import GenerationParams
 
 from .auth import check_auth
 from .body import read_json

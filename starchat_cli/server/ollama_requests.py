@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompts import Message
 
 from .config import ServerConfig

@@ -16,10 +16,10 @@ ignored. A new field is one line in the table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompts import Message, merge_turns
 
 from .body import parse_json, read_json
@@ -329,7 +329,7 @@ def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> 
         if suffix is not None and not isinstance(suffix, str):
             raise APIError(400, "'suffix' must be a string", param="suffix")
     prediction = prediction_text(data) if kind == "chat" else None
-    params = replace(params, draft=config.draft, prediction=prediction)
+    params = params.model_copy(update={"draft": config.draft, "prediction": prediction})
     return CompletionRequest(
         kind=kind,
         params=params,
