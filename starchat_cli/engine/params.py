@@ -111,6 +111,20 @@ def field_type(model: type[BaseModel], name: str) -> Any:
     return Annotated[parts]  # nested Annotated types flatten into one
 
 
+@functools.cache  # one object per (type, top): check() keeps its validator
+def capped(spec: Any, le: float) -> Any:
+    """``spec`` with a lower top, e.g. :data:`MaxTokens` under a server's ``--max-tokens-limit``."""
+    return Annotated[spec, Field(le=le)]
+
+
+def wire_number(spec: Any, value: Any) -> Any:
+    """A JSON number for a field type: an integral float is a whole number (``3.0`` passes for
+    an integer, as in JSON Schema, which OpenAI validates with); the rest as :func:`check`."""
+    if isinstance(value, float) and value.is_integer() and get_args(spec)[0] is int:
+        value = int(value)
+    return check(spec, value)
+
+
 _ADAPTERS: dict[int, tuple[Any, TypeAdapter[Any]]] = {}  # id(spec) -> (spec, its validator)
 
 
@@ -139,7 +153,9 @@ __all__ = [
     "TopP",
     "WireSeed",
     "bounds",
+    "capped",
     "check",
     "description",
     "field_type",
+    "wire_number",
 ]
