@@ -335,7 +335,7 @@ class LocalEngine:
     def _source(self, tokens, params, stats, n_ctx, chain, cancel):
         """The decode loop's token source for ``params.draft`` (see engine/drafted.py)."""
         backend = self.backend
-        mode = params.draft if params.draft in ("auto", "on") else "off"
+        mode = params.draft
         if mode == "off":
             return plain_source(backend, chain, stats, n_ctx, cancel)
         first = None
