@@ -1,10 +1,11 @@
-"""Request bodies, read and checked by hand before any generation starts.
+"""Request bodies, read and checked before any generation starts.
 
 :func:`read_json` (from :mod:`.body`) reads a bounded JSON object; :func:`parse_completion`
 turns a ``/v1/chat/completions`` or ``/v1/completions`` body into a
 :class:`CompletionRequest`: the model check (404), the sampling parameters, and the chat
 messages as engine turns plus a system prompt (or the raw prompt). Every bad value is a
-400 :class:`~starchat_cli.server.errors.APIError` naming the parameter.
+400 :class:`~starchat_cli.server.errors.APIError` naming the parameter; sampling values are
+checked against ``engine/params.py``'s field types (their ranges are written there only).
 
 Types come first, from one table (:data:`FIELD_TYPES`, :data:`NESTED_TYPES`), as
 OpenAI's API checks them: a boolean must be a JSON boolean (``"stream": "false"`` is a

@@ -1,5 +1,12 @@
 """Settings from the config file, the environment and flags: flags win over env over file.
 
+    settings = resolve_settings(load_config_file(path), {"temperature": 0.0})   # a Settings
+    check_setting("ctx", 10)       # ValueError: must be >= 64, not 10
+
+:class:`Settings` is the one declaration of every setting: its type, range (the sampling
+ones from ``engine/params.py``), default and help text; the file, the environment, the
+CLI's options (cli/options.py) and ``check_setting`` all read it.
+
 The file is TOML (``starchat paths`` shows where)::
 
     model = "starchat2"          # default model
