@@ -94,7 +94,7 @@ def open_engine(model: str | None, threads: int, gpu: str, ctx: int):
 
 
 def run(engine, prompt: str, mode: str, max_tokens: int) -> dict:
-    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.engine.params import GenerationParams
     from starchat_cli.engine.prompting.formats import Message
 
     engine.backend.truncate(0)  # no prefix from the previous run: every run evaluates its prompt

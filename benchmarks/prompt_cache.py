@@ -71,7 +71,7 @@ def piped_file(tokens: int, threads: int) -> None:
 
 
 def chat(turns: int, threads: int) -> None:
-    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.engine.params import GenerationParams
     from starchat_cli.engine.prompting.formats import Message
     from starchat_cli.models.store import Store
     from starchat_cli.services.config import Settings

@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def in_process(engine, max_tokens: int) -> tuple[float, int]:
-    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.engine.params import GenerationParams
     from starchat_cli.engine.prompting.formats import Message
 
     gen = engine.generate([Message("user", PROMPT)], GenerationParams(temperature=0, max_tokens=max_tokens))

@@ -241,9 +241,9 @@ def engine_conversation(engine, system: str, params) -> list[Turn]:
 
 
 def ttft_rounds(reply_tokens: int, threads: int | None, rounds: int, home: Path):
-    from starchat_cli.engine.contract import GenerationParams
     from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
     from starchat_cli.engine.llamacpp.engine import LocalEngine
+    from starchat_cli.engine.params import GenerationParams
     from starchat_cli.engine.prompting.formats import get_format
     from starchat_cli.models.catalog import CATALOG
     from starchat_cli.models.store import demo_model_path

@@ -15,7 +15,8 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from starchat_cli.engine.contract import EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.contract import EngineInfo, Generation, Stats
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.fit import FitResult
 from starchat_cli.engine.prompting.formats import Message
 

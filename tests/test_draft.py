@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.llamacpp import internals
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import Message
 from starchat_cli.engine.speculative.calibrate import CurveCache, measure_curve
 from starchat_cli.engine.speculative.lookup import NgramDrafter

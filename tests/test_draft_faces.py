@@ -125,7 +125,7 @@ class _Strict(BaseHTTPRequestHandler):
 
 
 def test_remote_engine_drops_prediction_once_the_server_rejects_it() -> None:
-    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.engine.params import GenerationParams
     from starchat_cli.engine.prompting.formats import Message
     from starchat_cli.engine.remote.engine import RemoteEngine
 
@@ -146,7 +146,7 @@ def test_remote_engine_drops_prediction_once_the_server_rejects_it() -> None:
 
 
 def test_remote_engine_sends_prediction_to_starchat_serve() -> None:
-    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.engine.params import GenerationParams
     from starchat_cli.engine.prompting.formats import Message
     from starchat_cli.engine.remote.engine import RemoteEngine
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from starchat_cli.core.errors import ExitCode
-from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import ChatMLFormat, Message
 
 from .conftest import REPO, run_starchat

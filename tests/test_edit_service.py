@@ -19,7 +19,7 @@ from starchat_cli.edits.rewrite import (
     pick_block,
 )
 from starchat_cli.edits.undo import UndoJournal
-from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.services import edit as service
 from tests.fake_engine import FakeEngine
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from starchat_cli.engine.contract import Engine, EngineInfo, GenerationParams
+from starchat_cli.engine.contract import Engine, EngineInfo
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import Message
 
 from .conftest import start_server, stop_server

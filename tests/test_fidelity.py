@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.llamacpp.engine import LocalEngine
 from starchat_cli.engine.llamacpp.file_format import format_for_backend
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import (
     ChatMLFormat,
     Message,

@@ -13,8 +13,8 @@ import dataclasses
 import pytest
 
 from starchat_cli.core.errors import ExitCode, FimUnsupportedError
-from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.llamacpp import internals
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.fim import SUFFIX_CAP, FimVocab, build_fim_prompt
 
 from .fim_models import fim_checkpoint, fim_gguf

@@ -34,6 +34,7 @@ HEAVY = (
     "rich",
     "httpx",
     "starlette",
+    "pydantic",
 )
 
 # Everything below the faces (cli, tui, server): the base, the domain packages and the services,

@@ -14,7 +14,7 @@ import sys
 import httpx
 import pytest
 
-from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.params import GenerationParams
 
 from .conftest import REPO, free_port, start_server, stop_server, wait_healthy
 from .fake_engine import FakeEngine

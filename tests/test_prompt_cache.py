@@ -276,7 +276,7 @@ def anyio_backend() -> str:
 async def test_a_resumed_chat_reports_its_history_as_cached(demo_gguf, isolated_home):
     """`starchat chat -S ID` in a new process: the first reply finds the session's last state on disk."""
     from starchat_cli.chat.sessions import SessionStore
-    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.engine.params import GenerationParams
     from starchat_cli.models.store import Store
     from starchat_cli.services.config import Settings
     from starchat_cli.services.runtime import engine_for
@@ -347,9 +347,9 @@ def test_a_prefix_reused_in_memory_gives_the_uncached_reply(demo_gguf):
     """A prefix kept in memory from a long prompt (computed in >= 64-token batches) must not
     change a later reply: a short prompt after it, or a long one differing only in its last
     tokens, gives exactly what a fresh engine gives."""
-    from starchat_cli.engine.contract import GenerationParams
     from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
     from starchat_cli.engine.llamacpp.engine import LocalEngine
+    from starchat_cli.engine.params import GenerationParams
     from starchat_cli.engine.prompting.formats import Message, get_format
     from starchat_cli.models.catalog import CATALOG
 

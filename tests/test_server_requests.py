@@ -16,7 +16,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from starchat_cli.core.errors import ContextOverflowError, InputError, ModelLoadError, StarchatError
-from starchat_cli.engine.contract import Generation, GenerationParams
+from starchat_cli.engine.contract import Generation
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import Message, merge_turns
 from starchat_cli.server import auth
 from starchat_cli.server.app import ServerConfig, make_app

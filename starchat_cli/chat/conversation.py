@@ -24,7 +24,8 @@ from typing import Callable, Iterable
 
 from starchat_cli.chat.sessions import Session, SessionStore, StoredMessage
 from starchat_cli.core.errors import StarchatError
-from starchat_cli.engine.contract import Engine, EngineInfo, GenerationParams, Stats
+from starchat_cli.engine.contract import Engine, EngineInfo, Stats
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import Message as Turn
 from starchat_cli.engine.prompting.formats import merge_turns
 

@@ -22,6 +22,7 @@ from starchat_cli.cli.options import (
     Temperature,
     Threads,
     TopP,
+    setting_flags,
 )
 
 ASK_HELP = """\
@@ -45,6 +46,7 @@ def register(app: typer.Typer) -> None:
 
 
 def ask(
+    command: typer.Context,
     question: Optional[List[str]] = typer.Argument(
         None, help="The question; several words are joined. Omit it to send stdin alone.", show_default=False
     ),
@@ -85,22 +87,7 @@ def ask(
 
     if json_out and code:
         raise typer.BadParameter("--json and --code do not go together (the JSON has the code blocks)")
-    flags = {
-        "model": model,
-        "system": system,
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_tokens": max_tokens,
-        "seed": seed,
-        "ctx": ctx,
-        "threads": threads,
-        "gpu": gpu,
-        "draft": draft,
-        "format": prompt_format,
-        "endpoint": endpoint,
-        "api_key": api_key,
-    }
-    settings, explicit = load_settings(flags)
+    settings, explicit = load_settings(setting_flags(command))
     text_q = " ".join(question or []).strip()
     piped = _read_stdin()
     stdin_text = decode_text(piped, "stdin") if piped else ""

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 
+from starchat_cli.cli.limits import number
 from starchat_cli.cli.options import (
     ApiKey,
     Ctx,
@@ -25,7 +26,7 @@ from starchat_cli.cli.options import (
     System,
     Temperature,
     Threads,
-    number,
+    setting_flags,
 )
 
 CHAT_HELP = """\
@@ -64,6 +65,7 @@ def register(app: typer.Typer) -> None:
 
 
 def chat(
+    command: typer.Context,
     model: Model = None,
     session: Optional[str] = typer.Option(
         None,
@@ -94,19 +96,9 @@ def chat(
         raise InputError('starchat chat needs a terminal; for pipes and scripts use starchat ask "..."')
     store = SessionStore()
     resumed = store.get(session) if session else None
-    flags = {
-        "model": model or (resumed.model if resumed is not None and resumed.model else None),
-        "system": system,
-        "temperature": temperature,
-        "max_tokens": max_tokens,
-        "ctx": ctx,
-        "threads": threads,
-        "gpu": gpu,
-        "draft": draft,
-        "format": prompt_format,
-        "endpoint": endpoint,
-        "api_key": api_key,
-    }
+    flags = setting_flags(
+        command, model=model or (resumed.model if resumed is not None and resumed.model else None)
+    )
     settings, explicit = load_settings(flags)
     opened = open_engine(settings, explicit or resumed is not None, chat_only=True)
     engine = opened.engine

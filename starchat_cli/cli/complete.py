@@ -21,6 +21,7 @@ from starchat_cli.cli.options import (
     Temperature,
     Threads,
     TopP,
+    setting_flags,
 )
 
 COMPLETE_HELP = """\
@@ -75,6 +76,7 @@ def _read(path: Path, what: str) -> str:
 
 
 def complete(
+    command: typer.Context,
     target: Optional[str] = typer.Argument(
         None,
         help="FILE:LINE[:COL], the cursor (1-based). Omit it to read the prefix from stdin.",
@@ -134,19 +136,7 @@ def complete(
         suffix = _read(suffix_file, "--suffix-file") if suffix_file is not None else ""
     extra = [(str(p), _read(p, "--file")) for p in files or ()]
 
-    flags = {
-        "model": model,
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_tokens": max_tokens,
-        "seed": seed,
-        "ctx": ctx,
-        "threads": threads,
-        "gpu": gpu,
-        "endpoint": endpoint,
-        "api_key": api_key,
-    }
-    settings, explicit = load_settings(flags)
+    settings, explicit = load_settings(setting_flags(command))
     opened = open_completion_engine(settings, explicit)
     if opened.note:
         print(f"starchat: {opened.note}", file=sys.stderr)
@@ -154,7 +144,7 @@ def complete(
     info = engine.load()
     params = generation_params(settings)
     if stop:
-        params.stop = tuple(stop)
+        params = params.model_copy(update={"stop": tuple(stop)})
     gen = engine.infill(prefix, suffix, params, extra=extra, path=path_arg)
     out = sys.stdout
     try:

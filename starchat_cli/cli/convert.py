@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from starchat_cli.cli.options import number
+from starchat_cli.cli.limits import number
 from starchat_cli.core.units import format_bytes
 
 CONVERT_HELP = """\

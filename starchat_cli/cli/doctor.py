@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from starchat_cli.cli.options import number
+from starchat_cli.cli.limits import number
 from starchat_cli.core import defaults
 from starchat_cli.core.units import format_bytes
 

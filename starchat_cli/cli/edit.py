@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -26,7 +26,8 @@ from starchat_cli.cli.options import (
     System,
     Threads,
     TopP,
-    number,
+    setting,
+    setting_flags,
 )
 
 EDIT_HELP = """\
@@ -70,6 +71,7 @@ def _stdin_is_terminal() -> bool:
 
 
 def edit(
+    command: typer.Context,
     file: str = typer.Argument(..., help="The file to rewrite.", show_default=False),
     instruction: List[str] = typer.Argument(
         ..., help="What to change; several words are joined.", show_default=False
@@ -95,14 +97,12 @@ def edit(
     ),
     model: Model = None,
     system: System = None,
-    temperature: Optional[float] = typer.Option(
-        None,
-        "--temperature",
-        "-t",
-        help="Sampling temperature. [default: 0, greedy, for edits]",
-        show_default=False,
-        callback=number("temperature"),
-    ),
+    temperature: Annotated[
+        Optional[float],
+        setting(
+            "temperature", "--temperature", "-t", help="Sampling temperature. [default: 0, greedy, for edits]"
+        ),
+    ] = None,
     top_p: TopP = None,
     max_tokens: MaxTokens = None,
     seed: Seed = None,
@@ -130,24 +130,11 @@ def edit(
         raise typer.BadParameter("--diff and --json do not go together (the JSON has the diff)")
     if diff_only and yes:
         raise typer.BadParameter("--diff writes nothing: drop --yes (or --diff to write)")
-    flags = {
-        "model": model,
-        "system": system,
-        # Greedy unless asked: the rewrite is mostly a copy, and sampling only adds random
-        # changes to lines that should stay as they are (and makes a rerun differ).
-        "temperature": 0.0 if temperature is None else temperature,
-        "top_p": top_p,
-        "max_tokens": max_tokens,
-        "seed": seed,
-        "ctx": ctx,
-        "threads": threads,
-        "gpu": gpu,
-        "format": prompt_format,
-        "endpoint": endpoint,
-        "api_key": api_key,
-        "draft": draft,
-    }
-    settings, explicit = load_settings(flags)
+    # Greedy unless asked: the rewrite is mostly a copy, and sampling only adds random
+    # changes to lines that should stay as they are (and makes a rerun differ).
+    settings, explicit = load_settings(
+        setting_flags(command, temperature=0.0 if temperature is None else temperature)
+    )
     text = " ".join(instruction).strip()
     interactive = _stdin_is_terminal()
     writes = yes or not (diff_only or json_out)  # --diff and --json without --yes only preview

@@ -1,169 +1,76 @@
-"""Options several commands share (ask, chat, serve), declared once.
+"""The setting options several commands share (ask, chat, edit, complete, serve), made from the settings model.
 
-Each is an ``Annotated`` type: ``def ask(model: Model = None, ...)``. Defaults are
-``None`` so that "not given" can fall through to the environment and the config file.
+    def ask(command: typer.Context, model: Model = None, temperature: Temperature = None, ...):
+        settings, explicit = load_settings(setting_flags(command))
+
+Each option's help text, default shown and range check come from its field in
+``services.config.Settings`` (and so from ``engine.params`` for the sampling ones); a
+number out of range is a ConfigError naming the option (exit 3), in the config file's
+words. Defaults are ``None`` so that "not given" falls through to the environment and the
+config file. :func:`setting_flags` collects what was given, keyed by setting.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional, get_args
 
 import typer
 
-from starchat_cli.core import defaults
+from starchat_cli.engine.params import description, field_type
+from starchat_cli.services.config import Settings, check_setting
 
-# Numeric options that are not settings (settings -- ctx, threads, temperature, top_p,
-# max_tokens, seed -- are checked by services/config.py CHECKS, the same rule as in the
-# config file): (smallest, largest) allowed, None = no bound.
-LIMITS: dict[str, tuple[float | None, float | None]] = {
-    "port": (1, 65535),
-    "max_tokens_limit": (1, None),
-    "max_body": (1, None),
-    "limit": (1, None),
-    "quantize_threads": (0, None),  # 0 = every core
-    "doctor_ctx": (64, None),
-}
+_FLAGS = "starchat.setting_flags"  # ctx.meta key: setting -> value given (None: not given)
 
 
-def number(key: str) -> Callable[[Any, Any], Any]:
-    """A parse-time check for a numeric option: out of range is a ConfigError (exit 3).
+def _recorder(key: str) -> Callable[..., Any]:
+    numeric = get_args(field_type(Settings, key))[0] in (int, float)
 
-    ``key`` is a settings key (checked by ``services.config``) or a name in :data:`LIMITS`.
-    """
+    def record(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        if value is not None and numeric:
+            try:
+                value = check_setting(key, value)
+            except ValueError as exc:
+                from starchat_cli.core.errors import ConfigError
 
-    def check(param: typer.CallbackParam, value: Any) -> Any:
-        if value is None:
-            return value
-        flag = max(param.opts, key=len) if param.opts else f"--{key}"
-        if key in LIMITS:
-            from starchat_cli.core.errors import ConfigError
+                flag = max(param.opts, key=len) if param.opts else f"--{key}"
+                raise ConfigError(f"option {flag} {exc}") from None
+        ctx.meta.setdefault(_FLAGS, {})[key] = value
+        return value
 
-            lo, hi = LIMITS[key]
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                if hi is None:
-                    raise ConfigError(f"option {flag} must be >= {lo}, not {value}")
-                raise ConfigError(f"option {flag} must be from {lo} to {hi}, not {value}")
-            return value
-        from starchat_cli.core.errors import ConfigError
-        from starchat_cli.services.config import CHECKS
-
-        try:
-            return CHECKS[key](value)
-        except ValueError as exc:
-            raise ConfigError(f"option {flag} {exc}") from None
-
-    return check
+    return record
 
 
-Model = Annotated[
-    Optional[str],
-    typer.Option(
-        "--model",
-        "-m",
-        help="Model name, NAME:QUANT or path to a .gguf file. [env: STARCHAT_MODEL; default: starchat2]",
-        show_default=False,
-    ),
-]
-System = Annotated[
-    Optional[str],
-    typer.Option(
-        "--system",
-        "-s",
-        help="System prompt (starcoder2-instruct has no system role: the text is put before the first instruction).",
-        show_default=False,
-    ),
-]
-Temperature = Annotated[
-    Optional[float],
-    typer.Option(
-        "--temperature",
-        "-t",
-        callback=number("temperature"),
-        help=f"Sampling temperature; 0 = greedy. [default: {defaults.TEMPERATURE}]",
-        show_default=False,
-    ),
-]
+def setting(
+    key: str, *flags: str, help: str | None = None, env: bool = False, default: str | None = None
+) -> Any:
+    """A Typer option for setting ``key``: help from the field's description, then ``[env: ...;
+    default: ...]`` (the field's default unless ``default`` says it in words); ``help`` replaces it all."""
+    if help is None:
+        shown = default if default is not None else Settings.model_fields[key].default
+        notes = ([f"env: STARCHAT_{key.upper()}"] if env else []) + (
+            [f"default: {shown}"] if shown is not None else []
+        )
+        help = description(field_type(Settings, key)) + (f" [{'; '.join(notes)}]" if notes else "")
+    return typer.Option(*flags, help=help, show_default=False, callback=_recorder(key))
+
+
+def setting_flags(command: typer.Context, **override: Any) -> dict[str, Any]:
+    """The setting options ``command`` (the running command) was given (None: not given), with ``override``."""
+    return {**command.meta.get(_FLAGS, {}), **override}
+
+
+Model = Annotated[Optional[str], setting("model", "--model", "-m", env=True, default="starchat2")]
+System = Annotated[Optional[str], setting("system", "--system", "-s")]
+Temperature = Annotated[Optional[float], setting("temperature", "--temperature", "-t")]
 MaxTokens = Annotated[
-    Optional[int],
-    typer.Option(
-        "--max-tokens",
-        "-n",
-        callback=number("max_tokens"),
-        help="Stop after this many tokens. [default: until the reply ends]",
-        show_default=False,
-    ),
+    Optional[int], setting("max_tokens", "--max-tokens", "-n", default="until the reply ends")
 ]
-Ctx = Annotated[
-    Optional[int],
-    typer.Option(
-        "--ctx",
-        "-c",
-        help=f"Context window in tokens. [default: {defaults.CTX}]",
-        show_default=False,
-        callback=number("ctx"),
-    ),
-]
-Threads = Annotated[
-    Optional[int],
-    typer.Option(
-        "--threads",
-        help="CPU threads. [default: usable cores]",
-        show_default=False,
-        callback=number("threads"),
-    ),
-]
-Gpu = Annotated[
-    Optional[str],
-    typer.Option(
-        "--gpu",
-        "--gpu-layers",
-        help="GPU offload: auto (as many layers as fit in free GPU memory), off, or a number of layers. "
-        f"[default: {defaults.GPU}]",
-        show_default=False,
-    ),
-]
-Format = Annotated[
-    Optional[str],
-    typer.Option(
-        "--format",
-        help="Force a prompt format: chatml, starchat, starcoder2-instruct, gguf (the file's own template).",
-        show_default=False,
-    ),
-]
-Endpoint = Annotated[
-    Optional[str],
-    typer.Option(
-        "--endpoint",
-        "-e",
-        help="Use an OpenAI-compatible server (URL, or a profile name from the config) instead of a local model. [env: STARCHAT_ENDPOINT]",
-        show_default=False,
-    ),
-]
-ApiKey = Annotated[
-    Optional[str],
-    typer.Option("--api-key", help="Bearer key for --endpoint. [env: STARCHAT_API_KEY]", show_default=False),
-]
-Draft = Annotated[
-    Optional[str],
-    typer.Option(
-        "--draft",
-        help="Drafted decoding (copies verified several tokens per step): auto (only where it pays "
-        f"on this hardware), on, off. [env: STARCHAT_DRAFT; default: {defaults.DRAFT}]",
-        show_default=False,
-    ),
-]
-TopP = Annotated[
-    Optional[float],
-    typer.Option(
-        "--top-p",
-        help=f"Nucleus sampling cut-off. [default: {defaults.TOP_P}]",
-        show_default=False,
-        callback=number("top_p"),
-    ),
-]
-Seed = Annotated[
-    Optional[int],
-    typer.Option(
-        "--seed", help="Random seed, for repeatable sampling.", show_default=False, callback=number("seed")
-    ),
-]
+Ctx = Annotated[Optional[int], setting("ctx", "--ctx", "-c")]
+Threads = Annotated[Optional[int], setting("threads", "--threads", default="usable cores")]
+Gpu = Annotated[Optional[str], setting("gpu", "--gpu", "--gpu-layers")]
+Format = Annotated[Optional[str], setting("format", "--format")]
+Endpoint = Annotated[Optional[str], setting("endpoint", "--endpoint", "-e", env=True)]
+ApiKey = Annotated[Optional[str], setting("api_key", "--api-key", env=True)]
+Draft = Annotated[Optional[str], setting("draft", "--draft", env=True)]
+TopP = Annotated[Optional[float], setting("top_p", "--top-p")]
+Seed = Annotated[Optional[int], setting("seed", "--seed")]

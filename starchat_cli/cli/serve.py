@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from starchat_cli.cli.options import Ctx, Draft, Gpu, Model, Threads, number
+from starchat_cli.cli.limits import number
+from starchat_cli.cli.options import Ctx, Draft, Gpu, Model, Threads, setting_flags
 from starchat_cli.core import defaults
 
 SERVE_HELP = """\
@@ -53,6 +54,7 @@ def _listed(flags: Optional[list[str]], var: str) -> tuple[str, ...]:
 
 
 def serve(
+    command: typer.Context,
     model: Model = None,
     host: str = typer.Option(
         defaults.SERVE_HOST, "--host", help="Address to bind; anything but loopback needs --api-key."
@@ -118,9 +120,7 @@ def serve(
                 f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port"
             ) from None
 
-    settings, explicit = load_settings(
-        {"model": model, "ctx": ctx, "threads": threads, "gpu": gpu, "draft": draft}
-    )
+    settings, explicit = load_settings(setting_flags(command))
     opened = open_engine(settings, explicit, local_only=True)
     if opened.note:
         print(f"starchat: {opened.note}", file=sys.stderr)

@@ -20,20 +20,9 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
-from starchat_cli.core import defaults
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.fit import FitResult
 from starchat_cli.engine.prompting.formats import Message
-
-
-@dataclass
-class GenerationParams:
-    max_tokens: int | None = None
-    temperature: float = defaults.TEMPERATURE
-    top_p: float = defaults.TOP_P
-    seed: int | None = None
-    stop: tuple[str, ...] = ()  # extra plain-text stops (e.g. an API request's "stop")
-    draft: str = "off"  # drafted (prompt-lookup) decoding: "auto" (where it pays here), "on", "off"
-    prediction: str | None = None  # text the reply is expected to copy (the file under edit)
 
 
 @dataclass
@@ -203,4 +192,4 @@ class Engine(Protocol):
         ...
 
 
-__all__ = ["Attach", "Engine", "EngineInfo", "Generation", "GenerationParams", "Stats"]
+__all__ = ["Attach", "Engine", "EngineInfo", "Generation", "Stats"]

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from starchat_cli.core import defaults
+from starchat_cli.engine.params import Draft
 
 
 @dataclass
@@ -18,7 +19,7 @@ class ServerConfig:
     default_max_tokens: int | None = None
     default_temperature: float = defaults.TEMPERATURE
     default_top_p: float = defaults.TOP_P
-    draft: str = defaults.DRAFT  # drafted decoding for every request (serve --draft)
+    draft: Draft = Draft(defaults.DRAFT)  # drafted decoding for every request (serve --draft)
     created: int = field(default_factory=lambda: int(time.time()))
     # The web-page defences (guard.py): the bind address decides the default Host names.
     bind_host: str = defaults.SERVE_HOST

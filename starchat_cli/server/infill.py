@@ -23,13 +23,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator
+from typing import Annotated, Any, AsyncIterator, Iterator
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from starchat_cli.core.errors import StarchatError
-from starchat_cli.engine.contract import Engine, Generation, GenerationParams
+from starchat_cli.engine.contract import Engine, Generation
+from starchat_cli.engine.params import GenerationParams, capped
 
 from .auth import check_auth
 from .body import read_json
@@ -72,6 +74,11 @@ FIELD_TYPES: dict[str, tuple[str, ...]] = {
     "response_fields": (ARRAY,),
 }
 EXTRA_TYPES: dict[str, tuple[str, ...]] = {"filename": (STRING,), "text": (STRING,)}  # input_extra[i]
+# llama.cpp's own fields (the sampling ones are engine/params.py's, through sampling_params).
+NPredict = Annotated[int, Field(ge=-1)]  # -1: up to the server's limit
+TopK = Annotated[int, Field(ge=0, le=1 << 31)]
+NIndent = Annotated[int, Field(ge=0, le=1 << 16)]
+TMaxPredictMs = Annotated[float, Field(ge=0, le=1e9)]
 
 
 @dataclass(frozen=True)
@@ -107,13 +114,13 @@ def parse_infill(data: dict[str, Any], config: ServerConfig) -> InfillRequest:
     prefix = (data.get("input_prefix") or "") + (data.get("prompt") or "")
     suffix = data.get("input_suffix") or ""
     extra = _extra(data)
-    n_predict = _number(data, "n_predict", None, -1, config.max_tokens_limit, int)
+    n_predict = _number(data, "n_predict", None, capped(NPredict, config.max_tokens_limit))
     mapped = {key: data.get(key) for key in ("temperature", "top_p", "seed", "stop")}
     mapped["max_tokens"] = None if n_predict is None or n_predict < 0 else max(1, n_predict)
     params = sampling_params(mapped, config)
-    _number(data, "top_k", 0, 0, 1 << 31, int)  # checked, not applied (the sampler has no top-k)
-    n_indent = _number(data, "n_indent", 0, 0, 1 << 16, int)
-    t_max = _number(data, "t_max_predict_ms", 0.0, 0, 1e9)
+    _number(data, "top_k", 0, TopK)  # checked, not applied (the sampler has no top-k)
+    n_indent = _number(data, "n_indent", 0, NIndent)
+    t_max = _number(data, "t_max_predict_ms", 0.0, TMaxPredictMs)
     fields = data.get("response_fields") or ()
     if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
         raise APIError(400, "'response_fields' must be a list of strings", param="response_fields")

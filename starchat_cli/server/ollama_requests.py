@@ -15,11 +15,12 @@ cannot honour them, and silently ignoring them would give wrong answers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
 from starlette.responses import JSONResponse
 
-from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.params import GenerationParams, Invalid, Temperature, TopP, capped, wire_number
 from starchat_cli.engine.prompting.formats import Message
 
 from .config import ServerConfig
@@ -28,6 +29,11 @@ from .requests import chat_turns
 
 # Editors send many stops for completion (Continue: one per language construct); Ollama has no limit.
 MAX_STOPS = 64
+# Ollama's own option types (the sampling ones are engine/params.py's).
+NumPredict = Annotated[int, Field(ge=-2)]  # -1: until the model stops; -2: fill the context
+TopK = Annotated[int, Field(ge=0, le=1_000_000)]
+NumCtx = Annotated[int, Field(ge=1, le=10_000_000)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # a seed: negative is "random"
 
 
 class OllamaError(Exception):
@@ -65,18 +71,18 @@ def _opt_bool(data: dict[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def _num(opts: dict[str, Any], key: str, lo: float, hi: float, *, whole: bool = False) -> Any:
+def _num(opts: dict[str, Any], key: str, spec: Any) -> Any:
+    """``options[key]`` checked against the field type ``spec`` (engine/params.py for the sampling
+    ones); None when absent or null."""
     value = opts.get(key)
     if value is None:
         return None
-    field = f"options.{key}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _bad(field, "a whole number" if whole else "a number")
-    if whole and int(value) != value:
-        raise _bad(field, "a whole number")
-    if not lo <= value <= hi:
-        raise _bad(field, f"from {lo:g} to {hi:g}")
-    return int(value) if whole else float(value)
+    try:
+        return wire_number(spec, value)
+    except Invalid as exc:
+        if not exc.number:
+            raise _bad(f"options.{key}", "a whole number" if exc.kind is int else "a number") from None
+        raise _bad(f"options.{key}", f"from {exc.lo:g} to {exc.hi:g}") from None
 
 
 def served_name(config: ServerConfig) -> str:
@@ -108,16 +114,16 @@ def options(data: dict[str, Any], config: ServerConfig) -> GenerationParams:
     if not isinstance(opts, dict):
         raise _bad("options", "an object")
     limit = config.max_tokens_limit
-    predict = _num(opts, "num_predict", -2, limit, whole=True)
+    predict = _num(opts, "num_predict", capped(NumPredict, limit))
     if predict == 0:
         raise _bad("options.num_predict", f"from 1 to {limit}, or -1 for no limit")
     if predict is None or predict < 0:  # -1: until the model stops; -2: fill the context
         predict = config.default_max_tokens or limit
-    _num(opts, "top_k", 0, 1_000_000, whole=True)  # accepted, not used
-    _num(opts, "num_ctx", 1, 10_000_000, whole=True)  # accepted: the context is fixed at start
-    temperature = _num(opts, "temperature", 0.0, 5.0)
-    top_p = _num(opts, "top_p", 0.0, 1.0)
-    seed = _num(opts, "seed", -(2**63), 2**63 - 1, whole=True)
+    _num(opts, "top_k", TopK)  # accepted, not used
+    _num(opts, "num_ctx", NumCtx)  # accepted: the context is fixed at start
+    temperature = _num(opts, "temperature", Temperature)
+    top_p = _num(opts, "top_p", TopP)
+    seed = _num(opts, "seed", Int64)
     stop = opts.get("stop")
     if stop is None:
         stop = []

@@ -1,10 +1,11 @@
-"""Request bodies, read and checked by hand before any generation starts.
+"""Request bodies, read and checked before any generation starts.
 
 :func:`read_json` (from :mod:`.body`) reads a bounded JSON object; :func:`parse_completion`
 turns a ``/v1/chat/completions`` or ``/v1/completions`` body into a
 :class:`CompletionRequest`: the model check (404), the sampling parameters, and the chat
 messages as engine turns plus a system prompt (or the raw prompt). Every bad value is a
-400 :class:`~starchat_cli.server.errors.APIError` naming the parameter.
+400 :class:`~starchat_cli.server.errors.APIError` naming the parameter; sampling values are
+checked against ``engine/params.py``'s field types (their ranges are written there only).
 
 Types come first, from one table (:data:`FIELD_TYPES`, :data:`NESTED_TYPES`), as
 OpenAI's API checks them: a boolean must be a JSON boolean (``"stream": "false"`` is a
@@ -16,10 +17,19 @@ ignored. A new field is one line in the table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from starchat_cli.engine.contract import GenerationParams
+from starchat_cli.engine.params import (
+    GenerationParams,
+    Invalid,
+    MaxTokens,
+    Temperature,
+    TopP,
+    WireSeed,
+    capped,
+    wire_number,
+)
 from starchat_cli.engine.prompting.formats import Message, merge_turns
 
 from .body import parse_json, read_json
@@ -165,16 +175,18 @@ def check_model(data: dict[str, Any], config: ServerConfig) -> None:
         )
 
 
-def _number(data: dict[str, Any], key: str, default: Any, lo: float, hi: float, kind: type = float) -> Any:
-    """``data[key]`` as a ``kind`` from ``lo`` to ``hi``; ``default`` when absent or null."""
+def _number(data: dict[str, Any], key: str, default: Any, spec: Any) -> Any:
+    """``data[key]`` checked against the field type ``spec`` (engine/params.py); ``default``
+    when absent or null."""
     value = data.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise APIError(400, f"'{key}' must be a number from {lo} to {hi}", param=key)
-    if kind is int and int(value) != value:
-        raise APIError(400, f"'{key}' must be a whole number", param=key)
-    return kind(value)
+    try:
+        return wire_number(spec, value)
+    except Invalid as exc:
+        if exc.in_range:  # a fraction where a whole number goes
+            raise APIError(400, f"'{key}' must be a whole number", param=key) from None
+        raise APIError(400, f"'{key}' must be a number from {exc.lo} to {exc.hi}", param=key) from None
 
 
 def sampling_params(data: dict[str, Any], config: ServerConfig) -> GenerationParams:
@@ -189,18 +201,12 @@ def sampling_params(data: dict[str, Any], config: ServerConfig) -> GenerationPar
         or len(stop) > MAX_STOPS
     ):
         raise APIError(400, f"'stop' must be a string or a list of up to {MAX_STOPS} strings", param="stop")
+    limit = config.max_tokens_limit
     return GenerationParams(
-        max_tokens=_number(
-            data,
-            "max_tokens",
-            config.default_max_tokens or config.max_tokens_limit,
-            1,
-            config.max_tokens_limit,
-            int,
-        ),
-        temperature=_number(data, "temperature", config.default_temperature, 0.0, 5.0),
-        top_p=_number(data, "top_p", config.default_top_p, 0.0, 1.0),
-        seed=_number(data, "seed", None, 0, 2**32 - 1, int),
+        max_tokens=_number(data, "max_tokens", config.default_max_tokens or limit, capped(MaxTokens, limit)),
+        temperature=_number(data, "temperature", config.default_temperature, Temperature),
+        top_p=_number(data, "top_p", config.default_top_p, TopP),
+        seed=_number(data, "seed", None, WireSeed),
         stop=tuple(stop),
     )
 
@@ -329,7 +335,7 @@ def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> 
         if suffix is not None and not isinstance(suffix, str):
             raise APIError(400, "'suffix' must be a string", param="suffix")
     prediction = prediction_text(data) if kind == "chat" else None
-    params = replace(params, draft=config.draft, prediction=prediction)
+    params = params.model_copy(update={"draft": config.draft, "prediction": prediction})
     return CompletionRequest(
         kind=kind,
         params=params,

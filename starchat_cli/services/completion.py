@@ -8,13 +8,10 @@ catalog has them), else the configured/default model, else any downloaded StarCh
 from __future__ import annotations
 
 from starchat_cli.core.errors import ModelNotFoundError
-from starchat_cli.models.catalog import CATALOG, DEFAULT_MODEL, STARCHAT_FAMILY
+from starchat_cli.models.catalog import COMPLETION_MODELS, DEFAULT_MODEL, STARCHAT_FAMILY
 from starchat_cli.models.store import Store
 from starchat_cli.services.config import Settings
 from starchat_cli.services.runtime import Opened, engine_for, open_engine
-
-# Completion-first models, smallest first (catalog entries added with the StarCoder2 base models).
-COMPLETION_MODELS = ("starcoder2-3b", "starcoder2-7b", "starcoder2-15b")
 
 
 def open_completion_engine(settings: Settings, explicit: bool, store: Store | None = None) -> Opened:
@@ -22,8 +19,8 @@ def open_completion_engine(settings: Settings, explicit: bool, store: Store | No
     if settings.endpoint or explicit:
         return open_engine(settings, explicit)
     store = store or Store()
-    for name in COMPLETION_MODELS:
-        entry = store.available(name) if name in CATALOG else None
+    for name in COMPLETION_MODELS:  # the catalog's completion-first models, smallest first
+        entry = store.available(name)
         if entry is not None:
             return Opened(engine_for(store.resolve(entry.name), settings))
     name = settings.model or DEFAULT_MODEL
@@ -36,11 +33,11 @@ def open_completion_engine(settings: Settings, explicit: bool, store: Store | No
         if entry is not None and family not in COMPLETION_MODELS:
             note = f"using {entry.name} for completion: no completion model is downloaded"
             return Opened(engine_for(store.resolve(entry.name), settings), note)
-    pull = next((n for n in COMPLETION_MODELS if n in CATALOG), name)
+    pull = next(iter(COMPLETION_MODELS), name)
     raise ModelNotFoundError(
         f"no model for fill-in-the-middle: run `starchat pull {pull}` or pass -m MODEL "
         "(the demo model has no FIM tokens)"
     )
 
 
-__all__ = ["COMPLETION_MODELS", "open_completion_engine"]
+__all__ = ["open_completion_engine"]

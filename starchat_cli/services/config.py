@@ -1,5 +1,12 @@
 """Settings from the config file, the environment and flags: flags win over env over file.
 
+    settings = resolve_settings(load_config_file(path), {"temperature": 0.0})   # a Settings
+    check_setting("ctx", 10)       # ValueError: must be >= 64, not 10
+
+:class:`Settings` is the one declaration of every setting: its type, range (the sampling
+ones from ``engine/params.py``), default and help text; the file, the environment, the
+CLI's options (cli/options.py) and ``check_setting`` all read it.
+
 The file is TOML (``starchat paths`` shows where)::
 
     model = "starchat2"          # default model
@@ -25,65 +32,30 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Mapping, Optional, Union, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import ConfigError
+from starchat_cli.engine.params import (
+    Draft,
+    Invalid,
+    MaxTokens,
+    Seed,
+    Temperature,
+    TopP,
+    check,
+    field_type,
+)
 
 # A version check rather than try/except ImportError, so the type checker follows one branch.
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-
-@dataclass(frozen=True)
-class Settings:
-    model: str | None = None
-    temperature: float = defaults.TEMPERATURE
-    top_p: float = defaults.TOP_P
-    max_tokens: int | None = None  # None: until the reply ends or the context is full
-    ctx: int = defaults.CTX
-    threads: int | None = None  # None: a default from the CPU count
-    gpu: str | int = defaults.GPU  # "auto" (plan from free GPU memory), "off", or a number of layers
-    system: str | None = None  # None: the model's default system prompt
-    seed: int | None = None
-    format: str | None = None  # force a prompt format (see `starchat info`)
-    endpoint: str | None = None  # an OpenAI-compatible server URL, or a profile name
-    api_key: str | None = None  # its Bearer key
-    prompt_cache: float = defaults.PROMPT_CACHE_GB  # GB of saved prompt states on disk; 0: off
-    draft: str = defaults.DRAFT  # drafted decoding: auto, on, off
-    amx: str = "auto"  # Intel AMX kernels: auto (probed once per build + CPU), on, off
-
-
-def _check_float(lo: float, hi: float) -> Callable[[Any], float]:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"must be a number from {lo} to {hi}")
-        if not lo <= float(value) <= hi:
-            raise ValueError(f"must be from {lo} to {hi}, not {value}")
-        return float(value)
-
-    return check
-
-
-def _check_int(lo: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be a whole number >= {lo}")
-        if value < lo:
-            raise ValueError(f"must be >= {lo}, not {value}")
-        return value
-
-    return check
-
-
-def _check_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return value
 
 
 def _check_gpu(value: Any) -> str | int:
@@ -124,29 +96,101 @@ def _check_auto_on_off(value: Any) -> str:
 def _check_format(value: Any) -> str:
     from starchat_cli.engine.prompting.formats import FORMATS
 
-    value = _check_str(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
     if value not in (*FORMATS, "gguf"):
         raise ValueError(f"must be one of {', '.join([*FORMATS, 'gguf'])}")
     return value
 
 
-CHECKS: dict[str, Callable[[Any], Any]] = {
-    "model": _check_str,
-    "temperature": _check_float(0.0, 5.0),
-    "top_p": _check_float(0.0, 1.0),
-    "max_tokens": _check_int(1),
-    "ctx": _check_int(64),
-    "threads": _check_int(1),
-    "gpu": _check_gpu,
-    "system": _check_str,
-    "seed": _check_int(0),
-    "format": _check_format,
-    "endpoint": _check_str,
-    "api_key": _check_str,
-    "prompt_cache": _check_cache_size,
-    "draft": _check_auto_on_off,
-    "amx": _check_auto_on_off,
-}
+Ctx = Annotated[int, Field(ge=64, description="Context window in tokens.")]
+Threads = Annotated[int, Field(ge=1, description="CPU threads.")]
+Gpu = Annotated[
+    Union[str, int],
+    BeforeValidator(_check_gpu),
+    Field(
+        description="GPU offload: auto (as many layers as fit in free GPU memory), off, or a number of layers."
+    ),
+]
+System = Annotated[
+    str,
+    Field(
+        description="System prompt (starcoder2-instruct has no system role: the text is put before the first instruction)."
+    ),
+]
+Format = Annotated[
+    str,
+    BeforeValidator(_check_format),
+    Field(
+        description="Force a prompt format: chatml, starchat, starcoder2-instruct, gguf (the file's own template)."
+    ),
+]
+Endpoint = Annotated[
+    str,
+    Field(
+        description="Use an OpenAI-compatible server (URL, or a profile name from the config) instead of a local model."
+    ),
+]
+CacheSize = Annotated[float, BeforeValidator(_check_cache_size)]
+DraftMode = Annotated[
+    Draft,
+    BeforeValidator(lambda value: Draft(_check_auto_on_off(value))),
+    Field(
+        description="Drafted decoding (copies verified several tokens per step): auto (only where it pays "
+        "on this hardware), on, off."
+    ),
+]
+AmxMode = Annotated[str, BeforeValidator(_check_auto_on_off)]
+
+
+class Settings(BaseModel):
+    """One run's settings; its fields are the config file's keys (their order: the error's list)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: Annotated[Optional[str], Field(description="Model name, NAME:QUANT or path to a .gguf file.")] = (
+        None
+    )
+    temperature: Temperature = defaults.TEMPERATURE
+    top_p: TopP = defaults.TOP_P
+    max_tokens: Optional[MaxTokens] = None  # None: until the reply ends or the context is full
+    ctx: Ctx = defaults.CTX
+    threads: Optional[Threads] = None  # None: a default from the CPU count
+    gpu: Gpu = defaults.GPU  # "auto" (plan from free GPU memory), "off", or a number of layers
+    system: Optional[System] = None  # None: the model's default system prompt
+    seed: Optional[Seed] = None
+    format: Optional[Format] = None  # None: the model's catalog format, else the file's own
+    endpoint: Optional[Endpoint] = None  # a URL, or a profile name ([endpoints.NAME])
+    api_key: Annotated[Optional[str], Field(description="Bearer key for --endpoint.")] = None
+    prompt_cache: CacheSize = defaults.PROMPT_CACHE_GB  # GB of saved prompt states on disk; 0: off
+    draft: DraftMode = Draft(defaults.DRAFT)  # drafted decoding: auto, on, off
+    amx: AmxMode = "auto"  # Intel AMX kernels: auto (probed once per build + CPU), on, off
+
+
+def check_setting(key: str, value: Any) -> Any:
+    """``value`` for setting ``key``, checked as the config file, env and flags all check it;
+    a ValueError says what is wrong in words that follow the key ("must be >= 64, not 10")."""
+    try:
+        return check(field_type(Settings, key), value)
+    except Invalid as exc:
+        raise ValueError(_words(exc)) from None
+
+
+def _words(exc: Invalid) -> str:
+    if exc.reason:
+        return exc.reason
+    if exc.kind is int:
+        return (
+            f"must be >= {exc.lo}, not {exc.value}" if exc.number else f"must be a whole number >= {exc.lo}"
+        )
+    if exc.kind is float:
+        if exc.number:
+            return f"must be from {exc.lo} to {exc.hi}, not {exc.value}"
+        return f"must be a number from {exc.lo} to {exc.hi}"
+    return "must be a string"
+
+
+KEYS = tuple(Settings.model_fields)
 ENDPOINT_KEYS = ("url", "api_key", "model")
 MODEL_KEYS = ("temperature", "top_p", "max_tokens", "ctx", "system", "format", "gpu")
 # Older names still accepted: gpu_layers = gpu (file key, STARCHAT_GPU_LAYERS, --gpu-layers).
@@ -192,7 +236,7 @@ def load_config_file(path: Path) -> ConfigFile:
                         raise ConfigError(
                             f"{path}: unknown key 'endpoints.{name}.{ekey}' (endpoint keys: {', '.join(ENDPOINT_KEYS)})"
                         )
-                    _validate(path, f"endpoints.{name}.{ekey}", _check_str, evalue)
+                    _validate(path, f"endpoints.{name}.{ekey}", "endpoint", evalue)
                 endpoints[name] = dict(table)
             continue
         if key == "models":
@@ -209,51 +253,50 @@ def load_config_file(path: Path) -> ConfigFile:
                         raise ConfigError(
                             f"{path}: unknown key '{where}' (per-model keys: {', '.join(MODEL_KEYS)})"
                         )
-                    models[name][mkey] = _validate(path, where, CHECKS[mkey], mvalue)
+                    models[name][mkey] = _validate(path, where, mkey, mvalue)
             continue
-        if key not in CHECKS:
-            raise ConfigError(f"{path}: unknown key '{key}' (known keys: {', '.join(CHECKS)}, [models.NAME])")
-        values[key] = _validate(path, key, CHECKS[key], value)
+        if key not in KEYS:
+            raise ConfigError(f"{path}: unknown key '{key}' (known keys: {', '.join(KEYS)}, [models.NAME])")
+        values[key] = _validate(path, key, key, value)
     return ConfigFile(path, values, models, endpoints)
 
 
-def _validate(path: Path | str, key: str, check: Callable[[Any], Any], value: Any) -> Any:
+def _validate(path: Path | str, where: str, key: str, value: Any) -> Any:
+    """``value`` checked as setting ``key``; a ConfigError names ``where`` it was found."""
     try:
-        return check(value)
+        return check_setting(key, value)
     except ValueError as exc:
-        raise ConfigError(f"{path}: key '{key}' {exc}") from None
+        raise ConfigError(f"{path}: key '{where}' {exc}") from None
 
 
 def _validate_flag(key: str, value: Any) -> Any:
     try:
-        return CHECKS[key](value)
+        return check_setting(key, value)
     except ValueError as exc:
         raise ConfigError(f"option --{key.replace('_', '-')} {exc}") from None
 
 
 def _parse_env_value(key: str, text: str) -> Any:
-    if key in ("model", "system", "format", "gpu", "endpoint", "api_key", "prompt_cache", "draft", "amx"):
-        return text
-    if key in ("temperature", "top_p"):
+    """An environment string as the setting's kind of number where it reads as one (else the
+    text, which the check then refuses in the same words as a bad config value)."""
+    kind = get_args(field_type(Settings, key))[0]
+    if kind in (int, float):
         try:
-            return float(text)
+            return kind(text)
         except ValueError:
             return text
-    try:
-        return int(text)
-    except ValueError:
-        return text
+    return text
 
 
 def env_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     environ = os.environ if environ is None else environ
     out: dict[str, Any] = {}
-    names = [(k, k) for k in CHECKS] + [(alias, key) for alias, key in ALIASES.items()]
+    names = [(k, k) for k in KEYS] + [(alias, key) for alias, key in ALIASES.items()]
     for name, key in names:
         var = ENV_PREFIX + name.upper()
         if var in environ and environ[var] != "" and key not in out:
             out[key] = _validate(
-                f"environment variable {var}", "value", CHECKS[key], _parse_env_value(key, environ[var])
+                f"environment variable {var}", "value", key, _parse_env_value(key, environ[var])
             )
     return out
 
@@ -268,7 +311,7 @@ def resolve_settings(
     env = env_values(environ)
     given = {ALIASES.get(k, k): v for k, v in flags.items() if v is not None}
     for key, value in given.items():
-        if key in CHECKS:
+        if key in KEYS:
             given[key] = _validate_flag(key, value)
     model = given.get("model") or env.get("model") or file.values.get("model") or default_model
     merged: dict[str, Any] = {}
@@ -290,8 +333,7 @@ def resolve_settings(
             merged["api_key"] = profile["api_key"]
         if not (given.get("model") or env.get("model")) and profile.get("model"):
             merged["model"] = profile["model"]
-    known = {f.name for f in fields(Settings)}
-    return replace(Settings(), **{k: v for k, v in merged.items() if k in known})
+    return Settings(**{k: v for k, v in merged.items() if k in KEYS})
 
 
 def explicit_model(

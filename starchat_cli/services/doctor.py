@@ -177,7 +177,7 @@ def _load_check(model: ResolvedModel, n_ctx: int) -> dict[str, Any]:
     import time
 
     from starchat_cli.core.errors import StarchatError
-    from starchat_cli.engine.contract import GenerationParams
+    from starchat_cli.engine.params import GenerationParams
     from starchat_cli.services.config import Settings
     from starchat_cli.services.runtime import engine_for
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,7 +37,8 @@ from starchat_cli.edits.rewrite import (
 )
 from starchat_cli.edits.textfile import TextFile, read_regular, read_text_file, regular_file
 from starchat_cli.edits.undo import JournalEntry, UndoJournal
-from starchat_cli.engine.contract import Engine, GenerationParams, Stats
+from starchat_cli.engine.contract import Engine, Stats
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import Message
 
 # Room for the rewrite: the file's own tokens times this, plus a few for the fences and a line.
@@ -213,11 +214,11 @@ def rewrite(
         raise InputError('no instruction: say what to change, e.g. starchat edit app.py "add type hints"')
     turns = [Message("user", build_prompt(source.display, source.file.text, instruction, context))]
     info = engine.load()
-    params = replace(params, prediction=source.file.text)
+    params = params.model_copy(update={"prediction": source.file.text})
     limit = params.max_tokens or runaway_limit(count_text(engine, source.file.text))
     if info.n_ctx:
         limit = min(limit, check_fit(engine, info.n_ctx, turns, system, source))
-    params = replace(params, max_tokens=limit)
+    params = params.model_copy(update={"max_tokens": limit})
     gen = engine.generate(turns, params, system=system, cancel=cancel)
     done_early = False
     try:

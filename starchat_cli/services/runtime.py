@@ -7,10 +7,11 @@ from typing import Any, Mapping
 
 from starchat_cli.core.errors import InputError, ModelNotFoundError
 from starchat_cli.core.paths import get_paths
-from starchat_cli.engine.contract import Engine, GenerationParams
+from starchat_cli.engine.contract import Engine
 from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
 from starchat_cli.engine.llamacpp.engine import LocalEngine
 from starchat_cli.engine.llamacpp.prompt_cache import PromptCache
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import get_format
 from starchat_cli.models.catalog import CATALOG, DEFAULT_MODEL, STARCHAT_FAMILY, ModelSpec
 from starchat_cli.models.store import ResolvedModel, Store
@@ -59,13 +60,7 @@ def choose_model(settings: Settings, explicit: bool, store: Store | None = None)
 
 def generation_params(settings: Settings) -> GenerationParams:
     """The sampling settings of a run (flags > env > config > defaults) for the engine."""
-    return GenerationParams(
-        max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        seed=settings.seed,
-        draft=settings.draft,
-    )
+    return GenerationParams(**settings.model_dump(include=set(GenerationParams.model_fields)))
 
 
 def prompt_cache(settings: Settings) -> PromptCache:

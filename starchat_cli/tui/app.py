@@ -27,7 +27,8 @@ from starchat_cli.chat.conversation import Conversation, EngineFactory, normaliz
 from starchat_cli.chat.sessions import Session, SessionStore
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.edits.undo import UndoJournal
-from starchat_cli.engine.contract import Engine, GenerationParams
+from starchat_cli.engine.contract import Engine
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import Message as Turn
 
 from . import commands

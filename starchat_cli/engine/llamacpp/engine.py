@@ -15,9 +15,10 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError
-from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.contract import Attach, EngineInfo, Generation, Stats
 from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, PromptAborted
 from starchat_cli.engine.llamacpp.file_format import format_for_backend
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.fim import FimVocab, build_fim_prompt, fim_vocab
 from starchat_cli.engine.prompting.fit import FitResult, fit_prompt
 from starchat_cli.engine.prompting.formats import Message, PromptFormat
@@ -334,7 +335,7 @@ class LocalEngine:
     def _source(self, tokens, params, stats, n_ctx, chain, cancel):
         """The decode loop's token source for ``params.draft`` (see speculative/decoding.py)."""
         backend = self.backend
-        mode = params.draft if params.draft in ("auto", "on") else "off"
+        mode = params.draft
         if mode == "off":
             return plain_source(backend, chain, stats, n_ctx, cancel)
         first = None

@@ -15,7 +15,8 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ExitCode, StarchatError
-from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.contract import Attach, EngineInfo, Generation, Stats
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.fit import FitResult
 from starchat_cli.engine.prompting.formats import FORMATS, Message
 from starchat_cli.engine.prompting.stops import StopTextFilter, without_trailing_whitespace

@@ -24,7 +24,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from starchat_cli.engine.contract import GenerationParams, Stats
+from starchat_cli.engine.contract import Stats
+from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.speculative.decoder import Decoder
 from starchat_cli.engine.speculative.exact_batches import ExactBatches
 from starchat_cli.engine.speculative.lookup import NgramDrafter

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from starchat_cli.engine.params import Draft
+
 # A draft batch is [last token + k drafts]; on llama.cpp's CPU backend batches of 1-63 tokens give
 # bit-identical logits per position to one-token decoding, 64+ do not (see exact_batches.py), so k + 1 < 64.
 K_MAX = 16
@@ -70,14 +72,12 @@ class DraftPolicy:
 
     def __init__(
         self,
-        mode: str,
+        mode: Draft | str,
         curve: Mapping[int, float] | None = None,
         k_max: int = K_MAX,
         prior: tuple[float, float] = (1.5, 1.0),  # (accepted, rejected) pseudo-counts: a = 0.6
     ) -> None:
-        if mode not in ("auto", "on", "off"):
-            raise ValueError(f"draft mode must be auto, on or off, not {mode!r}")
-        self.mode = mode
+        self.mode = Draft(mode)  # a ValueError for anything but auto, on, off
         self.curve = dict(curve or {})
         self.k_max = k_max
         self.accepted, self.rejected = prior
