@@ -1,4 +1,9 @@
-"""Typed messages the worker threads post to the chat app (Textual delivers them on the UI loop)."""
+"""Typed messages the worker threads post to the chat view (Textual delivers them on the UI loop).
+
+They are the chat view's own business, so they do not bubble up to the screen or the app::
+
+    view.post_message(ReplyChunk(gen_id))  # from any thread
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from starchat_cli.engine.contract import Engine
 
 
 @dataclass
-class ReplyStarted(Message):
+class ReplyStarted(Message, bubble=False):
     """The prompt is fitted: its size, the context size, and how many old turns were left out."""
 
     gen_id: int
@@ -21,20 +26,20 @@ class ReplyStarted(Message):
 
 
 @dataclass
-class ReplyChunk(Message):
-    """Text is waiting in the app's stream buffer (at most one of these is in flight)."""
+class ReplyChunk(Message, bubble=False):
+    """Text is waiting in the reply stream's buffer (at most one of these is in flight)."""
 
     gen_id: int
 
 
 @dataclass
-class ReplyDone(Message):
+class ReplyDone(Message, bubble=False):
     gen_id: int
     outcome: ReplyOutcome
 
 
 @dataclass
-class ModelReady(Message):
+class ModelReady(Message, bubble=False):
     """A model finished loading (or failed to: ``error``)."""
 
     name: str
