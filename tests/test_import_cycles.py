@@ -62,12 +62,6 @@ def import_cycles(*packages: str) -> list[list[str]]:
 KNOWN: list[list[str]] = [
     ["converters.arch", "converters.families"],
     ["starchat_cli.chat.edits", "starchat_cli.chat.undo"],
-    [
-        "starchat_cli.tui.app",
-        "starchat_cli.tui.commands",
-        "starchat_cli.tui.loading",
-        "starchat_cli.tui.stream",
-    ],
 ]
 
 
