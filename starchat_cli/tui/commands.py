@@ -66,7 +66,7 @@ class Command:
     aliases: tuple[str, ...] = ()
 
 
-# -- handlers: (the chat, the text after the command) --------------------------------------------------
+# -- handlers: (the chat, the text after the command) ----------------------------------------------
 
 
 async def _new(host: ChatHost, arg: str) -> None:
