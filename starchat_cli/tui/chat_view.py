@@ -7,9 +7,10 @@ in this widget, against the UI-free :class:`~starchat_cli.chat.conversation.Conv
     await view.new_session(system=None)
 
 Worker threads report with the messages of :mod:`.messages`, posted to this widget. The
-reply stream (:mod:`.stream`), the model loading (:mod:`.loading`) and the slash commands
-(:mod:`.commands`) each declare the small protocol they need, which this widget satisfies:
-none of them imports it, nor the app. Enter sends a message, or runs a ``/command``.
+reply stream (:mod:`.stream`) and the model loading (:mod:`.loading`) see it as a
+:class:`~.messages.ChatSurface`, the slash commands (:mod:`.commands`) as a
+:class:`~.commands.ChatHost`: small protocols, so that none of them imports this module or
+the app. Enter sends a message, or runs a ``/command``.
 """
 
 from __future__ import annotations

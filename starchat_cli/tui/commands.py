@@ -18,19 +18,18 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, Protocol, Sequence
 
 from textual.app import App, SystemCommand
-from textual.notifications import SeverityLevel
 
-from starchat_cli.chat.conversation import Conversation, parse_system
+from starchat_cli.chat.conversation import parse_system
 from starchat_cli.core.errors import StarchatError
 
 from .codeflow import CodeFlow
+from .messages import ChatSurface
 from .screens import HelpScreen
 
 
-class ChatHost(Protocol):
-    """What a command needs of the chat: the conversation, the code-block flow, the reply, screens."""
+class ChatHost(ChatSurface, Protocol):
+    """What a command needs of the chat: the surface, the code-block flow, the reply, sessions."""
 
-    conversation: Conversation
     codeflow: CodeFlow
 
     @property
@@ -39,10 +38,6 @@ class ChatHost(Protocol):
     @property
     def generating(self) -> bool: ...  # a reply is streaming
 
-    def notify(
-        self, message: str, *, severity: SeverityLevel = "information", timeout: float | None = None
-    ) -> None: ...
-
     async def new_session(self, system: str | None) -> None: ...
 
     def switch_model(self, name: str) -> None: ...
@@ -50,8 +45,6 @@ class ChatHost(Protocol):
     def stop(self) -> None: ...
 
     def show_sessions(self) -> None: ...
-
-    def update_status(self) -> None: ...
 
 
 Handler = Callable[[ChatHost, str], "Awaitable[None] | None"]

@@ -2,7 +2,7 @@
 
 Both load in a thread worker (under the conversation's engine lock, so never while a
 reply is generated) and report with a :class:`~starchat_cli.tui.messages.ModelReady`
-posted to the :class:`LoadingSurface` (the chat view), which routes it back to
+posted to the :class:`~.messages.ChatSurface` (the chat view), which routes it back to
 :meth:`ModelLoading.ready`::
 
     models = ModelLoading(view)
@@ -12,39 +12,16 @@ posted to the :class:`LoadingSurface` (the chat view), which routes it back to
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Protocol
+from typing import Callable
 
-from textual.message import Message
-from textual.notifications import SeverityLevel
-
-from starchat_cli.chat.conversation import Conversation
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import Engine
 
-from .messages import ModelReady
-
-
-class LoadingSurface(Protocol):
-    """What loading needs: the conversation, a thread worker, the status line, notifications."""
-
-    conversation: Conversation
-    state: str  # shown in the status bar
-
-    def run_worker(
-        self, work: Callable[[], None], *, name: str, group: str, exit_on_error: bool, thread: bool
-    ) -> object: ...
-
-    def notify(
-        self, message: str, *, severity: SeverityLevel = "information", timeout: float | None = None
-    ) -> None: ...
-
-    def post_message(self, message: Message) -> bool: ...
-
-    def update_status(self) -> None: ...
+from .messages import ChatSurface, ModelReady
 
 
 class ModelLoading:
-    def __init__(self, surface: LoadingSurface) -> None:
+    def __init__(self, surface: ChatSurface) -> None:
         self.surface = surface
 
     def _in_thread(self, fn: Callable[..., None], *args: object) -> None:
@@ -92,4 +69,4 @@ class ModelLoading:
         surface.update_status()
 
 
-__all__ = ["LoadingSurface", "ModelLoading"]
+__all__ = ["ModelLoading"]

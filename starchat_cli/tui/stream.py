@@ -4,8 +4,8 @@ The worker produces text faster than the UI can draw it. Each piece goes into a
 :class:`ChunkBuffer`; only the first piece after the UI last emptied the buffer posts a
 :class:`~starchat_cli.tui.messages.ReplyChunk`, so at most one is in flight and the UI
 takes everything that arrived meanwhile in one go. :class:`ReplyStream` starts a reply's
-worker and draws what its messages bring, on a :class:`ReplySurface` (the chat view, which
-routes the messages to it)::
+worker and draws what its messages bring, on a :class:`~.messages.ChatSurface` (the chat
+view, which routes the messages to it)::
 
     replies = ReplyStream(view)
     reply = replies.start(session_id, widget, sent_at)  # then, in a thread worker:
@@ -17,35 +17,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from textual.containers import VerticalScroll
-from textual.message import Message
-from textual.notifications import SeverityLevel
-
-from starchat_cli.chat.conversation import Conversation
 from starchat_cli.engine.prompts import Message as Turn
 
-from .messages import ReplyChunk, ReplyDone, ReplyStarted
+from .messages import ChatSurface, ReplyChunk, ReplyDone, ReplyStarted
 from .widgets import AssistantMessage, Note
-
-
-class ReplySurface(Protocol):
-    """Where replies are drawn: the conversation, the transcript, the status line, notifications."""
-
-    conversation: Conversation
-    state: str  # shown in the status bar
-
-    @property
-    def transcript(self) -> VerticalScroll: ...
-
-    def notify(
-        self, message: str, *, severity: SeverityLevel = "information", timeout: float | None = None
-    ) -> None: ...
-
-    def post_message(self, message: Message) -> bool: ...
-
-    def update_status(self) -> None: ...
 
 
 class ChunkBuffer:
@@ -89,7 +65,7 @@ class ReplyInFlight:
 class ReplyStream:
     """At most one reply at a time; messages of an earlier (stopped, left) reply are ignored."""
 
-    def __init__(self, surface: ReplySurface) -> None:
+    def __init__(self, surface: ChatSurface) -> None:
         self.surface = surface
         self.current: ReplyInFlight | None = None
         self.buffer = ChunkBuffer()
@@ -196,4 +172,4 @@ class ReplyStream:
         surface.state = "stopped" if outcome.stopped and not outcome.error else ""
 
 
-__all__ = ["ChunkBuffer", "ReplyInFlight", "ReplyStream", "ReplySurface"]
+__all__ = ["ChunkBuffer", "ReplyInFlight", "ReplyStream"]
