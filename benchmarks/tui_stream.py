@@ -79,7 +79,7 @@ def make(engine, home: Path):
 
 async def wait_done(pilot) -> None:
     await pilot.app.workers.wait_for_complete()
-    while pilot.app.generating:
+    while pilot.app.chat.generating:
         await asyncio.sleep(0.002)  # yield the CPU: no busy polling next to llama.cpp's threads
     await pilot.pause()
 
@@ -91,7 +91,7 @@ async def rendered_tokens_per_second(n_tokens: int, home: Path) -> tuple[float, 
     engine = FakeEngine(text, n_ctx=1_000_000)
     app = make(engine, home)
     async with app.run_test(size=(120, 40)) as pilot:
-        app.input.text = "go"
+        app.chat.input.text = "go"
         started = time.perf_counter()
         await pilot.press("enter")
         await wait_done(pilot)
@@ -137,25 +137,25 @@ async def keypress_latency(
     latencies: list[float] = []
     try:
         async with app.run_test(size=(120, 40)) as pilot:
-            app.input.text = "go"
+            app.chat.input.text = "go"
             # Keys go in as the terminal driver sends them: posted to the app, not through
             # pilot.press (which waits for the app to be idle, i.e. for the stream to end).
             app.post_message(events.Key("enter", "\r"))
-            while not app.generating:
+            while not app.chat.generating:
                 await asyncio.sleep(0.0005)
             letters = "abcdefghijklmnopqrstuvwxyz"
             for i in range(presses):
                 # Wait until the stream is i/presses of the way through, then press a key.
                 target = int(len(text) * (i + 1) / (presses + 1))
-                while app.generating and len(app.query("AssistantMessage").last().text) < target:
+                while app.chat.generating and len(app.query("AssistantMessage").last().text) < target:
                     await asyncio.sleep(0.0005)
-                if not app.generating:
+                if not app.chat.generating:
                     break
                 key = letters[i % 26]
                 handled.pop(key, None)
                 t0 = time.perf_counter()
                 app.post_message(events.Key(key, key))
-                while key not in handled and app.generating:
+                while key not in handled and app.chat.generating:
                     await asyncio.sleep(0.0002)
                 if key in handled:
                     latencies.append(handled[key] - t0)
@@ -212,12 +212,12 @@ async def app_conversation(engine, system: str, params, home: Path, name: str) -
     app = make_app(engine, model_name="demo", store=store, system=system, params=params, preload=False)
     async with app.run_test(size=(120, 40)) as pilot:
         for q in QUESTIONS:
-            app.input.text = q
+            app.chat.input.text = q
             await pilot.press("enter")
             await wait_done(pilot)
             await asyncio.sleep(THINK_SECONDS)
-        msgs = [m for m in store.messages(app.session.id) if m.role == "assistant"]
-        shown = list(app.first_text_seconds)
+        msgs = [m for m in store.messages(app.conversation.session.id) if m.role == "assistant"]
+        shown = list(app.chat.replies.first_text_seconds)
     return [
         (float(m.stats["ttft_seconds"]), int(m.stats["prompt_tokens"]) - int(m.stats["cached_tokens"]))
         for m in msgs

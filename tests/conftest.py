@@ -149,11 +149,11 @@ def stop_server(proc: subprocess.Popen) -> bytes:
 
 async def say(app, pilot, text: str, rounds: int = 600) -> None:
     """Type a message into the chat app, send it, and wait until the reply is done."""
-    app.input.text = text
-    app.input.focus()
+    app.chat.input.text = text
+    app.chat.input.focus()
     await pilot.press("enter")
     await pilot.app.workers.wait_for_complete()
     for _ in range(rounds):
         await pilot.pause()
-        if not app.generating:
+        if not app.chat.generating:
             break

@@ -282,7 +282,7 @@ def test_the_chat_offers_a_block_named_into_a_folder_it_may_not_search(shared_di
 
         reply = "Save it as `locked/a.py`:\\n\\n```python\\nx = 1\\n```\\n"
         block = extract_code_blocks(reply)[0]
-        CodeFlow(App(), root=Path.cwd(), journal=None, copy=print).start_insert(block, reply)
+        CodeFlow(App(), root=Path.cwd(), journal=None).start_insert(block, reply)
         """
     )
     res = subprocess.run(

@@ -294,14 +294,14 @@ async def test_a_resumed_chat_reports_its_history_as_cached(demo_gguf, isolated_
             "Explain how slicing with a negative step works.",
         ):
             await say(app, pilot, text)
-        session_id = app.session.id
+        session_id = app.conversation.session.id
     assert list((isolated_home / "cache" / "prompt-cache").glob("*.state"))
 
     fresh = engine_for(model, settings)  # a new llama.cpp context: nothing in memory
     app = make_app(fresh, model_name="demo", store=SessionStore(), session_id=session_id, params=params)
     async with app.run_test(size=(100, 32)) as pilot:
         await say(app, pilot, "Add a docstring.")
-        last = app.store.messages(session_id)[-1]
+        last = app.conversation.store.messages(session_id)[-1]
         status = str(app.query_one(StatusBar).render())
     assert last.role == "assistant" and last.content.strip()
     st = last.stats

@@ -371,7 +371,7 @@ async def test_chat_tui_on_a_remote_engine_saves_the_session(server):
         await say(app, pilot, "Write hello world in Python.", rounds=400)
         replies = [r.text for r in app.query(AssistantMessage)]
         assert len(replies) == 1 and replies[0].strip()
-        saved = app.store.messages(app.session.id)
+        saved = app.conversation.store.messages(app.conversation.session.id)
         assert [m.role for m in saved] == ["user", "assistant"]
         assert saved[1].content == replies[0]
-        assert app.session.model == "demo"
+        assert app.conversation.session.model == "demo"

@@ -80,7 +80,7 @@ def test_merge_turns_keeps_alternating_turns_and_leading_assistants_unless_asked
 
 
 def test_the_tui_normalizes_turns_with_the_same_helper():
-    from starchat_cli.tui.app import normalize_turns
+    from starchat_cli.chat.conversation import normalize_turns
 
     turns = [Message("assistant", "x"), Message("user", "a"), Message("user", "b")]
     assert normalize_turns(turns) == merge_turns(turns, from_first_user=True) == [Message("user", "a\n\nb")]

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from starchat_cli.chat.conversation import normalize_turns
+from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.chat.sessions import SessionStore
 from starchat_cli.core.errors import StarchatError
-from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.engine.prompting.formats import Message
-from starchat_cli.tui.app import ChatApp, make_app, normalize_turns
+from starchat_cli.tui.app import ChatApp, make_app
 from starchat_cli.tui.screens import ConfirmScreen, DiffScreen, InsertScreen, SessionsScreen
 from starchat_cli.tui.widgets import AssistantMessage, ChatInput, CodeActions, Note, UserMessage
 from tests.fake_engine import FakeEngine, split_chunks
@@ -52,7 +53,7 @@ async def settle(pilot) -> None:
     await pilot.app.workers.wait_for_complete()
     for _ in range(200):
         await pilot.pause()
-        if not pilot.app.generating:
+        if not pilot.app.chat.generating:
             break
     await pilot.pause()
 
@@ -74,10 +75,16 @@ async def until_held(pilot, engine: FakeEngine) -> None:
 
 
 async def send(pilot, text: str) -> None:
-    pilot.app.input.text = text
-    pilot.app.input.focus()
+    pilot.app.chat.input.text = text
+    pilot.app.chat.input.focus()
     await pilot.press("enter")
     await settle(pilot)
+
+
+def saved(app: ChatApp) -> list:
+    """The messages stored for the session on screen."""
+    conv = app.conversation
+    return conv.store.messages(conv.session.id)
 
 
 def status(app: ChatApp) -> str:
@@ -92,7 +99,7 @@ async def test_a_reply_streams_in_and_both_messages_are_saved():
         replies = app.query(AssistantMessage)
         assert [r.text for r in replies] == ["Hello **there**, a *short* reply."]
         assert [u.render().plain for u in app.query(UserMessage)] == ["hi model"]  # type: ignore[union-attr]
-        msgs = app.store.messages(app.session.id)
+        msgs = saved(app)
         assert [(m.role, m.content, m.stopped) for m in msgs] == [
             ("user", "hi model", False),
             ("assistant", "Hello **there**, a *short* reply.", False),
@@ -116,29 +123,29 @@ async def test_the_second_turn_sends_the_whole_conversation():
             ("user", "two"),
         ]
         assert system == "be terse"
-        assert app.store.get(app.session.id).system == "be terse"
+        assert app.conversation.store.get(app.conversation.session.id).system == "be terse"
 
 
 async def test_esc_stops_and_keeps_the_partial_reply_marked_stopped():
     engine = FakeEngine("one two three four five six", hold_after=3)
     app = build(engine)
     async with app.run_test(size=SIZE) as pilot:
-        app.input.text = "count"
+        app.chat.input.text = "count"
         await pilot.press("enter")
         await until_held(pilot, engine)
-        assert engine.held.is_set() and app.generating
+        assert engine.held.is_set() and app.chat.generating
         # The UI stays usable mid-stream: typing goes into the input.
         await pilot.press("o", "k")
-        assert app.input.text == "ok"
+        assert app.chat.input.text == "ok"
         await pilot.press("escape")
         engine.release.set()
         await settle(pilot)
         reply = app.query_one(AssistantMessage)
         assert reply.text == "one two three " and reply.stopped and reply.has_class("-stopped")
-        saved = app.store.messages(app.session.id)[-1]
-        assert (saved.content, saved.stopped) == ("one two three ", True)
+        last = saved(app)[-1]
+        assert (last.content, last.stopped) == ("one two three ", True)
         assert "stopped" in status(app)
-        assert not app.generating
+        assert not app.chat.generating
 
 
 async def test_a_session_is_resumed_with_its_history():
@@ -167,7 +174,7 @@ async def test_a_session_is_resumed_with_its_history():
             "third question",
         ]
         assert system == "sys"
-        assert app.store.get(s.id).message_count == 6
+        assert app.conversation.store.get(s.id).message_count == 6
 
 
 def test_normalize_turns_merges_a_user_turn_left_without_reply():
@@ -188,7 +195,7 @@ async def test_context_overflow_is_shown():
         notes = [n.render().plain for n in app.query(Note)]  # type: ignore[union-attr]
         warning = [n for n in notes if "outgrew" in n]
         assert warning and "600-token context" in warning[0]
-        dropped = app.store.messages(s.id)[-1].stats["dropped_turns"]
+        dropped = app.conversation.store.messages(s.id)[-1].stats["dropped_turns"]
         assert dropped > 0 and f"the {dropped} oldest turn" in warning[0]
         assert any("dropped" in n for n in app.notes)
 
@@ -216,7 +223,7 @@ async def test_sessions_screen_searches_and_opens(work):
         await pilot.press("enter")
         await pilot.pause()
         await pilot.pause()
-        assert app.session is not None and app.session.id == a.id
+        assert app.conversation.session is not None and app.conversation.session.id == a.id
         assert [w.text for w in app.query(AssistantMessage)] == ["use serde_json"]
 
 
@@ -235,19 +242,19 @@ async def test_sessions_screen_renames_and_deletes():
         app.screen.query_one("#prompt-input").value = "Renamed chat"
         await pilot.press("enter")
         await pilot.pause()
-        assert app.store.get(a.id).title == "Renamed chat"
+        assert app.conversation.store.get(a.id).title == "Renamed chat"
         await pilot.press("delete")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
         await pilot.pause()
-        assert app.store.list() == []
+        assert app.conversation.store.list() == []
 
 
 async def open_insert(pilot, command: str = "") -> InsertScreen:
     if command:
-        pilot.app.input.text = command
-        pilot.app.input.focus()
+        pilot.app.chat.input.text = command
+        pilot.app.chat.input.focus()
         await pilot.press("enter")
     else:
         await pilot.press("ctrl+s")
@@ -377,7 +384,7 @@ async def test_undo_after_a_restart(work):
     assert (work / "app.py").exists()
     app2 = build(FakeEngine(), root=work)
     async with app2.run_test(size=SIZE) as pilot:
-        app2.input.text = "/undo"
+        app2.chat.input.text = "/undo"
         await pilot.press("enter")
         await pilot.pause()
     assert not (work / "app.py").exists()
@@ -385,7 +392,7 @@ async def test_undo_after_a_restart(work):
 
 async def test_copy_code_block(monkeypatch):
     copied: list[str] = []
-    monkeypatch.setattr("starchat_cli.tui.app.system_copy", lambda text: False)
+    monkeypatch.setattr("starchat_cli.tui.codeflow.system_copy", lambda text: False)
     app = build(FakeEngine(CODE_REPLY))
     monkeypatch.setattr(app, "copy_to_clipboard", copied.append)
     async with app.run_test(size=SIZE) as pilot:
@@ -404,7 +411,7 @@ async def test_input_newline_key_and_history():
         assert inp.text == "a\nb"
         await pilot.press("enter")
         await settle(pilot)
-        assert app.store.messages(app.session.id)[0].content == "a\nb"
+        assert saved(app)[0].content == "a\nb"
         await send(pilot, "second")
         assert inp.text == ""
         await pilot.press("up")
@@ -419,18 +426,22 @@ async def test_commands(work):
     app = build(FakeEngine("reply"), root=work)
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "/system you are a pirate")
-        assert app.system == "you are a pirate"
+        assert app.conversation.system == "you are a pirate"
         await send(pilot, "ahoy")
-        first = app.session.id
-        assert app.store.get(first).system == "you are a pirate"
+        first = app.conversation.session.id
+        assert app.conversation.store.get(first).system == "you are a pirate"
         await send(pilot, "/rename Pirate talk")
-        assert app.store.get(first).title == "Pirate talk"
+        assert app.conversation.store.get(first).title == "Pirate talk"
         await send(pilot, "/export out/chat.md")
         assert (work / "out" / "chat.md").read_text().startswith("# Pirate talk\n")
         await send(pilot, "/clear")
-        assert app.session is None and app.system == "you are a pirate" and not app.query(AssistantMessage)
+        assert (
+            app.conversation.session is None
+            and app.conversation.system == "you are a pirate"
+            and not app.query(AssistantMessage)
+        )
         await send(pilot, "/new")
-        assert app.system is None
+        assert app.conversation.system is None
         await send(pilot, "/bogus")
         assert any("unknown command /bogus" in n for n in app.notes)
         await send(pilot, "/help")
@@ -450,13 +461,13 @@ async def test_model_switch_through_the_factory():
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "/model other")
         await settle(pilot)
-        assert made == ["other"] and app.model_name == "other"
+        assert made == ["other"] and app.conversation.model_name == "other"
         await send(pilot, "hi")
         assert app.query(AssistantMessage)[-1].text == "from other"
-        assert app.store.get(app.session.id).model == "other"
+        assert app.conversation.store.get(app.conversation.session.id).model == "other"
         await send(pilot, "/model missing")
         await settle(pilot)
-        assert app.model_name == "other" and any("unknown model" in n for n in app.notes)
+        assert app.conversation.model_name == "other" and any("unknown model" in n for n in app.notes)
 
 
 async def test_an_engine_error_is_shown_not_raised():
@@ -469,10 +480,10 @@ async def test_an_engine_error_is_shown_not_raised():
         await send(pilot, "hello")
         notes = [n.render().plain for n in app.query(Note)]  # type: ignore[union-attr]
         assert any("does not fit" in n for n in notes)
-        assert not app.generating
+        assert not app.chat.generating
         # the user's message is kept; a retry merges into one user turn
         await send(pilot, "again")
-        assert [m.role for m in app.store.messages(app.session.id)] == ["user", "user"]
+        assert [m.role for m in saved(app)] == ["user", "user"]
 
 
 async def test_command_palette_has_chat_commands():
@@ -515,19 +526,23 @@ async def test_switching_sessions_mid_reply_saves_the_partial_reply_where_it_bel
     engine = FakeEngine("alpha beta gamma delta epsilon", hold_after=2)
     app = build(engine)
     async with app.run_test(size=SIZE) as pilot:
-        app.input.text = "new question"
+        app.chat.input.text = "new question"
         await pilot.press("enter")
         await until_held(pilot, engine)
-        first = app.session.id
-        await app.open_session(other.id)  # what choosing it in the sessions screen does
+        first = app.conversation.session.id
+        await pilot.press("ctrl+o")  # choose the older chat in the sessions screen
+        await pilot.pause()
+        await pilot.press(*"older", "enter")
+        await pilot.pause()
+        await pilot.pause()
         engine.release.set()
         await settle(pilot)
-        assert app.session.id == other.id
+        assert app.conversation.session.id == other.id
         assert [w.text for w in app.query(AssistantMessage)] == ["older answer"]
-        saved = app.store.messages(first)
-        assert [(m.role, m.stopped) for m in saved] == [("user", False), ("assistant", True)]
-        assert saved[1].content.startswith("alpha beta")
-        assert [t.content for t in app.history] == ["an older chat", "older answer"]
+        kept = app.conversation.store.messages(first)
+        assert [(m.role, m.stopped) for m in kept] == [("user", False), ("assistant", True)]
+        assert kept[1].content.startswith("alpha beta")
+        assert [t.content for t in app.conversation.history] == ["an older chat", "older answer"]
 
 
 async def test_a_read_only_file_is_refused_with_a_message(work):

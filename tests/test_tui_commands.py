@@ -35,7 +35,7 @@ async def test_quit_and_its_alias_leave(line):
     app = make_app(FakeEngine(), model_name="fake", store=SessionStore())
     async with app.run_test(size=(100, 32)) as pilot:
         assert app.return_code is None
-        app.input.text = line
+        app.chat.input.text = line
         await pilot.press("enter")
         await pilot.pause()
         assert app.return_code == 0  # set by App.exit()
@@ -44,7 +44,7 @@ async def test_quit_and_its_alias_leave(line):
 async def test_an_unknown_command_does_not_leave():
     app = make_app(FakeEngine(), model_name="fake", store=SessionStore())
     async with app.run_test(size=(100, 32)) as pilot:
-        app.input.text = "/exits"
+        app.chat.input.text = "/exits"
         await pilot.press("enter")
         await pilot.pause()
         assert app.return_code is None

@@ -46,13 +46,15 @@ def app_with(reply: str = REPLY, **kwargs):
 
 
 async def send(pilot, text: str) -> None:
-    pilot.app.input.cursor_blink = False  # a blinking cursor is drawn or not by timing: the one flaky cell
-    pilot.app.input.text = text
+    pilot.app.chat.input.cursor_blink = (
+        False  # a blinking cursor is drawn or not by timing: the one flaky cell
+    )
+    pilot.app.chat.input.text = text
     await pilot.press("enter")
     await pilot.app.workers.wait_for_complete()
     for _ in range(50):
         await pilot.pause()
-        if not pilot.app.generating:
+        if not pilot.app.chat.generating:
             break
     await pilot.pause()
 
@@ -70,8 +72,8 @@ def test_reply_with_a_code_block(snap_compare):
 
 def test_stopped_reply(snap_compare):
     async def run_before(pilot):
-        engine = pilot.app.engine
-        pilot.app.input.text = "count to ten"
+        engine = pilot.app.conversation.engine
+        pilot.app.chat.input.text = "count to ten"
         await pilot.press("enter")
         for _ in range(500):
             if engine.held.is_set():
@@ -82,7 +84,7 @@ def test_stopped_reply(snap_compare):
         await pilot.app.workers.wait_for_complete()
         for _ in range(50):
             await pilot.pause()
-            if not pilot.app.generating:
+            if not pilot.app.chat.generating:
                 break
 
     app = app_with("one two three four five six seven", hold_after=3)

@@ -2,52 +2,48 @@
 
 A write goes: the insert form (file, mode, position; the reply's suggested file name as
 default) → the plan (a path outside the working directory needs a second yes) → the
-diff, which needs a yes → the write, recorded in the undo journal.
+diff, which needs a yes → the write, recorded in the undo journal. The flow needs only
+Textual's :class:`~textual.app.App` (screens, notifications, the terminal's clipboard)::
+
+    flow = CodeFlow(app, root=Path.cwd(), journal=UndoJournal())
+    flow.insert_picked("2", mode="insert")  # block 2 of the last reply: form, diff, write
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from textual.app import App
 
 from starchat_cli.chat.codeblocks import CodeBlock
-from starchat_cli.chat.filenames import suggest_filename
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.edits.apply import apply_edit
 from starchat_cli.edits.errors import EditError, OutsideRootError
 from starchat_cli.edits.plan import EditPlan, parse_range, plan_edit
 from starchat_cli.edits.undo import UndoJournal
 
+from .clipboard import system_copy
 from .screens import ConfirmScreen, DiffScreen, InsertRequest, InsertScreen
-from .widgets import AssistantMessage
-
-
-def suggest(reply: str, block: CodeBlock) -> str | None:
-    """The file name the reply gives for a block, if any."""
-    return suggest_filename(reply, block.start_line, block.code, block.info)
+from .widgets import AssistantMessage, suggest
 
 
 class CodeFlow:
-    """The copy / save / insert / undo flow, on behalf of an app (its screens and notifications).
+    """The copy / save / insert / undo flow, on behalf of an app (its screens and notifications)."""
 
-    ``copy`` puts a block on the clipboard (the app's job: it owns the terminal).
-    """
-
-    def __init__(
-        self,
-        app: App[Any],
-        *,
-        root: Path,
-        journal: UndoJournal,
-        copy: Callable[[CodeBlock], None],
-    ) -> None:
+    def __init__(self, app: App[Any], *, root: Path, journal: UndoJournal) -> None:
         self.app = app
         self.root = root
         self.journal = journal
-        self.copy = copy
+
+    def copy(self, block: CodeBlock) -> None:
+        """Put the block on the clipboard: the system's tool, else the terminal (OSC 52)."""
+        if system_copy(block.code):
+            self.app.notify("code copied to the clipboard")
+        else:
+            self.app.copy_to_clipboard(block.code)  # OSC 52: the terminal puts it on the clipboard
+            self.app.notify("code copied (through the terminal, OSC 52)")
 
     def last_blocks(self) -> tuple[list[CodeBlock], str]:
         """The code blocks of the latest reply that has any, and that reply's text."""
@@ -157,4 +153,4 @@ class CodeFlow:
         self.app.notify(f"undone: {entry.summary}")
 
 
-__all__ = ["CodeFlow", "suggest"]
+__all__ = ["CodeFlow"]

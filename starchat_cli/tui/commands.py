@@ -2,7 +2,11 @@
 
 Each :class:`Command` names its handler, its usage and its line in the help; the help
 screen's command table is built from :data:`COMMANDS`. :data:`PALETTE` feeds the app's
-``get_system_commands`` (Ctrl+P).
+``get_system_commands`` (Ctrl+P). Handlers run against a :class:`ChatHost` (what a command
+needs of the chat; the chat view is one), never against the app itself::
+
+    await run_command(view, "/model starcoder2-3b")
+    entries = list(palette_commands(view))  # SystemCommand objects for Ctrl+P
 """
 
 from __future__ import annotations
@@ -11,17 +15,39 @@ import inspect
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Protocol, Sequence
 
-from textual.app import SystemCommand
+from textual.app import App, SystemCommand
 
 from starchat_cli.chat.conversation import parse_system
 from starchat_cli.core.errors import StarchatError
 
-if TYPE_CHECKING:
-    from .app import ChatApp
+from .codeflow import CodeFlow
+from .messages import ChatSurface
+from .screens import HelpScreen
 
-Handler = Callable[["ChatApp", str], "Awaitable[None] | None"]
+
+class ChatHost(ChatSurface, Protocol):
+    """What a command needs of the chat: the surface, the code-block flow, the reply, sessions."""
+
+    codeflow: CodeFlow
+
+    @property
+    def app(self) -> App[Any]: ...  # to push a screen, or leave
+
+    @property
+    def generating(self) -> bool: ...  # a reply is streaming
+
+    async def new_session(self, system: str | None) -> None: ...
+
+    def switch_model(self, name: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def show_sessions(self) -> None: ...
+
+
+Handler = Callable[[ChatHost, str], "Awaitable[None] | None"]
 
 
 @dataclass(frozen=True)
@@ -33,89 +59,94 @@ class Command:
     aliases: tuple[str, ...] = ()
 
 
-# -- handlers: (app, the text after the command) --------------------------------------------------
+# -- handlers: (the chat, the text after the command) ----------------------------------------------
 
 
-async def _new(app: ChatApp, arg: str) -> None:
-    await app.new_session(system=app.conversation.configured_system)
+async def _new(host: ChatHost, arg: str) -> None:
+    await host.new_session(system=host.conversation.configured_system)
 
 
-async def _clear(app: ChatApp, arg: str) -> None:
-    await app.new_session(system=app.conversation.system)
+async def _clear(host: ChatHost, arg: str) -> None:
+    await host.new_session(system=host.conversation.system)
 
 
-def _model(app: ChatApp, name: str) -> None:
-    conv = app.conversation
+def _model(host: ChatHost, name: str) -> None:
+    conv = host.conversation
     if not name:
-        app.notify(f"model: {conv.model_name} (switch with /model NAME)")
+        host.notify(f"model: {conv.model_name} (switch with /model NAME)")
     elif not conv.can_switch:
-        app.notify("switching models is not available here", severity="warning")
-    elif app.generating:
-        app.notify("wait for the reply to finish (or Esc) before switching models", severity="warning")
+        host.notify("switching models is not available here", severity="warning")
+    elif host.generating:
+        host.notify("wait for the reply to finish (or Esc) before switching models", severity="warning")
     else:
-        app.switch_model(name)
+        host.switch_model(name)
 
 
-def _system(app: ChatApp, arg: str) -> None:
-    conv = app.conversation
+def _system(host: ChatHost, arg: str) -> None:
+    conv = host.conversation
     if not arg:
         shown = conv.system if conv.system is not None else "(the model's default)"
-        app.notify(f"system prompt: {shown}", timeout=8)
+        host.notify(f"system prompt: {shown}", timeout=8)
         return
     conv.set_system(parse_system(arg))
-    app.notify("system prompt set" if conv.system is not None else "system prompt: the model's default")
+    host.notify("system prompt set" if conv.system is not None else "system prompt: the model's default")
 
 
-def _save(app: ChatApp, arg: str) -> None:
-    app.codeflow.insert_picked(arg, mode="new")
+def _save(host: ChatHost, arg: str) -> None:
+    host.codeflow.insert_picked(arg, mode="new")
 
 
-def _insert(app: ChatApp, arg: str) -> None:
-    app.codeflow.insert_picked(arg, mode="insert")
+def _insert(host: ChatHost, arg: str) -> None:
+    host.codeflow.insert_picked(arg, mode="insert")
 
 
-def _copy(app: ChatApp, arg: str) -> None:
-    app.codeflow.copy_picked(arg)
+def _copy(host: ChatHost, arg: str) -> None:
+    host.codeflow.copy_picked(arg)
 
 
-def _undo(app: ChatApp, arg: str) -> None:
-    app.action_undo()
+def _undo(host: ChatHost, arg: str) -> None:
+    host.codeflow.undo()
 
 
-def _export(app: ChatApp, arg: str) -> None:
-    session = app.conversation.session
+def _export(host: ChatHost, arg: str) -> None:
+    session = host.conversation.session
     if session is None:
-        app.notify("nothing to export yet", severity="warning")
+        host.notify("nothing to export yet", severity="warning")
         return
-    target = Path(arg).expanduser() if arg else app.root / f"starchat-{session.id}.md"
+    root = host.codeflow.root  # the working directory
+    target = Path(arg).expanduser() if arg else root / f"starchat-{session.id}.md"
     if not target.is_absolute():
-        target = app.root / target
+        target = root / target
     try:
-        app.conversation.export(target)
+        host.conversation.export(target)
     except (StarchatError, OSError) as exc:
-        app.notify(f"cannot export: {exc}", severity="error")
+        host.notify(f"cannot export: {exc}", severity="error")
         return
-    app.notify(f"exported to {target}")
+    host.notify(f"exported to {target}")
 
 
-def _sessions(app: ChatApp, arg: str) -> None:
-    app.action_sessions()
+def _sessions(host: ChatHost, arg: str) -> None:
+    host.show_sessions()
 
 
-def _rename(app: ChatApp, title: str) -> None:
-    if app.conversation.session is None or not title:
-        app.notify("usage: /rename TITLE (after the first message)", severity="warning")
+def _rename(host: ChatHost, title: str) -> None:
+    if host.conversation.session is None or not title:
+        host.notify("usage: /rename TITLE (after the first message)", severity="warning")
         return
-    app.conversation.rename(title)
-    app.update_status()
+    host.conversation.rename(title)
+    host.update_status()
 
 
-def _help(app: ChatApp, arg: str) -> None:
-    app.action_help()
+def _help(host: ChatHost, arg: str) -> None:
+    host.app.push_screen(HelpScreen(HELP))
 
 
-def _quit(app: ChatApp, arg: str) -> None:
-    app.exit()
+def _quit(host: ChatHost, arg: str) -> None:
+    host.app.exit()
+
+
+def _stop(host: ChatHost, arg: str) -> None:
+    host.stop()
 
 
 _TABLE = (
@@ -155,15 +186,15 @@ for _command in _TABLE:
         COMMANDS[_name] = _command
 
 
-async def run_command(app: ChatApp, line: str) -> None:
+async def run_command(host: ChatHost, line: str) -> None:
     """Run a slash command line ("/name arg..."); an unknown name gets a warning."""
     name, _, arg = line.strip().partition(" ")
     name = name.lower()
     command = COMMANDS.get(name)
     if command is None:
-        app.notify(f"unknown command {name}: /help lists them", severity="warning")
+        host.notify(f"unknown command {name}: /help lists them", severity="warning")
         return
-    result = command.handler(app, arg.strip())
+    result = command.handler(host, arg.strip())
     if inspect.isawaitable(result):
         await result
 
@@ -213,35 +244,30 @@ HELP = help_text()
 class PaletteEntry:
     title: str
     help: str
-    run: Callable[[ChatApp], Any]
+    run: Handler  # a command's handler, run with no argument
 
 
 PALETTE = (
-    PaletteEntry("New session", "Start a new chat session", lambda app: app.action_new_session()),
-    PaletteEntry(
-        "Sessions", "Search, resume, rename or delete saved sessions", lambda app: app.action_sessions()
-    ),
-    PaletteEntry("Stop reply", "Stop the reply being generated", lambda app: app.action_stop()),
-    PaletteEntry("Copy last code block", "Copy it to the clipboard", lambda app: app.action_copy_block()),
-    PaletteEntry(
-        "Save last code block", "Save or insert it into a file", lambda app: app.action_save_block()
-    ),
-    PaletteEntry(
-        "Undo last file write", "Restore the file starchat wrote last", lambda app: app.action_undo()
-    ),
-    PaletteEntry("Export session", "Export this session to Markdown", lambda app: app.run_command("/export")),
-    PaletteEntry("Help", "Keys and commands", lambda app: app.action_help()),
+    PaletteEntry("New session", "Start a new chat session", _new),
+    PaletteEntry("Sessions", "Search, resume, rename or delete saved sessions", _sessions),
+    PaletteEntry("Stop reply", "Stop the reply being generated", _stop),
+    PaletteEntry("Copy last code block", "Copy it to the clipboard", _copy),
+    PaletteEntry("Save last code block", "Save or insert it into a file", _save),
+    PaletteEntry("Undo last file write", "Restore the file starchat wrote last", _undo),
+    PaletteEntry("Export session", "Export this session to Markdown", _export),
+    PaletteEntry("Help", "Keys and commands", _help),
 )
 
 
-def palette_commands(app: ChatApp) -> Iterator[SystemCommand]:
-    """The palette entries for ``app`` (its ``get_system_commands`` yields them after Textual's)."""
+def palette_commands(host: ChatHost) -> Iterator[SystemCommand]:
+    """The palette entries, run on ``host`` (the app's ``get_system_commands`` adds them to Textual's)."""
     for entry in PALETTE:
-        yield SystemCommand(entry.title, entry.help, partial(entry.run, app))
+        yield SystemCommand(entry.title, entry.help, partial(entry.run, host, ""))
 
 
 __all__ = [
     "COMMANDS",
+    "ChatHost",
     "HELP",
     "PALETTE",
     "Command",

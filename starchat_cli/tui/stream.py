@@ -4,7 +4,12 @@ The worker produces text faster than the UI can draw it. Each piece goes into a
 :class:`ChunkBuffer`; only the first piece after the UI last emptied the buffer posts a
 :class:`~starchat_cli.tui.messages.ReplyChunk`, so at most one is in flight and the UI
 takes everything that arrived meanwhile in one go. :class:`ReplyStream` starts a reply's
-worker and draws what its messages bring; the app routes the messages to it.
+worker and draws what its messages bring, on a :class:`~.messages.ChatSurface` (the chat
+view, which routes the messages to it)::
+
+    replies = ReplyStream(view)
+    reply = replies.start(session_id, widget, sent_at)  # then, in a thread worker:
+    replies.run(reply, turns, system)  # posts ReplyStarted, ReplyChunk(s), ReplyDone to the view
 """
 
 from __future__ import annotations
@@ -12,16 +17,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from starchat_cli.engine.prompting.formats import Message as Turn
 
-from .codeflow import suggest
-from .messages import ReplyChunk, ReplyDone, ReplyStarted
+from .messages import ChatSurface, ReplyChunk, ReplyDone, ReplyStarted
 from .widgets import AssistantMessage, Note
-
-if TYPE_CHECKING:
-    from .app import ChatApp
 
 
 class ChunkBuffer:
@@ -65,8 +65,8 @@ class ReplyInFlight:
 class ReplyStream:
     """At most one reply at a time; messages of an earlier (stopped, left) reply are ignored."""
 
-    def __init__(self, app: ChatApp) -> None:
-        self.app = app
+    def __init__(self, surface: ChatSurface) -> None:
+        self.surface = surface
         self.current: ReplyInFlight | None = None
         self.buffer = ChunkBuffer()
         self.first_text_seconds: list[float] = []  # per reply: Enter to its first text on screen
@@ -89,18 +89,20 @@ class ReplyStream:
 
     def run(self, reply: ReplyInFlight, turns: list[Turn], system: str | None) -> None:
         """The worker's body: generate, posting ReplyStarted, ReplyChunk(s), then ReplyDone."""
-        gen_id, app = reply.gen_id, self.app
+        gen_id, surface = reply.gen_id, self.surface
 
         def started(prompt_tokens: int, n_ctx: int, dropped_turns: int) -> None:
-            app.post_message(ReplyStarted(gen_id, prompt_tokens, n_ctx, dropped_turns))
+            surface.post_message(ReplyStarted(gen_id, prompt_tokens, n_ctx, dropped_turns))
 
         def chunk(text: str) -> None:
             if self.buffer.push(text):
-                app.post_message(ReplyChunk(gen_id))
+                surface.post_message(ReplyChunk(gen_id))
 
-        outcome = app.conversation.run_reply(turns, system, reply.cancel, on_started=started, on_chunk=chunk)
-        app.post_message(ReplyDone(gen_id, outcome))
-        app.conversation.persist()  # the prompt cache, written once the reply is on its way to the screen
+        outcome = surface.conversation.run_reply(
+            turns, system, reply.cancel, on_started=started, on_chunk=chunk
+        )
+        surface.post_message(ReplyDone(gen_id, outcome))
+        surface.conversation.persist()  # the prompt cache, written once the reply is on its way to the screen
 
     def _of(self, gen_id: int) -> ReplyInFlight | None:
         current = self.current
@@ -110,7 +112,7 @@ class ReplyStream:
         current = self._of(event.gen_id)
         if current is None:
             return
-        conv = self.app.conversation
+        conv = self.surface.conversation
         conv.n_ctx = event.n_ctx or conv.n_ctx
         if event.dropped_turns:
             n = event.dropped_turns
@@ -120,8 +122,8 @@ class ReplyStream:
                 "(the system prompt and your latest message are kept).",
                 kind="warning",
             )
-            await self.app.transcript.mount(note, before=current.widget)
-            self.app.notify(f"{n} oldest turn(s) dropped to fit the context", severity="warning")
+            await self.surface.transcript.mount(note, before=current.widget)
+            self.surface.notify(f"{n} oldest turn(s) dropped to fit the context", severity="warning")
 
     async def chunk(self, event: ReplyChunk) -> None:
         current = self._of(event.gen_id)
@@ -142,32 +144,32 @@ class ReplyStream:
             await self._finish(current, event)
         finally:
             self.current = None  # only now: the reply is saved and drawn in full
-            self.app.update_status()
+            self.surface.update_status()
 
     async def _finish(self, current: ReplyInFlight, event: ReplyDone) -> None:
-        app, outcome = self.app, event.outcome
+        surface, outcome = self.surface, event.outcome
         rest = self.buffer.take()
         widget = current.widget
         if rest and widget.is_attached:
             await widget.append(rest)
-        app.conversation.finish_reply(current.session_id, outcome)
+        surface.conversation.finish_reply(current.session_id, outcome)
         if widget.is_attached:
-            await widget.finish(outcome.stopped, suggest)
+            await widget.finish(outcome.stopped)
             if outcome.error:
-                await app.transcript.mount(Note(f"✗ {outcome.error}", kind="error"))
+                await surface.transcript.mount(Note(f"✗ {outcome.error}", kind="error"))
         if outcome.error:
-            app.notify(outcome.error, severity="error", timeout=8)
+            surface.notify(outcome.error, severity="error", timeout=8)
         stop_reason = outcome.stats.stop_reason if outcome.stats is not None else ""
         if stop_reason == "context":
-            await app.transcript.mount(
+            await surface.transcript.mount(
                 Note(
                     "⚠ The reply was cut off: the context window is full (start /new or raise --ctx).",
                     "warning",
                 )
             )
         elif stop_reason == "length":
-            await app.transcript.mount(Note("The reply stopped at the --max-tokens limit.", "info"))
-        app.state = "stopped" if outcome.stopped and not outcome.error else ""
+            await surface.transcript.mount(Note("The reply stopped at the --max-tokens limit.", "info"))
+        surface.state = "stopped" if outcome.stopped and not outcome.error else ""
 
 
 __all__ = ["ChunkBuffer", "ReplyInFlight", "ReplyStream"]

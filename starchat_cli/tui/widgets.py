@@ -12,6 +12,12 @@ from textual.widgets import Button, Label, Markdown, Static, TextArea
 from textual.widgets.markdown import MarkdownStream
 
 from starchat_cli.chat.codeblocks import BlockSplitter, CodeBlock, extract_code_blocks
+from starchat_cli.chat.filenames import suggest_filename
+
+
+def suggest(reply: str, block: CodeBlock) -> str | None:
+    """The file name the reply gives for a block, if any (its row shows it; saving offers it)."""
+    return suggest_filename(reply, block.start_line, block.code, block.info)
 
 
 class ChatInput(TextArea):
@@ -179,7 +185,7 @@ class AssistantMessage(Vertical):
             text = pending
         await self._stream.write(text)
 
-    async def finish(self, stopped: bool, suggest) -> None:
+    async def finish(self, stopped: bool) -> None:
         """End streaming; mark a stopped reply; add actions for each code block."""
         if self._stream is not None:
             await self._stream.stop()
@@ -187,9 +193,9 @@ class AssistantMessage(Vertical):
         self._splitter = None
         self.remove_class("-streaming")
         self.stopped = stopped
-        await self.show_extras(suggest)
+        await self.show_extras()
 
-    async def show_extras(self, suggest) -> None:
+    async def show_extras(self) -> None:
         if self.stopped:
             self.add_class("-stopped")
             self.border_subtitle = "stopped"
