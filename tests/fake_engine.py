@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from starchat_cli.engine.contract import EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.contract import EngineInfo, Generation, GenerationParams, Stats, StopReason
 from starchat_cli.engine.fit import FitResult
 from starchat_cli.engine.prompts import Message
 
@@ -163,12 +163,12 @@ class FakeEngine:
                     self.started.set()
                 yield chunk
                 if limit is not None and stats.generated_tokens >= limit:
-                    stats.stop_reason = "length"
+                    stats.stop_reason = StopReason.LENGTH
                     return
-            stats.stop_reason = "stop"
+            stats.stop_reason = StopReason.STOP
         finally:
             if not stats.stop_reason:
-                stats.stop_reason = "cancelled"
+                stats.stop_reason = StopReason.CANCELLED
 
 
 __all__ = ["FakeEngine", "FakeGeneration", "split_chunks"]

@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 from starchat_cli.chat.sessions import Session, SessionStore, StoredMessage
 from starchat_cli.core.errors import StarchatError
-from starchat_cli.engine.contract import Engine, EngineInfo, GenerationParams, Stats
+from starchat_cli.engine.contract import Engine, EngineInfo, GenerationParams, Stats, StopReason
 from starchat_cli.engine.prompts import Message as Turn
 from starchat_cli.engine.prompts import merge_turns
 
@@ -227,7 +227,7 @@ class Conversation:
             return ReplyOutcome("".join(parts), True, stats, exc.message)
         except Exception as exc:  # an unexpected failure is reported, never raised into the UI
             return ReplyOutcome("".join(parts), True, stats, f"{type(exc).__name__}: {exc}")
-        stopped = cancel.is_set() or (stats is not None and stats.stop_reason == "cancelled")
+        stopped = cancel.is_set() or (stats is not None and stats.stop_reason is StopReason.CANCELLED)
         return ReplyOutcome("".join(parts), stopped, stats)
 
     def persist(self) -> None:

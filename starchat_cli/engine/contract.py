@@ -6,6 +6,7 @@
     for text in gen:                      # text chunks as they are decoded
         ...
     gen.stats                             # prompt/generated tokens, time to first token, stop reason
+    if gen.stats.stop_reason is StopReason.LENGTH: ...   # faces compare; only engines write it
     gen = engine.infill(prefix, suffix, params, extra=[(path, text)], path="src/app.py")
     gen.prompt_text                       # the FIM prompt with its special tokens written out
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass
+from enum import Enum
 from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 from starchat_cli.core import defaults
@@ -36,6 +38,23 @@ class GenerationParams:
     prediction: str | None = None  # text the reply is expected to copy (the file under edit)
 
 
+class StopReason(str, Enum):
+    """Why a generation ended, written by the engine (and by :meth:`Generation.close`).
+
+    str-valued, so JSON output, saved sessions and the server's finish reasons carry the same
+    strings as ever: ``StopReason.LENGTH == "length"`` and ``f"{StopReason.LENGTH}"`` is ``length``.
+    """
+
+    PENDING = ""  # not ended yet
+    STOP = "stop"  # the model ended its reply: an end-of-generation token or a stop text
+    LENGTH = "length"  # max_tokens, or a limit of the consumer's own (see Generation.close)
+    CONTEXT = "context"  # the context window is full
+    CANCELLED = "cancelled"  # cancelled, or closed before it ended
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 @dataclass
 class Stats:
     prompt_tokens: int = 0
@@ -46,7 +65,7 @@ class Stats:
     prompt_seconds: float = 0.0  # evaluating the (uncached part of the) prompt
     ttft_seconds: float = 0.0  # request start to first generated token
     decode_seconds: float = 0.0  # first generated token to the last
-    stop_reason: str = ""  # stop | length | context | cancelled
+    stop_reason: StopReason = StopReason.PENDING
     n_ctx: int = 0
     dropped_turns: int = 0
     truncated_chars: int = 0
@@ -69,6 +88,7 @@ class Stats:
 
     def as_dict(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = asdict(self)
+        out["stop_reason"] = str(self.stop_reason)  # the plain string, for any serializer
         out["tokens_per_second"] = round(self.tokens_per_second, 2)
         out["prompt_tokens_per_second"] = round(self.prompt_tokens_per_second, 2)
         for key, value in out.items():
@@ -81,7 +101,7 @@ class Generation:
     """An iterator of text chunks; ``stats`` and ``text`` are complete once it is exhausted.
 
     ``close()`` (or breaking out of the loop and closing) cancels the generation; the
-    stop reason is then "cancelled". ``fit`` says what the prompt became (tokens, the
+    stop reason is then CANCELLED. ``fit`` says what the prompt became (tokens, the
     messages kept, how much of an attachment was cut). ``prompt_text``: the prompt as
     text with its special tokens written out, where the engine knows it (infill), else "".
     """
@@ -107,12 +127,17 @@ class Generation:
     def text(self) -> str:
         return "".join(self._parts)
 
-    def close(self) -> None:
+    def close(self, reason: StopReason | None = None) -> None:
+        """Stop generating. ``reason``: why the consumer stopped taking chunks, recorded over what
+        the engine wrote (it has all it needs: STOP; a limit of its own: LENGTH); without one a
+        generation that had not ended is CANCELLED."""
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
-        if not self.stats.stop_reason:
-            self.stats.stop_reason = "cancelled"
+        if reason is not None:
+            self.stats.stop_reason = reason
+        elif not self.stats.stop_reason:
+            self.stats.stop_reason = StopReason.CANCELLED
 
 
 @dataclass(frozen=True)
@@ -203,4 +228,4 @@ class Engine(Protocol):
         ...
 
 
-__all__ = ["Attach", "Engine", "EngineInfo", "Generation", "GenerationParams", "Stats"]
+__all__ = ["Attach", "Engine", "EngineInfo", "Generation", "GenerationParams", "Stats", "StopReason"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from typing import Iterator, Sequence
 
-from starchat_cli.engine.contract import GenerationParams, Stats
+from starchat_cli.engine.contract import GenerationParams, Stats, StopReason
 from starchat_cli.engine.draft import (
     DraftPolicy,
     NgramDrafter,
@@ -39,12 +39,12 @@ def plain_source(
 ) -> Source:
     while True:
         if cancel is not None and cancel.is_set():
-            stats.stop_reason = "cancelled"
+            stats.stop_reason = StopReason.CANCELLED
             return
         token = backend.sample(chain)
         yield token, False
         if backend.n_past >= n_ctx:
-            stats.stop_reason = "context"
+            stats.stop_reason = StopReason.CONTEXT
             return
         backend.decode_one(token)
         stats.decode_steps += 1
@@ -81,18 +81,18 @@ def drafted_source(
     token = backend.sample(chain) if first_logits is None else pick(first_logits)
     produced = 1  # tokens handed out so far, for the max_tokens cap on drafts
     if cancel is not None and cancel.is_set():
-        stats.stop_reason = "cancelled"
+        stats.stop_reason = StopReason.CANCELLED
         return
     while True:
         yield token, False
         drafter.append(token)
         policy.shadow_next(token)
         if cancel is not None and cancel.is_set():
-            stats.stop_reason = "cancelled"
+            stats.stop_reason = StopReason.CANCELLED
             return
         room = n_ctx - backend.n_past
         if room <= 0:
-            stats.stop_reason = "context"
+            stats.stop_reason = StopReason.CONTEXT
             return
         k = min(policy.length(), room - 1)
         if limit is not None:

@@ -16,7 +16,14 @@ from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError
 from starchat_cli.engine.calibrate import CurveCache, backend_curve, default_cache
-from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.contract import (
+    Attach,
+    EngineInfo,
+    Generation,
+    GenerationParams,
+    Stats,
+    StopReason,
+)
 from starchat_cli.engine.draft import DraftPolicy
 from starchat_cli.engine.drafted import drafted_source, plain_source
 from starchat_cli.engine.exact_batches import ExactBatches
@@ -146,7 +153,7 @@ class LocalEngine:
         ``attachment`` + ``attach``: long input (piped text) that may be cut from the
         front to fit; ``attach(kept_text)`` returns the last user message's content.
         ``cancel``: an event any thread may set to stop the generation, even in the
-        middle of a long prompt evaluation (stop reason "cancelled").
+        middle of a long prompt evaluation (stop reason CANCELLED).
         """
         params = params or GenerationParams()
         started, stats, n_ctx = self._begin()
@@ -288,7 +295,7 @@ class LocalEngine:
                 try:
                     stats.cached_tokens, stats.cached_from = backend.eval_prompt(tokens, abort=cancel)
                 except PromptAborted:
-                    stats.stop_reason = "cancelled"
+                    stats.stop_reason = StopReason.CANCELLED
                     return
                 stats.prompt_seconds = time.perf_counter() - t0
                 source = self._source(tokens, params, stats, n_ctx, chain, cancel)
@@ -299,7 +306,7 @@ class LocalEngine:
                         first_at = now
                         stats.ttft_seconds = now - started
                     if token in stop_ids or backend.is_eog(token):
-                        stats.stop_reason = "stop"
+                        stats.stop_reason = StopReason.STOP
                         break
                     stats.generated_tokens += 1
                     stats.accepted_tokens += drafted
@@ -314,10 +321,10 @@ class LocalEngine:
                         if out:
                             yield out
                         if stop_filter.stopped:
-                            stats.stop_reason = "stop"
+                            stats.stop_reason = StopReason.STOP
                             break
                     if limit is not None and stats.generated_tokens >= limit:
-                        stats.stop_reason = "length"
+                        stats.stop_reason = StopReason.LENGTH
                         break
                 source.close()
                 # accepted drafts after a stop were evaluated: keep only the reply's tokens
@@ -329,7 +336,7 @@ class LocalEngine:
             finally:
                 backend.free_sampler(chain)
                 if not stats.stop_reason:
-                    stats.stop_reason = "cancelled"
+                    stats.stop_reason = StopReason.CANCELLED
 
     def _source(self, tokens, params, stats, n_ctx, chain, cancel):
         """The decode loop's token source for ``params.draft`` (see engine/drafted.py)."""

@@ -15,7 +15,14 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ExitCode, StarchatError
-from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats
+from starchat_cli.engine.contract import (
+    Attach,
+    EngineInfo,
+    Generation,
+    GenerationParams,
+    Stats,
+    StopReason,
+)
 from starchat_cli.engine.fit import FitResult
 from starchat_cli.engine.prompts import FORMATS, Message
 from starchat_cli.engine.remote_events import content_type, events, first_bytes
@@ -265,7 +272,7 @@ class RemoteEngine:
                 )
                 for event in answer:
                     if cancel is not None and cancel.is_set():
-                        stats.stop_reason = "cancelled"
+                        stats.stop_reason = StopReason.CANCELLED
                         break
                     usage = event.get("usage")
                     if isinstance(usage, dict):
@@ -299,11 +306,11 @@ class RemoteEngine:
             raise self._unreachable(exc) from None
         finally:
             if retry:
-                stats.stop_reason = ""
+                stats.stop_reason = StopReason.PENDING
             if not stats.generated_tokens:
                 stats.generated_tokens = counted
             if finish is not None:
-                stats.stop_reason = "length" if finish == "length" else "stop"
+                stats.stop_reason = StopReason.LENGTH if finish == "length" else StopReason.STOP
         if retry:
             self.prediction_supported = False
             plain = {k: v for k, v in body.items() if k != "prediction"}

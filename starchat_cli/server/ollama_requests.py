@@ -17,32 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.responses import JSONResponse
-
 from starchat_cli.engine.contract import GenerationParams
 from starchat_cli.engine.prompts import Message
 
 from .config import ServerConfig
-from .errors import APIError
+from .errors import APIError, OllamaError
 from .requests import chat_turns
 
 # Editors send many stops for completion (Continue: one per language construct); Ollama has no limit.
 MAX_STOPS = 64
-
-
-class OllamaError(Exception):
-    """A failed Ollama request: ``status`` and the message of ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-    @classmethod
-    def of(cls, exc: APIError) -> OllamaError:
-        return cls(exc.status, exc.message)
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.message}, status_code=self.status)
 
 
 def _bad(field: str, what: str) -> OllamaError:
@@ -238,7 +221,6 @@ def parse_chat(data: dict[str, Any], config: ServerConfig, quant: str) -> ChatRe
 __all__ = [
     "ChatRequest",
     "GenerateRequest",
-    "OllamaError",
     "check_model",
     "options",
     "parse_chat",

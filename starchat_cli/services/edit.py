@@ -36,7 +36,7 @@ from starchat_cli.chat.rewrite import (
 from starchat_cli.chat.textfile import TextFile, read_regular, read_text_file, regular_file
 from starchat_cli.chat.undo import JournalEntry, UndoJournal
 from starchat_cli.core.errors import ContextOverflowError, InputError, NoCodeError, StarchatError
-from starchat_cli.engine.contract import Engine, GenerationParams, Stats
+from starchat_cli.engine.contract import Engine, GenerationParams, Stats, StopReason
 from starchat_cli.engine.prompts import Message
 
 # Room for the rewrite: the file's own tokens times this, plus a few for the fences and a line.
@@ -227,12 +227,10 @@ def rewrite(
                 done_early = True  # the file is complete: what a model adds after it is not needed
                 break
     finally:
-        gen.close()
+        gen.close(StopReason.STOP if done_early else None)
     stats = gen.stats
     reply = gen.text
-    if done_early:
-        stats.stop_reason = "stop"
-    elif stats.stop_reason == "cancelled":
+    if stats.stop_reason is StopReason.CANCELLED:
         raise KeyboardInterrupt
     try:
         block = pick_block(reply, source.display)
@@ -241,7 +239,7 @@ def rewrite(
     new_text = new_text_from(block, source.file.text)
     plan = plan_rewrite(source, new_text)
     result = EditResult(source, plan, reply, stats)
-    cut_off = not block.closed and stats.stop_reason in ("length", "context")
+    cut_off = not block.closed and stats.stop_reason in (StopReason.LENGTH, StopReason.CONTEXT)
     try:
         check_rewrite(source.file.text, new_text, instruction, cut_off=cut_off)
         plan.new_bytes()  # the file's encoding must hold the new text

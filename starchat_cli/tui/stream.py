@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from starchat_cli.engine.contract import StopReason
 from starchat_cli.engine.prompts import Message as Turn
 
 from .codeflow import suggest
@@ -157,15 +158,15 @@ class ReplyStream:
                 await app.transcript.mount(Note(f"✗ {outcome.error}", kind="error"))
         if outcome.error:
             app.notify(outcome.error, severity="error", timeout=8)
-        stop_reason = outcome.stats.stop_reason if outcome.stats is not None else ""
-        if stop_reason == "context":
+        stop_reason = outcome.stats.stop_reason if outcome.stats is not None else None
+        if stop_reason is StopReason.CONTEXT:
             await app.transcript.mount(
                 Note(
                     "⚠ The reply was cut off: the context window is full (start /new or raise --ctx).",
                     "warning",
                 )
             )
-        elif stop_reason == "length":
+        elif stop_reason is StopReason.LENGTH:
             await app.transcript.mount(Note("The reply stopped at the --max-tokens limit.", "info"))
         app.state = "stopped" if outcome.stopped and not outcome.error else ""
 
