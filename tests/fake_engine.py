@@ -126,6 +126,10 @@ class FakeEngine:
         """The raw path: the reply (a function of one user turn holding the prompt), chunk by chunk."""
         return self.generate([Message("user", prompt)], params)
 
+    def count_tokens(self, messages: Sequence[Message]) -> None:
+        """No tokenizer here: the faces estimate, as for a remote server."""
+        return None
+
     def infill(
         self,
         prefix: str,
@@ -134,6 +138,7 @@ class FakeEngine:
         *,
         extra: Sequence[tuple[str, str]] = (),
         path: str | None = None,
+        repo: str | None = None,
         cancel: object = None,
     ) -> FakeGeneration:
         """FIM: the reply (a function of one user turn holding ``<fim_prefix>…<fim_middle>``), chunk by chunk.

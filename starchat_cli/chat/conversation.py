@@ -178,7 +178,7 @@ class Conversation:
                 "assistant",
                 outcome.text,
                 stopped=outcome.stopped,
-                stats=st.as_dict() if st is not None and hasattr(st, "as_dict") else None,
+                stats=st.as_dict() if st is not None else None,
             )
             if self.session is not None and self.session.id == session_id:
                 self.history.append(Turn("assistant", outcome.text))

@@ -9,6 +9,7 @@
     if gen.stats.stop_reason is StopReason.LENGTH: ...   # faces compare; only engines write it
     gen = engine.infill(prefix, suffix, params, extra=[(path, text)], path="src/app.py")
     gen.prompt_text                       # the FIM prompt with its special tokens written out
+    engine.count_tokens(messages)         # the prompt's tokens in the model's tokenizer, None: unknown
 
 Backends: :class:`~starchat_cli.engine.local.LocalEngine` (llama.cpp) and
 :class:`~starchat_cli.engine.remote.RemoteEngine` (an OpenAI-compatible server); the
@@ -209,6 +210,12 @@ class Engine(Protocol):
         """A raw continuation of ``prompt`` (no chat template): the /v1/completions path."""
         ...
 
+    def count_tokens(self, messages: Sequence[Message]) -> int | None:
+        """Tokens of ``messages`` rendered as a prompt in the model's format and tokenizer: exactly
+        these (a system message only if one is given; an empty one counts as ``generate`` sends
+        it). None where the engine cannot count them (a remote server): estimate instead."""
+        ...
+
     def infill(
         self,
         prefix: str,
@@ -217,12 +224,15 @@ class Engine(Protocol):
         *,
         extra: Sequence[tuple[str, str]] = (),
         path: str | None = None,
+        repo: str | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
         """The middle between ``prefix`` and ``suffix`` (fill-in-the-middle): /infill, ``complete``.
 
         ``extra``: other files as (path, text), repository context where the model has it;
-        ``path``: the current file's path. A model without FIM tokens raises
+        ``path``: the current file's path; ``repo``: the repository's name (StarCoder2's
+        repository layout). Where the API has no place for them they are not sent. A model
+        without FIM tokens raises
         :class:`~starchat_cli.core.errors.FimUnsupportedError`.
         """
         ...

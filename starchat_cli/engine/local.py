@@ -49,7 +49,9 @@ class LocalEngine:
         *,
         name: str = "",
         aliases: Sequence[str] = (),
+        curve_cache: CurveCache | None = None,
     ) -> None:
+        """``curve_cache``: where --draft auto keeps its batch-cost curves (None: the cache dir's)."""
         self.backend = backend
         self._format = prompt_format
         self._forced_format = forced_format
@@ -60,7 +62,7 @@ class LocalEngine:
         self._extra_stop_texts: tuple[str, ...] = ()
         self._fim: FimVocab | None = None
         self._curve: dict[int, float] | None = None  # batch-cost curve for --draft auto
-        self.curve_cache: CurveCache | None = None  # None: the one in the cache dir
+        self._curve_cache = curve_cache
         self.calibration_seconds = 0.0
         self._exact: ExactBatches | None = None
 
@@ -128,6 +130,11 @@ class LocalEngine:
         if chosen or (chosen == "" and self.prompt_format.empty_system_block):
             msgs.insert(0, Message("system", chosen))
         return msgs
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        fmt = self.prompt_format  # an empty system prompt: its block only where generate renders one
+        kept = [m for m in messages if m.role != "system" or m.content or fmt.empty_system_block]
+        return len(self.render_tokens(kept))
 
     def render_tokens(self, messages: Sequence[Message]) -> list[int]:
         text = self.prompt_format.render(messages)
@@ -380,7 +387,7 @@ class LocalEngine:
         """The batch-cost curve of this model + device + threads: cached, else measured now."""
         if self._curve is None:
             self._curve, seconds = backend_curve(
-                self.backend, tokens, n_ctx, self.curve_cache or default_cache()
+                self.backend, tokens, n_ctx, self._curve_cache or default_cache()
             )
             self.calibration_seconds = seconds or self.calibration_seconds
         return self._curve

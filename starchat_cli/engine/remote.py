@@ -187,6 +187,10 @@ class RemoteEngine:
         chunks = self._stream("completions", body, stats, tuple(params.stop), cancel)
         return Generation(chunks, stats, FitResult([], []))
 
+    def count_tokens(self, messages: Sequence[Message]) -> None:
+        """The server's tokenizer is out of reach: callers estimate."""
+        return None
+
     def infill(
         self,
         prefix: str,
@@ -195,12 +199,13 @@ class RemoteEngine:
         *,
         extra: Sequence[tuple[str, str]] = (),
         path: str | None = None,
+        repo: str | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
         """Fill in the middle through the server's ``/v1/completions`` with OpenAI's ``suffix``.
 
-        The server renders the FIM prompt; ``extra`` and ``path`` have no place in that API
-        and are not sent. A server that refuses is a :class:`RemoteError` saying so.
+        The server renders the FIM prompt; ``extra``, ``path`` and ``repo`` have no place in
+        that API and are not sent. A server that refuses is a :class:`RemoteError` saying so.
         """
         params = params or GenerationParams()
         body = self._sampling(params, {"model": self.model, "prompt": prefix, "suffix": suffix})

@@ -108,18 +108,16 @@ def _estimate(text: str) -> int:
 
 def count_prompt(engine: Engine, turns: list[Message], system: str | None) -> int:
     """Tokens of the prompt as the engine renders it (its own tokenizer where it has one)."""
-    render = getattr(engine, "render_tokens", None)
-    build = getattr(engine, "build_messages", None)
-    if callable(render) and callable(build):
-        return len(render(build(turns, system)))
+    chosen = engine.info.default_system if system is None else system  # as generate chooses
+    counted = engine.count_tokens(turns if chosen is None else [Message("system", chosen), *turns])
+    if counted is not None:
+        return counted
     return sum(_estimate(m.content) for m in turns) + (_estimate(system) if system else 0) + 8
 
 
 def count_text(engine: Engine, text: str) -> int:
-    render = getattr(engine, "render_tokens", None)
-    if callable(render):
-        return len(render([Message("user", text)]))  # a few template tokens more: part of the margin
-    return _estimate(text)
+    counted = engine.count_tokens([Message("user", text)])  # a few template tokens more: margin
+    return counted if counted is not None else _estimate(text)
 
 
 def suggest_ctx(needed: int) -> int:
