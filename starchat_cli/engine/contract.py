@@ -56,11 +56,22 @@ class StopReason(str, Enum):
         return str(self.value)
 
 
+class CacheSource(str, Enum):
+    """Where a generation's reused prompt tokens came from (str-valued, as StopReason)."""
+
+    NONE = ""  # nothing reused
+    MEMORY = "memory"  # the sequence this process holds
+    DISK = "disk"  # a saved state from the prompt cache
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 @dataclass
 class Stats:
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens reused from the KV cache
-    cached_from: str = ""  # where they came from: "memory" (this process) or "disk" (the prompt cache)
+    cached_from: CacheSource = CacheSource.NONE  # where they came from
     generated_tokens: int = 0
     load_seconds: float = 0.0
     prompt_seconds: float = 0.0  # evaluating the (uncached part of the) prompt
@@ -89,7 +100,8 @@ class Stats:
 
     def as_dict(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = asdict(self)
-        out["stop_reason"] = str(self.stop_reason)  # the plain string, for any serializer
+        out["stop_reason"] = str(self.stop_reason)  # plain strings, for any serializer
+        out["cached_from"] = str(self.cached_from)
         out["tokens_per_second"] = round(self.tokens_per_second, 2)
         out["prompt_tokens_per_second"] = round(self.prompt_tokens_per_second, 2)
         for key, value in out.items():
@@ -238,4 +250,13 @@ class Engine(Protocol):
         ...
 
 
-__all__ = ["Attach", "Engine", "EngineInfo", "Generation", "GenerationParams", "Stats", "StopReason"]
+__all__ = [
+    "Attach",
+    "CacheSource",
+    "Engine",
+    "EngineInfo",
+    "Generation",
+    "GenerationParams",
+    "Stats",
+    "StopReason",
+]

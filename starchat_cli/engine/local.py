@@ -16,14 +16,7 @@ from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError
 from starchat_cli.engine.calibrate import CurveCache, backend_curve, default_cache
-from starchat_cli.engine.contract import (
-    Attach,
-    EngineInfo,
-    Generation,
-    GenerationParams,
-    Stats,
-    StopReason,
-)
+from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats, StopReason
 from starchat_cli.engine.draft import DraftPolicy
 from starchat_cli.engine.drafted import drafted_source, plain_source
 from starchat_cli.engine.exact_batches import ExactBatches

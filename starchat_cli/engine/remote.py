@@ -15,14 +15,7 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ExitCode, StarchatError
-from starchat_cli.engine.contract import (
-    Attach,
-    EngineInfo,
-    Generation,
-    GenerationParams,
-    Stats,
-    StopReason,
-)
+from starchat_cli.engine.contract import Attach, EngineInfo, Generation, GenerationParams, Stats, StopReason
 from starchat_cli.engine.fit import FitResult
 from starchat_cli.engine.prompts import FORMATS, Message
 from starchat_cli.engine.remote_events import content_type, events, first_bytes

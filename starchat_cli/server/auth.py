@@ -13,8 +13,8 @@ listens on loopback only, see cli/serve.py).
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -34,7 +34,7 @@ class RequireKey:
         self.app, self.api_key = app, api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not bearer_matches(_header(scope, b"authorization"), self.api_key):
+        if not bearer_matches(Headers(scope=scope).get("authorization", ""), self.api_key):
             raise APIError(
                 401,
                 "invalid or missing API key: send 'Authorization: Bearer KEY'",
@@ -42,12 +42,6 @@ class RequireKey:
                 "invalid_api_key",
             )
         await self.app(scope, receive, send)
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    """The first value of header ``name`` (lower-case), or ""."""
-    values: Any = scope.get("headers") or ()
-    return next((v.decode("latin-1") for k, v in values if k.lower() == name), "")
 
 
 def key_required(api_key: str | None) -> list[Middleware]:
