@@ -82,13 +82,13 @@ def open_engine(model: str | None, threads: int, gpu: str, ctx: int):
         sys.exit("the demo model is missing: pip install 'starchat[demo]'")
     gpu_opt: str | int = gpu if gpu in ("auto", "off") else int(gpu)
     backend = LlamaCppBackend(path, LoadOptions(n_ctx=ctx, n_threads=threads, gpu=gpu_opt))
+    cache = CurveCache(Path(tempfile.mkdtemp()) / "cost.json")  # measure afresh
     if model:
         from starchat_cli.engine.llamacpp.file_format import format_for_backend
 
-        engine = LocalEngine(backend, format_for_backend(backend))
+        engine = LocalEngine(backend, format_for_backend(backend), curve_cache=cache)
     else:
-        engine = LocalEngine(backend, get_format("chatml"), CATALOG["demo"].default_system)
-    engine.curve_cache = CurveCache(Path(tempfile.mkdtemp()) / "cost.json")  # measure afresh
+        engine = LocalEngine(backend, get_format("chatml"), CATALOG["demo"].default_system, curve_cache=cache)
     engine.load()
     return engine
 

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-from starchat_cli.engine.contract import EngineInfo, Generation, Stats
+from starchat_cli.engine.contract import EngineInfo, Generation, Stats, StopReason
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.fit import FitResult
 from starchat_cli.engine.prompting.formats import Message
@@ -127,6 +127,10 @@ class FakeEngine:
         """The raw path: the reply (a function of one user turn holding the prompt), chunk by chunk."""
         return self.generate([Message("user", prompt)], params)
 
+    def count_tokens(self, messages: Sequence[Message]) -> None:
+        """No tokenizer here: the faces estimate, as for a remote server."""
+        return None
+
     def infill(
         self,
         prefix: str,
@@ -135,6 +139,7 @@ class FakeEngine:
         *,
         extra: Sequence[tuple[str, str]] = (),
         path: str | None = None,
+        repo: str | None = None,
         cancel: object = None,
     ) -> FakeGeneration:
         """FIM: the reply (a function of one user turn holding ``<fim_prefix>…<fim_middle>``), chunk by chunk.
@@ -164,12 +169,12 @@ class FakeEngine:
                     self.started.set()
                 yield chunk
                 if limit is not None and stats.generated_tokens >= limit:
-                    stats.stop_reason = "length"
+                    stats.stop_reason = StopReason.LENGTH
                     return
-            stats.stop_reason = "stop"
+            stats.stop_reason = StopReason.STOP
         finally:
             if not stats.stop_reason:
-                stats.stop_reason = "cancelled"
+                stats.stop_reason = StopReason.CANCELLED
 
 
 __all__ = ["FakeEngine", "FakeGeneration", "split_chunks"]

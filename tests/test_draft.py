@@ -242,15 +242,13 @@ def _gen(engine, prompt: str, **kw):
 
 @pytest.fixture
 def engine(demo_engine, tmp_path: Path):
-    demo_engine.curve_cache = CurveCache(tmp_path / "cost.json")
-    demo_engine._curve = None
-    demo_engine._stop_ids = None
-    demo_engine._exact = None  # where batches are exact is learnt afresh by each test
-    yield demo_engine
-    demo_engine._exact = None
-    demo_engine._stop_ids = None
-    demo_engine.curve_cache = None
-    demo_engine._curve = None
+    """A fresh engine on the shared model: its cost curve, stops and where batches are exact are
+    learnt afresh by each test, the curve cached in ``tmp_path / "cost.json"``."""
+    from starchat_cli.engine.local import LocalEngine
+
+    cache = CurveCache(tmp_path / "cost.json")
+    fmt, system = demo_engine.prompt_format, demo_engine.info.default_system
+    return LocalEngine(demo_engine.backend, fmt, system, curve_cache=cache)
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -371,7 +369,7 @@ def test_prompt_cache_reuses_the_prefix_after_a_drafted_reply(engine) -> None:
     assert again.stats.cached_tokens >= first.prompt_tokens
 
 
-def test_auto_calibrates_once_caches_and_remeasures_a_corrupt_file(engine, monkeypatch) -> None:
+def test_auto_calibrates_once_caches_and_remeasures_a_corrupt_file(engine, monkeypatch, tmp_path) -> None:
     import starchat_cli.engine.speculative.calibrate as calibrate
 
     calls = []
@@ -385,17 +383,17 @@ def test_auto_calibrates_once_caches_and_remeasures_a_corrupt_file(engine, monke
     plain, _ = _gen(engine, EDIT, max_tokens=40, draft="off")
     text, s = _gen(engine, EDIT, max_tokens=40, draft="auto")
     assert text == plain and len(calls) == 1
-    data = json.loads(engine.curve_cache.path.read_text())
+    data = json.loads((tmp_path / "cost.json").read_text())
     (entry,) = data.values()
     assert entry["curve"]["1"] == 1.0 and "4" in entry["curve"]
     engine._curve = None  # a new process: the file is reused
     _gen(engine, EDIT, max_tokens=5, draft="auto")
     assert len(calls) == 1
-    engine.curve_cache.path.write_text("garbage")
+    (tmp_path / "cost.json").write_text("garbage")
     engine._curve = None
     _gen(engine, EDIT, max_tokens=5, draft="auto")
     assert len(calls) == 2
-    assert json.loads(engine.curve_cache.path.read_text())
+    assert json.loads((tmp_path / "cost.json").read_text())
 
 
 # -- where a drafted batch is exact (engine/speculative/exact_batches.py) ----------------------------------

@@ -22,7 +22,7 @@ from starchat_cli.engine.prompting.formats import Message, merge_turns
 from starchat_cli.server import auth
 from starchat_cli.server.app import ServerConfig, make_app
 from starchat_cli.server.bridge import Bridge
-from starchat_cli.server.errors import APIError, from_engine_error
+from starchat_cli.server.errors import APIError, error_response, from_engine_error
 from starchat_cli.server.requests import (
     chat_turns,
     check_model,
@@ -258,7 +258,7 @@ def test_parse_json_rejects_what_is_not_a_json_object(body, message):
 def test_engine_errors_map_to_api_errors(exc, status, type_, code):
     err = from_engine_error(exc)
     assert (err.status, err.type, err.code, err.message) == (status, type_, code, exc.message)
-    res = err.response()
+    res = error_response(err, "/v1/chat/completions")
     assert res.status_code == status
     assert json.loads(res.body) == {
         "error": {"message": exc.message, "type": type_, "param": None, "code": code}

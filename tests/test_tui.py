@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from starchat_cli.chat.conversation import normalize_turns
-from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.chat.sessions import SessionStore
 from starchat_cli.core.errors import StarchatError
+from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.engine.prompting.formats import Message
 from starchat_cli.tui.app import ChatApp, make_app
 from starchat_cli.tui.screens import ConfirmScreen, DiffScreen, InsertScreen, SessionsScreen

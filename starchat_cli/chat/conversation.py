@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 from starchat_cli.chat.sessions import Session, SessionStore, StoredMessage
 from starchat_cli.core.errors import StarchatError
-from starchat_cli.engine.contract import Engine, EngineInfo, Stats
+from starchat_cli.engine.contract import Engine, EngineInfo, Stats, StopReason
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import Message as Turn
 from starchat_cli.engine.prompting.formats import merge_turns
@@ -179,7 +179,7 @@ class Conversation:
                 "assistant",
                 outcome.text,
                 stopped=outcome.stopped,
-                stats=st.as_dict() if st is not None and hasattr(st, "as_dict") else None,
+                stats=st.as_dict() if st is not None else None,
             )
             if self.session is not None and self.session.id == session_id:
                 self.history.append(Turn("assistant", outcome.text))
@@ -228,7 +228,7 @@ class Conversation:
             return ReplyOutcome("".join(parts), True, stats, exc.message)
         except Exception as exc:  # an unexpected failure is reported, never raised into the UI
             return ReplyOutcome("".join(parts), True, stats, f"{type(exc).__name__}: {exc}")
-        stopped = cancel.is_set() or (stats is not None and stats.stop_reason == "cancelled")
+        stopped = cancel.is_set() or (stats is not None and stats.stop_reason is StopReason.CANCELLED)
         return ReplyOutcome("".join(parts), stopped, stats)
 
     def persist(self) -> None:

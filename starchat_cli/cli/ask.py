@@ -83,6 +83,7 @@ def ask(
     from starchat_cli.cli.render import Output
     from starchat_cli.core.errors import InputError, NoCodeError
     from starchat_cli.engine.prompting.formats import Message
+    from starchat_cli.engine.contract import StopReason
     from starchat_cli.services.runtime import generation_params, load_settings, open_engine
 
     if json_out and code:
@@ -165,9 +166,9 @@ def ask(
     finally:
         gen.close()
 
-    if st.stop_reason == "context" and not json_out:
+    if st.stop_reason is StopReason.CONTEXT and not json_out:
         out.note(f"the reply was cut off: the {st.n_ctx}-token context is full (raise --ctx)")
-    elif st.stop_reason == "length" and not json_out:
+    elif st.stop_reason is StopReason.LENGTH and not json_out:
         out.note(f"the reply stopped at --max-tokens {settings.max_tokens}")
     if json_out:
         blocks = extract_code_blocks(gen.text)

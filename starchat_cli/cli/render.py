@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Iterable, Iterator
 
-from starchat_cli.engine.contract import Stats
+from starchat_cli.engine.contract import CacheSource, Stats
 
 
 def _isatty(stream: object) -> bool:
@@ -47,7 +47,9 @@ class Output:
             yield
 
     def stats(self, st: Stats) -> None:
-        where = {"disk": " from the prompt cache", "memory": " in memory"}.get(st.cached_from, "")
+        where = {CacheSource.DISK: " from the prompt cache", CacheSource.MEMORY: " in memory"}.get(
+            st.cached_from, ""
+        )
         cached = f" ({st.cached_tokens} cached{where})" if st.cached_tokens else ""
         load = f", load {st.load_seconds:.2f} s" if st.load_seconds else ""
         drafts = (

@@ -6,8 +6,10 @@
     for text in gen:                      # text chunks as they are decoded
         ...
     gen.stats                             # prompt/generated tokens, time to first token, stop reason
+    if gen.stats.stop_reason is StopReason.LENGTH: ...   # faces compare; only engines write it
     gen = engine.infill(prefix, suffix, params, extra=[(path, text)], path="src/app.py")
     gen.prompt_text                       # the FIM prompt with its special tokens written out
+    engine.count_tokens(messages)         # the prompt's tokens in the model's tokenizer, None: unknown
 
 Backends: :class:`~starchat_cli.engine.llamacpp.engine.LocalEngine` (llama.cpp) and
 :class:`~starchat_cli.engine.remote.engine.RemoteEngine` (an OpenAI-compatible server); the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass
+from enum import Enum
 from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 from starchat_cli.engine.params import GenerationParams
@@ -25,17 +28,45 @@ from starchat_cli.engine.prompting.fit import FitResult
 from starchat_cli.engine.prompting.formats import Message
 
 
+class StopReason(str, Enum):
+    """Why a generation ended, written by the engine (and by :meth:`Generation.close`).
+
+    str-valued, so JSON output, saved sessions and the server's finish reasons carry the same
+    strings as ever: ``StopReason.LENGTH == "length"`` and ``f"{StopReason.LENGTH}"`` is ``length``.
+    """
+
+    PENDING = ""  # not ended yet
+    STOP = "stop"  # the model ended its reply: an end-of-generation token or a stop text
+    LENGTH = "length"  # max_tokens, or a limit of the consumer's own (see Generation.close)
+    CONTEXT = "context"  # the context window is full
+    CANCELLED = "cancelled"  # cancelled, or closed before it ended
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class CacheSource(str, Enum):
+    """Where a generation's reused prompt tokens came from (str-valued, as StopReason)."""
+
+    NONE = ""  # nothing reused
+    MEMORY = "memory"  # the sequence this process holds
+    DISK = "disk"  # a saved state from the prompt cache
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 @dataclass
 class Stats:
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens reused from the KV cache
-    cached_from: str = ""  # where they came from: "memory" (this process) or "disk" (the prompt cache)
+    cached_from: CacheSource = CacheSource.NONE  # where they came from
     generated_tokens: int = 0
     load_seconds: float = 0.0
     prompt_seconds: float = 0.0  # evaluating the (uncached part of the) prompt
     ttft_seconds: float = 0.0  # request start to first generated token
     decode_seconds: float = 0.0  # first generated token to the last
-    stop_reason: str = ""  # stop | length | context | cancelled
+    stop_reason: StopReason = StopReason.PENDING
     n_ctx: int = 0
     dropped_turns: int = 0
     truncated_chars: int = 0
@@ -58,6 +89,8 @@ class Stats:
 
     def as_dict(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = asdict(self)
+        out["stop_reason"] = str(self.stop_reason)  # plain strings, for any serializer
+        out["cached_from"] = str(self.cached_from)
         out["tokens_per_second"] = round(self.tokens_per_second, 2)
         out["prompt_tokens_per_second"] = round(self.prompt_tokens_per_second, 2)
         for key, value in out.items():
@@ -70,7 +103,7 @@ class Generation:
     """An iterator of text chunks; ``stats`` and ``text`` are complete once it is exhausted.
 
     ``close()`` (or breaking out of the loop and closing) cancels the generation; the
-    stop reason is then "cancelled". ``fit`` says what the prompt became (tokens, the
+    stop reason is then CANCELLED. ``fit`` says what the prompt became (tokens, the
     messages kept, how much of an attachment was cut). ``prompt_text``: the prompt as
     text with its special tokens written out, where the engine knows it (infill), else "".
     """
@@ -96,12 +129,17 @@ class Generation:
     def text(self) -> str:
         return "".join(self._parts)
 
-    def close(self) -> None:
+    def close(self, reason: StopReason | None = None) -> None:
+        """Stop generating. ``reason``: why the consumer stopped taking chunks, recorded over what
+        the engine wrote (it has all it needs: STOP; a limit of its own: LENGTH); without one a
+        generation that had not ended is CANCELLED."""
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
-        if not self.stats.stop_reason:
-            self.stats.stop_reason = "cancelled"
+        if reason is not None:
+            self.stats.stop_reason = reason
+        elif not self.stats.stop_reason:
+            self.stats.stop_reason = StopReason.CANCELLED
 
 
 @dataclass(frozen=True)
@@ -173,6 +211,12 @@ class Engine(Protocol):
         """A raw continuation of ``prompt`` (no chat template): the /v1/completions path."""
         ...
 
+    def count_tokens(self, messages: Sequence[Message]) -> int | None:
+        """Tokens of ``messages`` rendered as a prompt in the model's format and tokenizer: exactly
+        these (a system message only if one is given; an empty one counts as ``generate`` sends
+        it). None where the engine cannot count them (a remote server): estimate instead."""
+        ...
+
     def infill(
         self,
         prefix: str,
@@ -181,15 +225,26 @@ class Engine(Protocol):
         *,
         extra: Sequence[tuple[str, str]] = (),
         path: str | None = None,
+        repo: str | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
         """The middle between ``prefix`` and ``suffix`` (fill-in-the-middle): /infill, ``complete``.
 
         ``extra``: other files as (path, text), repository context where the model has it;
-        ``path``: the current file's path. A model without FIM tokens raises
+        ``path``: the current file's path; ``repo``: the repository's name (StarCoder2's
+        repository layout). Where the API has no place for them they are not sent. A model
+        without FIM tokens raises
         :class:`~starchat_cli.core.errors.FimUnsupportedError`.
         """
         ...
 
 
-__all__ = ["Attach", "Engine", "EngineInfo", "Generation", "Stats"]
+__all__ = [
+    "Attach",
+    "CacheSource",
+    "Engine",
+    "EngineInfo",
+    "Generation",
+    "Stats",
+    "StopReason",
+]

@@ -4,8 +4,10 @@ Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (J
 server-sent events), ``POST /v1/completions``, ``POST /infill``, and Ollama's API
 (:mod:`.ollama`: ``/api/generate``, ``/api/chat``, ``/api/tags``, ...). Every route sits behind
 :class:`~.guard.WebGuard` (Host, Origin, CORS preflight, JSON content type). Requests queue on the one model (the
-engine's lock); a client that disconnects mid-stream stops its generation. Errors use
-OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+engine's lock); a client that disconnects mid-stream stops its generation. Handlers raise;
+the exception handlers registered here (:mod:`.errors`) answer in the route's dialect:
+OpenAI's ``{"error": {"message", "type", "param", "code"}}``, Ollama's ``{"error": "..."}``
+under ``/api/``. The routes that need the API key say so where they are listed (:mod:`.auth`).
 
 This module is the factory, :func:`make_app`; the pieces live beside it (see the
 package's docstring). ``ServerConfig`` is importable from here too.
@@ -23,7 +25,7 @@ from starchat_cli.engine.contract import Engine
 
 from .bridge import Bridge
 from .config import ServerConfig
-from .errors import EXCEPTION_HANDLERS, APIError, error_response
+from .errors import EXCEPTION_HANDLERS
 from .guard import WebGuard, WebPolicy
 from .ollama import OllamaEndpoints
 from .routes import Endpoints
@@ -47,7 +49,7 @@ def make_app(
             *Endpoints(engine, config, bridge).routes(),
             *OllamaEndpoints(engine, config, bridge).routes(),
         ],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=EXCEPTION_HANDLERS,  # handlers raise; these answer
         lifespan=lifespan,
         # Host, Origin, CORS preflight and content type: on every route, also ones added later.
         middleware=[
@@ -63,4 +65,4 @@ def make_app(
     return app
 
 
-__all__ = ["APIError", "ServerConfig", "error_response", "make_app"]
+__all__ = ["ServerConfig", "make_app"]

@@ -13,7 +13,7 @@ import asyncio
 import threading
 from typing import Any, AsyncIterator, Callable
 
-from starchat_cli.engine.contract import Generation
+from starchat_cli.engine.contract import Generation, StopReason
 
 Start = Callable[[], Generation]  # starts a generation (engine.generate or engine.complete)
 
@@ -41,7 +41,7 @@ class Bridge:
             self._counts[key] += delta
 
     def _finished(self, gen: Generation) -> None:
-        self._count("cancelled" if gen.stats.stop_reason == "cancelled" else "completed")
+        self._count("cancelled" if gen.stats.stop_reason is StopReason.CANCELLED else "completed")
 
     async def run_blocking(self, start: Start) -> tuple[str, Generation]:
         """Generate a whole reply in a worker thread (queued on the engine's lock)."""

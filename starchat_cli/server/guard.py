@@ -20,7 +20,8 @@ rebinding (its own name re-pointed at 127.0.0.1), even read the answers. In orde
 4. **Content type.** A ``POST``/``PUT``/``PATCH`` must say ``application/json``
    (a charset parameter is fine): 415 otherwise, so no form or ``text/plain`` body runs.
 
-Errors use OpenAI's shape except under ``/api/`` (the Ollama routes): ``{"error": "..."}``.
+Errors use the route's dialect (:func:`~.errors.error_payload`): OpenAI's shape, Ollama's
+``{"error": "..."}`` under ``/api/``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import json
 import re
 import socket
 from typing import Any, Awaitable, Callable, Iterable, Mapping
+
+from .errors import error_payload
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -158,11 +161,9 @@ def _sane_origin(origin: str, pattern: str) -> bool:
 
 
 def error_body(path: str, status: int, message: str, code: str) -> bytes:
-    """A JSON error in Ollama's shape under ``/api/``, in OpenAI's elsewhere."""
-    if path.startswith("/api/") or path == "/api":
-        return json.dumps({"error": message}).encode()
+    """A JSON error in the dialect of the route at ``path``."""
     type_ = "permission_error" if status == 403 else "invalid_request_error"
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+    return json.dumps(error_payload(path, message, type_, code)).encode()
 
 
 def is_json_type(content_type: str | None) -> bool:

@@ -30,14 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from starchat_cli.core.errors import StarchatError
-from starchat_cli.engine.contract import Engine, Generation
+from starchat_cli.engine.contract import Engine, Generation, StopReason
 from starchat_cli.engine.params import GenerationParams, capped
 
-from .auth import check_auth
 from .body import read_json
 from .bridge import Bridge
 from .config import ServerConfig
-from .errors import APIError, from_engine_error
+from .errors import APIError
 from .requests import (
     ARRAY,
     BOOLEAN,
@@ -52,7 +51,13 @@ from .requests import (
 )
 from .sse import first_item
 
-STOP_TYPES = {"stop": "eos", "length": "limit", "context": "limit", "cancelled": "none"}
+# The engine's stop reasons as llama.cpp's stop types.
+STOP_TYPES = {
+    StopReason.STOP: "eos",
+    StopReason.LENGTH: "limit",
+    StopReason.CONTEXT: "limit",
+    StopReason.CANCELLED: "none",
+}
 
 # The fields of the module's docstring with their JSON types, checked as the OpenAI routes
 # check theirs (requests.py): ``"stream": "false"`` is a 400 naming ``stream``, null is "not given".
@@ -149,7 +154,7 @@ def parse_infill(data: dict[str, Any], config: ServerConfig) -> InfillRequest:
 def limit_lines(gen: Generation, n_indent: int, t_max_predict_ms: float) -> Generation:
     """``gen`` with llama.cpp's two line limits applied (see the module's docstring).
 
-    A stop here is stop reason "length" (llama.cpp's "limit"); the inner generation is closed.
+    A stop here is stop reason LENGTH (llama.cpp's "limit"); the inner generation is closed.
     """
     if n_indent <= 0 and t_max_predict_ms <= 0:
         return gen
@@ -186,12 +191,11 @@ def limit_lines(gen: Generation, n_indent: int, t_max_predict_ms: float) -> Gene
                 if text:
                     yield text
                 if limited:
-                    gen.stats.stop_reason = "length"
                     return
             if pending:
                 yield pending
         finally:
-            gen.close()
+            gen.close(StopReason.LENGTH if limited else None)
 
     return Generation(chunks(), gen.stats, gen.fit, prompt_text=gen.prompt_text)
 
@@ -270,23 +274,13 @@ class InfillEndpoint:
         return limit_lines(gen, req.n_indent, req.t_max_predict_ms)
 
     async def handle(self, request: Request) -> Response:
-        try:
-            check_auth(request, self.config.api_key)
-            req = parse_infill(await read_json(request, self.config.max_body_bytes), self.config)
-            model = self.config.model_name
-            if not req.stream:
-                try:
-                    text, gen = await self.bridge.run_blocking(lambda: self._start(req))
-                except StarchatError as exc:
-                    raise from_engine_error(exc) from None
-                return JSONResponse(infill_body(req, text, gen, model))
-            items, cancel = self.bridge.stream_chunks(lambda: self._start(req))
-            first = await first_item(items)
-            if isinstance(first, StarchatError):
-                cancel.set()
-                raise from_engine_error(first)
-        except APIError as exc:
-            return exc.response()
+        req = parse_infill(await read_json(request, self.config.max_body_bytes), self.config)
+        model = self.config.model_name
+        if not req.stream:
+            text, gen = await self.bridge.run_blocking(lambda: self._start(req))
+            return JSONResponse(infill_body(req, text, gen, model))
+        items, cancel = self.bridge.stream_chunks(lambda: self._start(req))
+        first = await first_item(items)  # an engine error here is an HTTP error, not a broken stream
 
         async def events(first: Any, items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
             gen, pending = None, [first]

@@ -5,9 +5,9 @@
 ``POST /api/chat``, with Ollama's field names. Replies stream as newline-delimited JSON
 (``application/x-ndjson``) unless the request says ``"stream": false``; the last object
 has ``done: true``, ``done_reason``, the token counts and nanosecond durations. Errors are
-``{"error": "..."}`` (also a line of a stream that fails after it started). The API key,
-the bridge (queue on the one model, cancel on disconnect, persist after) and the model
-names are the OpenAI routes' own.
+``{"error": "..."}`` (the exception handlers pick that shape for ``/api/``; a stream that
+fails after it started says it in a line). The API key, the bridge (queue on the one model,
+cancel on disconnect, persist after) and the model names are the OpenAI routes' own.
 
 ``/api/version`` says 0.6.4: GitHub Copilot's Ollama provider refuses anything older
 (its error: "Please ensure you have Ollama version 0.6.4 or higher"), and claiming a
@@ -30,24 +30,16 @@ from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import Engine, Generation
 from starchat_cli.engine.prompting.formats import Message
 
-from .auth import check_auth
+from .auth import key_required
 from .body import read_json
 from .bridge import Bridge
 from .config import ServerConfig
-from .errors import APIError, from_engine_error
+from .errors import OllamaError
 from .ollama_model import ServedModel, rfc3339
-from .ollama_requests import (
-    ChatRequest,
-    GenerateRequest,
-    OllamaError,
-    check_model,
-    parse_chat,
-    parse_generate,
-)
-from .sse import first_item
+from .ollama_requests import ChatRequest, GenerateRequest, check_model, parse_chat, parse_generate
+from .sse import finish_reason, first_item
 
 OLLAMA_VERSION = "0.6.4"
-DONE_REASON = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
 
 Shape = Callable[[str], dict[str, Any]]  # text -> the reply's text field(s)
 
@@ -63,7 +55,7 @@ def final_fields(gen: Generation | None, started_ns: int) -> dict[str, Any]:
         return {"done_reason": "stop", "total_duration": total}
     st = gen.stats
     return {
-        "done_reason": DONE_REASON.get(st.stop_reason, "stop"),
+        "done_reason": finish_reason(gen),  # Ollama's names for stop reasons are OpenAI's
         "total_duration": total,
         "load_duration": _ns(st.load_seconds),
         "prompt_eval_count": st.prompt_tokens,
@@ -81,14 +73,15 @@ class OllamaEndpoints:
         self.model = ServedModel(engine, config)
 
     def routes(self) -> list[Route]:
+        keyed = key_required(self.config.api_key)
         return [
-            Route("/", self.root, methods=["GET", "HEAD"]),
-            Route("/api/version", self.version, methods=["GET", "HEAD"]),
-            Route("/api/tags", self.tags, methods=["GET", "HEAD"]),
-            Route("/api/ps", self.ps, methods=["GET"]),
-            Route("/api/show", self.show, methods=["POST"]),
-            Route("/api/generate", self.generate, methods=["POST"]),
-            Route("/api/chat", self.chat, methods=["POST"]),
+            Route("/", self.root, methods=["GET", "HEAD"]),  # public: editors probe it
+            Route("/api/version", self.version, methods=["GET", "HEAD"], middleware=keyed),
+            Route("/api/tags", self.tags, methods=["GET", "HEAD"], middleware=keyed),
+            Route("/api/ps", self.ps, methods=["GET"], middleware=keyed),
+            Route("/api/show", self.show, methods=["POST"], middleware=keyed),
+            Route("/api/generate", self.generate, methods=["POST"], middleware=keyed),
+            Route("/api/chat", self.chat, methods=["POST"], middleware=keyed),
             # The rest of Ollama's API (pull, create, embed, ...): an error an Ollama client can read.
             Route("/api/{rest:path}", self.unsupported, methods=["GET", "POST", "DELETE", "PUT"]),
         ]
@@ -96,17 +89,10 @@ class OllamaEndpoints:
     async def unsupported(self, request: Request) -> Response:
         path = request.url.path
         if any(route.path == path for route in self.routes()[:-1]):
-            return OllamaError(405, f"{request.method} is not allowed on {path}").response()
-        return OllamaError(
-            404,
-            f"{request.url.path} is not part of starchat serve's Ollama API (see `starchat serve --help`)",
-        ).response()
-
-    def _auth(self, request: Request) -> None:
-        try:
-            check_auth(request, self.config.api_key)
-        except APIError as exc:
-            raise OllamaError.of(exc) from None
+            raise OllamaError(405, f"{request.method} is not allowed on {path}")
+        raise OllamaError(
+            404, f"{path} is not part of starchat serve's Ollama API (see `starchat serve --help`)"
+        )
 
     async def _facts(self) -> None:
         """Read the model's facts (the GGUF header, the vocabulary) once, off the event loop."""
@@ -117,71 +103,42 @@ class OllamaEndpoints:
                 raise OllamaError(500, exc.message) from None
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        self._auth(request)
         await self._facts()
-        try:
-            return await read_json(request, self.config.max_body_bytes)
-        except APIError as exc:
-            raise OllamaError.of(exc) from None
+        return await read_json(request, self.config.max_body_bytes)
 
     async def root(self, request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
 
     async def version(self, request: Request) -> Response:
-        return await self._simple(request, lambda: {"version": OLLAMA_VERSION})
+        return JSONResponse({"version": OLLAMA_VERSION})
 
     async def tags(self, request: Request) -> Response:
-        return await self._simple(request, self.model.tags, facts=True)
+        await self._facts()
+        return JSONResponse(self.model.tags())
 
     async def ps(self, request: Request) -> Response:
-        return await self._simple(request, self.model.ps, facts=True)
-
-    async def _simple(
-        self, request: Request, body: Callable[[], dict[str, Any]], *, facts: bool = False
-    ) -> Response:
-        try:
-            self._auth(request)
-            if facts:
-                await self._facts()
-            return JSONResponse(body())
-        except OllamaError as exc:
-            return exc.response()
-        except StarchatError as exc:
-            return OllamaError(500, exc.message).response()
+        await self._facts()
+        return JSONResponse(self.model.ps())
 
     async def show(self, request: Request) -> Response:
-        try:
-            data = await self._body(request)
-            check_model(data, self.config, self.model.quant)
-            return JSONResponse(self.model.show())
-        except OllamaError as exc:
-            return exc.response()
-        except StarchatError as exc:
-            return OllamaError(500, exc.message).response()
+        check_model(await self._body(request), self.config, self.model.quant)
+        return JSONResponse(self.model.show())
 
     async def generate(self, request: Request) -> Response:
         started = time.perf_counter_ns()
-        try:
-            data = await self._body(request)
-            req = parse_generate(data, self.config, self.model.quant)
-            if req.suffix is not None and self.model.facts.fim is False:
-                raise OllamaError(
-                    400,
-                    f"model '{req.model}' does not support insert: it has no fill-in-the-middle tokens "
-                    "(<fim_prefix>, <fim_suffix>, <fim_middle>); serve a StarCoder-family model "
-                    "such as starcoder2-3b for a request with 'suffix'",
-                )
-        except OllamaError as exc:
-            return exc.response()
+        req = parse_generate(await self._body(request), self.config, self.model.quant)
+        if req.suffix is not None and self.model.facts.fim is False:
+            raise OllamaError(
+                400,
+                f"model '{req.model}' does not support insert: it has no fill-in-the-middle tokens "
+                "(<fim_prefix>, <fim_suffix>, <fim_middle>); serve a StarCoder-family model "
+                "such as starcoder2-3b for a request with 'suffix'",
+            )
         return await self._reply(req, lambda text: {"response": text}, started)
 
     async def chat(self, request: Request) -> Response:
         started = time.perf_counter_ns()
-        try:
-            data = await self._body(request)
-            req = parse_chat(data, self.config, self.model.quant)
-        except OllamaError as exc:
-            return exc.response()
+        req = parse_chat(await self._body(request), self.config, self.model.quant)
         return await self._reply(
             req, lambda text: {"message": {"role": "assistant", "content": text}}, started
         )
@@ -192,10 +149,8 @@ class OllamaEndpoints:
         if isinstance(req, ChatRequest):
             return lambda: engine.generate(list(req.turns), req.params, system=req.system)
         if req.suffix is not None:
-            infill = getattr(engine, "infill", None)
-            if infill is None:
-                raise OllamaError(400, "this server cannot fill in the middle: its engine has no infill")
-            return lambda: infill(req.prompt, req.suffix, req.params)
+            suffix = req.suffix
+            return lambda: engine.infill(req.prompt, suffix, req.params)
         if req.raw:
             return lambda: engine.complete(req.prompt, req.params)
         return lambda: engine.generate([Message("user", req.prompt)], req.params, system=req.system)
@@ -204,30 +159,20 @@ class OllamaEndpoints:
         return {"model": req.model, "created_at": rfc3339()}
 
     async def _reply(self, req: GenerateRequest | ChatRequest, shape: Shape, started: int) -> Response:
-        try:
-            if req.load_only:  # Ollama's way to preload a model: nothing to generate
-                body = {**self._head(req), **shape(""), "done": True, "done_reason": "load"}
-                return JSONResponse(body)
-            start = self._start(req)
-            if not req.stream:
-                try:
-                    text, gen = await self.bridge.run_blocking(start)
-                except StarchatError as exc:
-                    raise OllamaError.of(from_engine_error(exc)) from None
-                body = {**self._head(req), **shape(text), "done": True, **final_fields(gen, started)}
-                return JSONResponse(body)
-            items, cancel = self.bridge.stream_chunks(start)
-            first = await first_item(items)
-            if isinstance(first, StarchatError):
-                cancel.set()
-                raise OllamaError.of(from_engine_error(first))
-            return StreamingResponse(
-                self._lines(req, shape, first, items, cancel, started),
-                media_type="application/x-ndjson",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        except OllamaError as exc:
-            return exc.response()
+        if req.load_only:  # Ollama's way to preload a model: nothing to generate
+            return JSONResponse({**self._head(req), **shape(""), "done": True, "done_reason": "load"})
+        start = self._start(req)
+        if not req.stream:
+            text, gen = await self.bridge.run_blocking(start)
+            body = {**self._head(req), **shape(text), "done": True, **final_fields(gen, started)}
+            return JSONResponse(body)
+        items, cancel = self.bridge.stream_chunks(start)
+        first = await first_item(items)  # an engine error here is an HTTP error, not a broken stream
+        return StreamingResponse(
+            self._lines(req, shape, first, items, cancel, started),
+            media_type="application/x-ndjson",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     async def _lines(
         self,

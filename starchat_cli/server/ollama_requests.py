@@ -24,7 +24,7 @@ from starchat_cli.engine.params import GenerationParams, Invalid, Temperature, T
 from starchat_cli.engine.prompting.formats import Message
 
 from .config import ServerConfig
-from .errors import APIError
+from .errors import APIError, OllamaError
 from .requests import chat_turns
 
 # Editors send many stops for completion (Continue: one per language construct); Ollama has no limit.
@@ -34,21 +34,6 @@ NumPredict = Annotated[int, Field(ge=-2)]  # -1: until the model stops; -2: fill
 TopK = Annotated[int, Field(ge=0, le=1_000_000)]
 NumCtx = Annotated[int, Field(ge=1, le=10_000_000)]
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # a seed: negative is "random"
-
-
-class OllamaError(Exception):
-    """A failed Ollama request: ``status`` and the message of ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-    @classmethod
-    def of(cls, exc: APIError) -> OllamaError:
-        return cls(exc.status, exc.message)
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.message}, status_code=self.status)
 
 
 def _bad(field: str, what: str) -> OllamaError:
@@ -244,7 +229,6 @@ def parse_chat(data: dict[str, Any], config: ServerConfig, quant: str) -> ChatRe
 __all__ = [
     "ChatRequest",
     "GenerateRequest",
-    "OllamaError",
     "check_model",
     "options",
     "parse_chat",

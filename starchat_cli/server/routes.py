@@ -1,10 +1,10 @@
 """The endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``
 (with ``suffix``: fill-in-the-middle), ``POST /infill`` (llama.cpp's, in :mod:`.infill`).
 
-Every route but ``/health`` checks the API key. A completion request is read and
-checked (:mod:`.requests`), generated through the :class:`~.bridge.Bridge`, and answered
-as JSON or server-sent events (:mod:`.sse`); any :class:`~.errors.APIError` on the way
-is the response.
+Every route but ``/health`` needs the API key (:func:`~.auth.key_required`). A completion
+request is read and checked (:mod:`.requests`), generated through the :class:`~.bridge.Bridge`,
+and answered as JSON or server-sent events (:mod:`.sse`); an :class:`~.errors.APIError` or an
+engine error on the way is the response, from the app's exception handlers (:mod:`.errors`).
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import Engine, Generation
 
-from .auth import check_auth
+from .auth import key_required
 from .body import read_json
 from .bridge import Bridge
 from .config import ServerConfig
-from .errors import APIError, from_engine_error
 from .infill import InfillEndpoint
 from .requests import CompletionRequest, Kind, parse_completion
 from .sse import ReplyHead, completion_body, first_item, sse_response
@@ -33,12 +31,14 @@ class Endpoints:
         self.engine, self.config, self.bridge = engine, config, bridge
 
     def routes(self) -> list[Route]:
+        keyed = key_required(self.config.api_key)
+        infill = InfillEndpoint(self.engine, self.config, self.bridge).handle
         return [
-            Route("/health", self.health, methods=["GET"]),
-            Route("/v1/models", self.models, methods=["GET"]),
-            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-            Route("/v1/completions", self.completions, methods=["POST"]),
-            Route("/infill", InfillEndpoint(self.engine, self.config, self.bridge).handle, methods=["POST"]),
+            Route("/health", self.health, methods=["GET"]),  # public: a liveness probe
+            Route("/v1/models", self.models, methods=["GET"], middleware=keyed),
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"], middleware=keyed),
+            Route("/v1/completions", self.completions, methods=["POST"], middleware=keyed),
+            Route("/infill", infill, methods=["POST"], middleware=keyed),
         ]
 
     async def health(self, request: Request) -> Response:
@@ -52,10 +52,6 @@ class Endpoints:
         )
 
     async def models(self, request: Request) -> Response:
-        try:
-            check_auth(request, self.config.api_key)
-        except APIError as exc:
-            return exc.response()
         model = {"id": self.config.model_name, "object": "model", "created": self.config.created}
         return JSONResponse({"object": "list", "data": [{**model, "owned_by": "starchat"}]})
 
@@ -66,25 +62,14 @@ class Endpoints:
         return await self._completion(request, "text")
 
     async def _completion(self, request: Request, kind: Kind) -> Response:
-        try:
-            check_auth(request, self.config.api_key)
-            data = await read_json(request, self.config.max_body_bytes)
-            req = parse_completion(data, self.config, kind)
-            head = ReplyHead.new(kind, self.config.model_name)
-            if not req.stream:
-                try:
-                    text, gen = await self.bridge.run_blocking(lambda: self._start(req))
-                except StarchatError as exc:
-                    raise from_engine_error(exc) from None
-                return JSONResponse(completion_body(head, text, gen))
-            items, cancel = self.bridge.stream_chunks(lambda: self._start(req))
-            first = await first_item(items)
-            if isinstance(first, StarchatError):
-                cancel.set()
-                raise from_engine_error(first)
-            return sse_response(head, first, items, req.include_usage, cancel)
-        except APIError as exc:
-            return exc.response()
+        req = parse_completion(await read_json(request, self.config.max_body_bytes), self.config, kind)
+        head = ReplyHead.new(kind, self.config.model_name)
+        if not req.stream:
+            text, gen = await self.bridge.run_blocking(lambda: self._start(req))
+            return JSONResponse(completion_body(head, text, gen))
+        items, cancel = self.bridge.stream_chunks(lambda: self._start(req))
+        first = await first_item(items)  # an engine error here is an HTTP error, not a broken stream
+        return sse_response(head, first, items, req.include_usage, cancel)
 
     def _start(self, req: CompletionRequest) -> Generation:
         """Start the generation ``req`` asks for (in the worker thread)."""

@@ -16,13 +16,17 @@ from typing import Any, AsyncIterator
 
 from starlette.responses import StreamingResponse
 
-from starchat_cli.core.errors import StarchatError
-from starchat_cli.engine.contract import Generation
+from starchat_cli.engine.contract import Generation, StopReason
 
 from .requests import Kind
 
 # The engine's stop reasons as OpenAI finish reasons.
-FINISH = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
+FINISH = {
+    StopReason.STOP: "stop",
+    StopReason.LENGTH: "length",
+    StopReason.CONTEXT: "length",
+    StopReason.CANCELLED: "stop",
+}
 
 
 def finish_reason(gen: Generation | None) -> str:
@@ -78,13 +82,12 @@ def completion_body(head: ReplyHead, text: str, gen: Generation) -> dict[str, An
 
 
 async def first_item(items: AsyncIterator[Any]) -> Any:
-    """The first chunk (or the end) of a stream, so engine errors become HTTP errors, not broken streams."""
+    """The first chunk of a stream (None: it ended), taken before the response starts: an engine
+    error raised here becomes an HTTP error, not a broken stream (``items`` stops its generation)."""
     try:
         return await items.__anext__()
     except StopAsyncIteration:
         return None
-    except StarchatError as exc:
-        return exc
 
 
 def _event(payload: dict[str, Any]) -> bytes:

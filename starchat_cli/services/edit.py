@@ -37,7 +37,7 @@ from starchat_cli.edits.rewrite import (
 )
 from starchat_cli.edits.textfile import TextFile, read_regular, read_text_file, regular_file
 from starchat_cli.edits.undo import JournalEntry, UndoJournal
-from starchat_cli.engine.contract import Engine, Stats
+from starchat_cli.engine.contract import Engine, Stats, StopReason
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import Message
 
@@ -110,18 +110,16 @@ def _estimate(text: str) -> int:
 
 def count_prompt(engine: Engine, turns: list[Message], system: str | None) -> int:
     """Tokens of the prompt as the engine renders it (its own tokenizer where it has one)."""
-    render = getattr(engine, "render_tokens", None)
-    build = getattr(engine, "build_messages", None)
-    if callable(render) and callable(build):
-        return len(render(build(turns, system)))
+    chosen = engine.info.default_system if system is None else system  # as generate chooses
+    counted = engine.count_tokens(turns if chosen is None else [Message("system", chosen), *turns])
+    if counted is not None:
+        return counted
     return sum(_estimate(m.content) for m in turns) + (_estimate(system) if system else 0) + 8
 
 
 def count_text(engine: Engine, text: str) -> int:
-    render = getattr(engine, "render_tokens", None)
-    if callable(render):
-        return len(render([Message("user", text)]))  # a few template tokens more: part of the margin
-    return _estimate(text)
+    counted = engine.count_tokens([Message("user", text)])  # a few template tokens more: margin
+    return counted if counted is not None else _estimate(text)
 
 
 def suggest_ctx(needed: int) -> int:
@@ -229,12 +227,10 @@ def rewrite(
                 done_early = True  # the file is complete: what a model adds after it is not needed
                 break
     finally:
-        gen.close()
+        gen.close(StopReason.STOP if done_early else None)
     stats = gen.stats
     reply = gen.text
-    if done_early:
-        stats.stop_reason = "stop"
-    elif stats.stop_reason == "cancelled":
+    if stats.stop_reason is StopReason.CANCELLED:
         raise KeyboardInterrupt
     try:
         block = pick_block(reply, source.display)
@@ -243,7 +239,7 @@ def rewrite(
     new_text = new_text_from(block, source.file.text)
     plan = plan_rewrite(source, new_text)
     result = EditResult(source, plan, reply, stats)
-    cut_off = not block.closed and stats.stop_reason in ("length", "context")
+    cut_off = not block.closed and stats.stop_reason in (StopReason.LENGTH, StopReason.CONTEXT)
     try:
         check_rewrite(source.file.text, new_text, instruction, cut_off=cut_off)
         plan.new_bytes()  # the file's encoding must hold the new text

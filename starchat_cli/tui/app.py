@@ -25,8 +25,8 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from starchat_cli.chat.conversation import Conversation, EngineFactory
-from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.chat.sessions import SessionStore
+from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.engine.contract import Engine
 from starchat_cli.engine.params import GenerationParams
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from starchat_cli.engine.prompting.formats import Message as Turn
+from starchat_cli.engine.contract import StopReason
 
 from .messages import ChatSurface, ReplyChunk, ReplyDone, ReplyStarted
 from .widgets import AssistantMessage, Note
@@ -159,15 +160,15 @@ class ReplyStream:
                 await surface.transcript.mount(Note(f"✗ {outcome.error}", kind="error"))
         if outcome.error:
             surface.notify(outcome.error, severity="error", timeout=8)
-        stop_reason = outcome.stats.stop_reason if outcome.stats is not None else ""
-        if stop_reason == "context":
+        stop_reason = outcome.stats.stop_reason if outcome.stats is not None else None
+        if stop_reason is StopReason.CONTEXT:
             await surface.transcript.mount(
                 Note(
                     "⚠ The reply was cut off: the context window is full (start /new or raise --ctx).",
                     "warning",
                 )
             )
-        elif stop_reason == "length":
+        elif stop_reason is StopReason.LENGTH:
             await surface.transcript.mount(Note("The reply stopped at the --max-tokens limit.", "info"))
         surface.state = "stopped" if outcome.stopped and not outcome.error else ""
 

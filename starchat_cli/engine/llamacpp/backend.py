@@ -30,6 +30,7 @@ from starchat_cli.engine.llamacpp.prompt_cache import (
     model_fingerprint,
 )
 from starchat_cli.engine.params import GenerationParams
+from starchat_cli.engine.contract import CacheSource
 
 if TYPE_CHECKING:  # llama_cpp is imported on first load (it is slow to import)
     import llama_cpp
@@ -229,11 +230,13 @@ class LlamaCppBackend:
         return dict(self.load().metadata)
 
     # -- decoding ------------------------------------------------------------------
-    def eval_prompt(self, tokens: Sequence[int], abort: threading.Event | None = None) -> tuple[int, str]:
+    def eval_prompt(
+        self, tokens: Sequence[int], abort: threading.Event | None = None
+    ) -> tuple[int, CacheSource]:
         """Evaluate the prompt, reusing a cached prefix: how many tokens were reused, and from where.
 
-        The prefix comes from the sequence in memory ("memory") or, when a saved state shares
-        a longer one, from the prompt cache on disk ("disk"). With ``abort``, setting that
+        The prefix comes from the sequence in memory (MEMORY) or, when a saved state shares
+        a longer one, from the prompt cache on disk (DISK). With ``abort``, setting that
         event from any thread interrupts the evaluation inside llama.cpp (its abort callback)
         and raises :class:`PromptAborted`; the callback is installed only for the prompt,
         so decoding pays nothing for it.
@@ -243,12 +246,12 @@ class LlamaCppBackend:
             self.persist()  # the state in memory was worth keeping: save it before it changes
         cached = internals.tokens(llm)
         prefix = common_prefix(cached, tokens)
-        source = "memory" if prefix else ""
+        source = CacheSource.MEMORY if prefix else CacheSource.NONE
         if self.cache is not None and len(tokens) - prefix >= MIN_TOKENS:
             hit = self.cache.best(self._key().digest, tokens)
             if hit is not None and hit.prefix > prefix:
                 if load_state(llm, self.cache, hit.entry):
-                    prefix, source = hit.prefix, "disk"
+                    prefix, source = hit.prefix, CacheSource.DISK
                     self._exact = min(hit.entry.exact, hit.prefix)
                     if hit.prefix <= hit.entry.exact:
                         # Re-evaluate the tail as one exact batch: the reply is then the one an
@@ -256,13 +259,13 @@ class LlamaCppBackend:
                         # reply's tokens gives the reply of the warm engine that saved it.)
                         prefix = min(prefix, len(tokens) - EXACT_BATCH)
                 else:
-                    prefix, source = 0, ""
-        if source == "memory" and prefix <= self._exact:
+                    prefix, source = 0, CacheSource.NONE
+        if source is CacheSource.MEMORY and prefix <= self._exact:
             # The reused tokens were computed in exact prompt batches (>= EXACT_BATCH tokens):
             # evaluate the tail as such a batch too (a short prompt: all of it, as an uncached
             # run would), so the reply is the one an uncached run gives, token for token.
             prefix = max(0, min(prefix, len(tokens) - EXACT_BATCH))
-            source = source if prefix else ""
+            source = source if prefix else CacheSource.NONE
         prefix = max(0, min(prefix, len(tokens) - 1))  # always evaluate one token to get logits
         internals.rewind(llm, prefix)
         self._unsaved = True

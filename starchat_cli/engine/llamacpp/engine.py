@@ -15,7 +15,7 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError
-from starchat_cli.engine.contract import Attach, EngineInfo, Generation, Stats
+from starchat_cli.engine.contract import Attach, EngineInfo, Generation, Stats, StopReason
 from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, PromptAborted
 from starchat_cli.engine.llamacpp.file_format import format_for_backend
 from starchat_cli.engine.params import GenerationParams
@@ -43,7 +43,9 @@ class LocalEngine:
         *,
         name: str = "",
         aliases: Sequence[str] = (),
+        curve_cache: CurveCache | None = None,
     ) -> None:
+        """``curve_cache``: where --draft auto keeps its batch-cost curves (None: the cache dir's)."""
         self.backend = backend
         self._format = prompt_format
         self._forced_format = forced_format
@@ -54,7 +56,7 @@ class LocalEngine:
         self._extra_stop_texts: tuple[str, ...] = ()
         self._fim: FimVocab | None = None
         self._curve: dict[int, float] | None = None  # batch-cost curve for --draft auto
-        self.curve_cache: CurveCache | None = None  # None: the one in the cache dir
+        self._curve_cache = curve_cache
         self.calibration_seconds = 0.0
         self._exact: ExactBatches | None = None
 
@@ -123,6 +125,11 @@ class LocalEngine:
             msgs.insert(0, Message("system", chosen))
         return msgs
 
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        fmt = self.prompt_format  # an empty system prompt: its block only where generate renders one
+        kept = [m for m in messages if m.role != "system" or m.content or fmt.empty_system_block]
+        return len(self.render_tokens(kept))
+
     def render_tokens(self, messages: Sequence[Message]) -> list[int]:
         text = self.prompt_format.render(messages)
         add_bos = self.backend.add_bos
@@ -147,7 +154,7 @@ class LocalEngine:
         ``attachment`` + ``attach``: long input (piped text) that may be cut from the
         front to fit; ``attach(kept_text)`` returns the last user message's content.
         ``cancel``: an event any thread may set to stop the generation, even in the
-        middle of a long prompt evaluation (stop reason "cancelled").
+        middle of a long prompt evaluation (stop reason CANCELLED).
         """
         params = params or GenerationParams()
         started, stats, n_ctx = self._begin()
@@ -289,7 +296,7 @@ class LocalEngine:
                 try:
                     stats.cached_tokens, stats.cached_from = backend.eval_prompt(tokens, abort=cancel)
                 except PromptAborted:
-                    stats.stop_reason = "cancelled"
+                    stats.stop_reason = StopReason.CANCELLED
                     return
                 stats.prompt_seconds = time.perf_counter() - t0
                 source = self._source(tokens, params, stats, n_ctx, chain, cancel)
@@ -300,7 +307,7 @@ class LocalEngine:
                         first_at = now
                         stats.ttft_seconds = now - started
                     if token in stop_ids or backend.is_eog(token):
-                        stats.stop_reason = "stop"
+                        stats.stop_reason = StopReason.STOP
                         break
                     stats.generated_tokens += 1
                     stats.accepted_tokens += drafted
@@ -315,10 +322,10 @@ class LocalEngine:
                         if out:
                             yield out
                         if stop_filter.stopped:
-                            stats.stop_reason = "stop"
+                            stats.stop_reason = StopReason.STOP
                             break
                     if limit is not None and stats.generated_tokens >= limit:
-                        stats.stop_reason = "length"
+                        stats.stop_reason = StopReason.LENGTH
                         break
                 source.close()
                 # accepted drafts after a stop were evaluated: keep only the reply's tokens
@@ -330,7 +337,7 @@ class LocalEngine:
             finally:
                 backend.free_sampler(chain)
                 if not stats.stop_reason:
-                    stats.stop_reason = "cancelled"
+                    stats.stop_reason = StopReason.CANCELLED
 
     def _source(self, tokens, params, stats, n_ctx, chain, cancel):
         """The decode loop's token source for ``params.draft`` (see speculative/decoding.py)."""
@@ -371,7 +378,7 @@ class LocalEngine:
         """The batch-cost curve of this model + device + threads: cached, else measured now."""
         if self._curve is None:
             backend = self.backend
-            cache = self.curve_cache or default_cache()
+            cache = self._curve_cache or default_cache()
             self._curve, seconds = decoder_curve(backend, backend.calibration_key(), tokens, n_ctx, cache)
             self.calibration_seconds = seconds or self.calibration_seconds
         return self._curve

@@ -15,7 +15,7 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ExitCode, StarchatError
-from starchat_cli.engine.contract import Attach, EngineInfo, Generation, Stats
+from starchat_cli.engine.contract import Attach, EngineInfo, Generation, Stats, StopReason
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.fit import FitResult
 from starchat_cli.engine.prompting.formats import FORMATS, Message
@@ -181,6 +181,10 @@ class RemoteEngine:
         chunks = self._stream("completions", body, stats, tuple(params.stop), cancel)
         return Generation(chunks, stats, FitResult([], []))
 
+    def count_tokens(self, messages: Sequence[Message]) -> None:
+        """The server's tokenizer is out of reach: callers estimate."""
+        return None
+
     def infill(
         self,
         prefix: str,
@@ -189,12 +193,13 @@ class RemoteEngine:
         *,
         extra: Sequence[tuple[str, str]] = (),
         path: str | None = None,
+        repo: str | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
         """Fill in the middle through the server's ``/v1/completions`` with OpenAI's ``suffix``.
 
-        The server renders the FIM prompt; ``extra`` and ``path`` have no place in that API
-        and are not sent. A server that refuses is a :class:`RemoteError` saying so.
+        The server renders the FIM prompt; ``extra``, ``path`` and ``repo`` have no place in
+        that API and are not sent. A server that refuses is a :class:`RemoteError` saying so.
         """
         params = params or GenerationParams()
         body = self._sampling(params, {"model": self.model, "prompt": prefix, "suffix": suffix})
@@ -266,7 +271,7 @@ class RemoteEngine:
                 )
                 for event in answer:
                     if cancel is not None and cancel.is_set():
-                        stats.stop_reason = "cancelled"
+                        stats.stop_reason = StopReason.CANCELLED
                         break
                     usage = event.get("usage")
                     if isinstance(usage, dict):
@@ -300,11 +305,11 @@ class RemoteEngine:
             raise self._unreachable(exc) from None
         finally:
             if retry:
-                stats.stop_reason = ""
+                stats.stop_reason = StopReason.PENDING
             if not stats.generated_tokens:
                 stats.generated_tokens = counted
             if finish is not None:
-                stats.stop_reason = "length" if finish == "length" else "stop"
+                stats.stop_reason = StopReason.LENGTH if finish == "length" else StopReason.STOP
         if retry:
             self.prediction_supported = False
             plain = {k: v for k, v in body.items() if k != "prediction"}

@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from starchat_cli.engine.contract import Stats
+from starchat_cli.engine.contract import Stats, StopReason
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.speculative.decoder import Decoder
 from starchat_cli.engine.speculative.exact_batches import ExactBatches
@@ -55,12 +55,12 @@ def plain_source(
 ) -> Source:
     while True:
         if cancel is not None and cancel.is_set():
-            stats.stop_reason = "cancelled"
+            stats.stop_reason = StopReason.CANCELLED
             return
         token = decoder.sample(chain)
         yield token, False
         if decoder.n_past >= n_ctx:
-            stats.stop_reason = "context"
+            stats.stop_reason = StopReason.CONTEXT
             return
         decoder.decode_one(token)
         stats.decode_steps += 1
@@ -86,18 +86,18 @@ def drafted_source(decoder: Decoder, request: DraftRequest, stats: Stats) -> Sou
     token = decoder.sample(request.chain) if first is None else pick(first)
     produced = 1  # tokens handed out so far, for the max_tokens cap on drafts
     if cancel is not None and cancel.is_set():
-        stats.stop_reason = "cancelled"
+        stats.stop_reason = StopReason.CANCELLED
         return
     while True:
         yield token, False
         drafter.append(token)
         policy.shadow_next(token)
         if cancel is not None and cancel.is_set():
-            stats.stop_reason = "cancelled"
+            stats.stop_reason = StopReason.CANCELLED
             return
         room = request.n_ctx - decoder.n_past
         if room <= 0:
-            stats.stop_reason = "context"
+            stats.stop_reason = StopReason.CONTEXT
             return
         k = min(policy.length(), room - 1)
         if params.max_tokens is not None:
