@@ -82,8 +82,8 @@ def ask(
     from starchat_cli.chat.inputs import attach, decode_text, guess_language
     from starchat_cli.cli.render import Output
     from starchat_cli.core.errors import InputError, NoCodeError
-    from starchat_cli.engine.prompting.formats import Message
     from starchat_cli.engine.contract import StopReason
+    from starchat_cli.engine.prompting.formats import Message
     from starchat_cli.services.runtime import generation_params, load_settings, open_engine
 
     if json_out and code:

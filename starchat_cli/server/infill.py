@@ -29,7 +29,6 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import Engine, Generation, StopReason
 from starchat_cli.engine.params import GenerationParams, capped
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import Field
-from starlette.responses import JSONResponse
 
 from starchat_cli.engine.params import GenerationParams, Invalid, Temperature, TopP, capped, wire_number
 from starchat_cli.engine.prompting.formats import Message

@@ -18,8 +18,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from starchat_cli.engine.prompting.formats import Message as Turn
 from starchat_cli.engine.contract import StopReason
+from starchat_cli.engine.prompting.formats import Message as Turn
 
 from .messages import ChatSurface, ReplyChunk, ReplyDone, ReplyStarted
 from .widgets import AssistantMessage, Note

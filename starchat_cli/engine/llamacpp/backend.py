@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import ModelLoadError, StarchatError
+from starchat_cli.engine.contract import CacheSource
 from starchat_cli.engine.llamacpp import internals
 from starchat_cli.engine.llamacpp.amx import AmxStatus, amx_status, load_mode
 from starchat_cli.engine.llamacpp.gpu import GpuChoice, choose_gpu_layers, gpu_offload_supported
@@ -30,7 +31,6 @@ from starchat_cli.engine.llamacpp.prompt_cache import (
     model_fingerprint,
 )
 from starchat_cli.engine.params import GenerationParams
-from starchat_cli.engine.contract import CacheSource
 
 if TYPE_CHECKING:  # llama_cpp is imported on first load (it is slow to import)
     import llama_cpp
