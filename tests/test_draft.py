@@ -244,7 +244,7 @@ def _gen(engine, prompt: str, **kw):
 def engine(demo_engine, tmp_path: Path):
     """A fresh engine on the shared model: its cost curve, stops and where batches are exact are
     learnt afresh by each test, the curve cached in ``tmp_path / "cost.json"``."""
-    from starchat_cli.engine.local import LocalEngine
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
 
     cache = CurveCache(tmp_path / "cost.json")
     fmt, system = demo_engine.prompt_format, demo_engine.info.default_system
