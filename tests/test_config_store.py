@@ -12,7 +12,7 @@ from starchat_cli.core.errors import ConfigError, ModelLoadError, ModelNotFoundE
 from starchat_cli.core.paths import get_paths
 from starchat_cli.models.gguf_info import FILE_TYPES, GGML_TYPES, read_gguf_info
 from starchat_cli.models.store import Store
-from starchat_cli.services.config import ConfigFile, load_config_file, resolve_settings
+from starchat_cli.services.config import ConfigFile, env_values, load_config_file, resolve_settings
 
 from .conftest import write_tiny_gguf
 
@@ -300,3 +300,23 @@ def test_atomic_write_on_a_full_disk_keeps_the_original(tmp_path, monkeypatch):
         fsutil.atomic_write_text(target, "replacement")
     assert target.read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir()] == ["models.json"]
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        (
+            "STARCHAT_TEMPERATURE",
+            "abc",
+            "environment variable STARCHAT_TEMPERATURE must be a number from 0.0 to 5.0",
+        ),
+        ("STARCHAT_TOP_P", "2", "environment variable STARCHAT_TOP_P must be from 0.0 to 1.0, not 2.0"),
+    ],
+)
+def test_a_bad_environment_value_names_the_variable(var, value, message):
+    """The one-line error names the variable and the range, with no config-file wording."""
+    assert env_values({var: "0.5"})  # a good value passes
+    with pytest.raises(ConfigError) as err:
+        env_values({var: value})
+    assert err.value.message == message
+    assert err.value.exit_code == 3

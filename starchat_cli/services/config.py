@@ -295,9 +295,10 @@ def env_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     for name, key in names:
         var = ENV_PREFIX + name.upper()
         if var in environ and environ[var] != "" and key not in out:
-            out[key] = _validate(
-                f"environment variable {var}", "value", key, _parse_env_value(key, environ[var])
-            )
+            try:
+                out[key] = check_setting(key, _parse_env_value(key, environ[var]))
+            except ValueError as exc:
+                raise ConfigError(f"environment variable {var} {exc}") from None
     return out
 
 
