@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from starchat_cli.cli import edit as edit_cli
+from starchat_cli.cli import terminal
 from starchat_cli.cli.app import app
+from starchat_cli.cli.terminal import show_diff
 from starchat_cli.core.errors import ExitCode
 from starchat_cli.services import runtime
 from tests.conftest import REPO
@@ -49,7 +50,7 @@ def use(monkeypatch: pytest.MonkeyPatch):
 
     def install(engine: FakeEngine, tty: bool = False) -> FakeEngine:
         monkeypatch.setattr(runtime, "open_engine", lambda settings, explicit, **kw: runtime.Opened(engine))
-        monkeypatch.setattr(edit_cli, "_stdin_is_terminal", lambda: tty)
+        monkeypatch.setattr(terminal, "stdin_is_terminal", lambda: tty)
         return engine
 
     return install
@@ -317,7 +318,7 @@ def test_demo_model_end_to_end(work, demo_gguf, monkeypatch):
         "--threads",
         "2",
     ]
-    monkeypatch.setattr(edit_cli, "_stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(terminal, "stdin_is_terminal", lambda: True)
     res = invoke(*args, input="n\n")
     assert "rewriting greet.py" in res.stderr
     if res.exit_code == 0:
@@ -409,11 +410,11 @@ def test_the_diff_is_coloured_on_a_terminal_only(monkeypatch):
 
     diff = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n"
     tty, pipe = Tty(), io.StringIO()
-    edit_cli._show_diff(diff, tty)
-    edit_cli._show_diff(diff, pipe)
+    show_diff(diff, tty)
+    show_diff(diff, pipe)
     assert pipe.getvalue() == diff
     assert "\x1b[31m-old\x1b[0m\n" in tty.getvalue() and "\x1b[32m+new\x1b[0m\n" in tty.getvalue()
     monkeypatch.setenv("NO_COLOR", "1")
     plain = Tty()
-    edit_cli._show_diff(diff, plain)
+    show_diff(diff, plain)
     assert plain.getvalue() == diff

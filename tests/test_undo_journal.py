@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from starchat_cli.cli import edit as edit_cli
+from starchat_cli.cli import terminal
 from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode
 from starchat_cli.edits.apply import apply_edit
@@ -251,7 +251,7 @@ def test_edit_with_an_unusable_journal_writes_nothing(work, monkeypatch):
     journal.dir.write_text("not a folder")
     engine = FakeEngine("Here is the new file:\n\n```python\nx = 2\n```\n")
     monkeypatch.setattr(runtime, "open_engine", lambda settings, explicit, **kw: runtime.Opened(engine))
-    monkeypatch.setattr(edit_cli, "_stdin_is_terminal", lambda: False)
+    monkeypatch.setattr(terminal, "stdin_is_terminal", lambda: False)
     (work / "app.py").write_text("x = 1\n")
     res = invoke("edit", "app.py", "set x to 2", "--yes")
     assert res.exit_code == ExitCode.NOT_APPLIED, res.stderr

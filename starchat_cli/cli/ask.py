@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
@@ -22,8 +22,11 @@ from starchat_cli.cli.options import (
     Temperature,
     Threads,
     TopP,
-    setting_flags,
 )
+
+if TYPE_CHECKING:
+    from starchat_cli.engine.contract import EngineInfo, Stats
+    from starchat_cli.engine.prompting.formats import Message
 
 ASK_HELP = """\
 Ask one question and stream the answer.
@@ -78,79 +81,41 @@ def ask(
     ),
     prompt_format: Format = None,
 ) -> None:
-    from starchat_cli.chat.codeblocks import extract_code_blocks
-    from starchat_cli.chat.inputs import attach, decode_text, guess_language
-    from starchat_cli.cli.render import Output
+    from starchat_cli.chat.codeblocks import CodeStream
+    from starchat_cli.chat.inputs import decode_text
+    from starchat_cli.cli.engines import Use, load, open_for, say_notes
+    from starchat_cli.cli.terminal import Output, note, read_stdin, say_stats
     from starchat_cli.core.errors import InputError, NoCodeError
     from starchat_cli.engine.contract import StopReason
-    from starchat_cli.engine.prompting.formats import Message
-    from starchat_cli.services.runtime import generation_params, load_settings, open_engine
+    from starchat_cli.services.runtime import generation_params
 
     if json_out and code:
         raise typer.BadParameter("--json and --code do not go together (the JSON has the code blocks)")
-    settings, explicit = load_settings(setting_flags(command))
     text_q = " ".join(question or []).strip()
-    piped = _read_stdin()
+    piped = read_stdin()
     stdin_text = decode_text(piped, "stdin") if piped else ""
     if not text_q and not stdin_text.strip():
         raise InputError(
             'nothing to ask: give a question (starchat ask "...") or pipe text in (cat file | starchat ask "...")'
         )
 
-    opened = open_engine(settings, explicit, chat_only=True)
+    settings, engine = open_for(command, Use.CHAT)
     out = Output(raw=raw or code or json_out)
-    if opened.note:
-        out.note(opened.note)
-    engine = opened.engine
-
-    if stdin_text.strip():
-        language = lang if lang is not None else guess_language(stdin_text)
-        if text_q:
-
-            def build(kept: str) -> str:
-                return attach(text_q, kept, language)
-        else:
-
-            def build(kept: str) -> str:
-                return kept
-
-        attachment, builder = stdin_text, build
-        turn = Message("user", builder(stdin_text))
-    else:
-        attachment, builder = None, None
-        turn = Message("user", text_q)
-
-    params = generation_params(settings)
-    before = engine.info
-    with out.loading(before.name, before.loaded or before.remote):
-        info = engine.load()
-    for warning in info.warnings:
-        out.note(warning)
-    if verbose:
-        out.note(f"model {info.name}: {info.location}")
-        out.note(
-            f"format {info.prompt_format}; context {info.n_ctx} tokens; "
-            f"flash attention {'on' if info.flash_attn else 'off'}"
-        )
-        out.note(f"gpu: {info.placement}")
-        if info.cpu_kernels:
-            out.note(info.cpu_kernels)
-    gen = engine.generate([turn], params, system=settings.system, attachment=attachment, attach=builder)
+    info = load(engine, verbose=verbose)
+    turn, attachment = _prompt(text_q, stdin_text, lang)
+    gen = engine.generate([turn], generation_params(settings), system=settings.system, **attachment)
     st = gen.stats
     if st.truncated_chars:
-        out.note(
+        note(
             f"input too long for the {st.n_ctx}-token context: kept the last "
             f"{gen.fit.attachment_chars - st.truncated_chars:,} of {gen.fit.attachment_chars:,} characters "
             "(raise --ctx to keep more)"
         )
-
     try:
         if json_out:
             for _ in gen:
                 pass
         elif code:
-            from starchat_cli.chat.codeblocks import CodeStream
-
             stream = CodeStream()
             for chunk in gen:
                 out.write_plain(stream.feed(chunk))
@@ -166,45 +131,47 @@ def ask(
     finally:
         gen.close()
 
-    if st.stop_reason is StopReason.CONTEXT and not json_out:
-        out.note(f"the reply was cut off: the {st.n_ctx}-token context is full (raise --ctx)")
-    elif st.stop_reason is StopReason.LENGTH and not json_out:
-        out.note(f"the reply stopped at --max-tokens {settings.max_tokens}")
     if json_out:
-        blocks = extract_code_blocks(gen.text)
-        payload = {
-            "model": info.name,
-            "path": info.location,
-            "format": info.prompt_format,
-            "text": gen.text,
-            "code_blocks": [{"language": b.language, "code": b.code} for b in blocks],
-            "stats": st.as_dict(),
-        }
-        out.write_plain(json.dumps(payload, ensure_ascii=False) + "\n")
+        out.write_plain(json.dumps(_payload(info, gen.text, st), ensure_ascii=False) + "\n")
+    elif st.stop_reason is StopReason.CONTEXT:
+        note(f"the reply was cut off: the {st.n_ctx}-token context is full (raise --ctx)")
+    elif st.stop_reason is StopReason.LENGTH:
+        note(f"the reply stopped at --max-tokens {settings.max_tokens}")
     if stats:
-        out.stats(st)
+        say_stats(st)
     engine.persist()  # the prompt cache is written once the answer is out
     if verbose:
-        for note in engine.info.notes:
-            out.note(note)
+        say_notes(engine)
 
 
-def _read_stdin() -> bytes:
-    """Piped input, or b"" when stdin is a terminal or absent."""
-    stream = sys.stdin
-    if stream is None:
-        return b""
-    try:
-        if stream.isatty():
-            return b""
-    except (ValueError, OSError):
-        return b""
-    buffer = getattr(stream, "buffer", None)
-    try:
-        data = buffer.read() if buffer is not None else stream.read().encode("utf-8")
-    except (OSError, ValueError):
-        return b""
-    return data if isinstance(data, bytes) else data.encode("utf-8")
+def _prompt(question: str, piped: str, lang: str | None) -> tuple[Message, dict[str, Any]]:
+    """The user turn, and the piped text as an attachment the engine may shorten to fit the context
+    (``attach`` rebuilds the turn around what is kept)."""
+    from starchat_cli.chat.inputs import attach, guess_language
+    from starchat_cli.engine.prompting.formats import Message
+
+    if not piped.strip():
+        return Message("user", question), {}
+    language = lang if lang is not None else guess_language(piped)
+
+    def build(kept: str) -> str:
+        return attach(question, kept, language) if question else kept
+
+    return Message("user", build(piped)), {"attachment": piped, "attach": build}
+
+
+def _payload(info: EngineInfo, text: str, st: Stats) -> dict[str, Any]:
+    """``--json``: the answer, its code blocks and stats, and the model that wrote it."""
+    from starchat_cli.chat.codeblocks import extract_code_blocks
+
+    return {
+        "model": info.name,
+        "path": info.location,
+        "format": info.prompt_format,
+        "text": text,
+        "code_blocks": [{"language": b.language, "code": b.code} for b in extract_code_blocks(text)],
+        "stats": st.as_dict(),
+    }
 
 
 __all__ = ["ask", "register"]

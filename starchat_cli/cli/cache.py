@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Optional
 
@@ -38,8 +37,10 @@ def _cache():
 
 def _say_notes(cache) -> None:
     """What the cache found damaged and removed on the way (on stderr, stdout stays the listing)."""
-    for note in cache.notes:
-        print(f"starchat: {note}", file=sys.stderr)
+    from starchat_cli.cli.terminal import note
+
+    for line in cache.notes:
+        note(line)
 
 
 def cache_list(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:

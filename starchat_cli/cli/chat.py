@@ -26,7 +26,6 @@ from starchat_cli.cli.options import (
     System,
     Temperature,
     Threads,
-    setting_flags,
 )
 
 CHAT_HELP = """\
@@ -87,8 +86,9 @@ def chat(
     api_key: ApiKey = None,
 ) -> None:
     from starchat_cli.chat.sessions import SessionStore
+    from starchat_cli.cli.engines import Use, open_with, settings_for
     from starchat_cli.core.errors import InputError
-    from starchat_cli.services.runtime import generation_params, load_settings, open_engine
+    from starchat_cli.services.runtime import generation_params
 
     if session and new:
         raise typer.BadParameter("--session and --new do not go together")
@@ -96,19 +96,13 @@ def chat(
         raise InputError('starchat chat needs a terminal; for pipes and scripts use starchat ask "..."')
     store = SessionStore()
     resumed = store.get(session) if session else None
-    flags = setting_flags(
-        command, model=model or (resumed.model if resumed is not None and resumed.model else None)
-    )
-    settings, explicit = load_settings(flags)
-    opened = open_engine(settings, explicit or resumed is not None, chat_only=True)
-    engine = opened.engine
+    saved = resumed.model if resumed is not None and resumed.model else None
+    settings, explicit = settings_for(command, model=model or saved)
+    engine = open_with(settings, explicit or resumed is not None, Use.CHAT)
     model_name = engine.info.name or engine.load().name  # a remote server without -m: its first model
-    if opened.note:
-        print(f"starchat: {opened.note}", file=sys.stderr)
 
     def factory(name: str):
-        s2, _ = load_settings({**flags, "model": name})
-        other = open_engine(s2, True, chat_only=True).engine
+        other = open_with(settings_for(command, model=name)[0], True, Use.CHAT)
         return other.info.name or other.load().name, other
 
     from starchat_cli.tui.app import make_app

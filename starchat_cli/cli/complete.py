@@ -21,7 +21,6 @@ from starchat_cli.cli.options import (
     Temperature,
     Threads,
     TopP,
-    setting_flags,
 )
 
 COMPLETE_HELP = """\
@@ -108,10 +107,10 @@ def complete(
     api_key: ApiKey = None,
 ) -> None:
     from starchat_cli.chat.inputs import decode_text
-    from starchat_cli.cli.ask import _read_stdin
+    from starchat_cli.cli.engines import Use, load, open_for
+    from starchat_cli.cli.terminal import read_stdin
     from starchat_cli.core.errors import InputError
-    from starchat_cli.services.completion import open_completion_engine
-    from starchat_cli.services.runtime import generation_params, load_settings
+    from starchat_cli.services.runtime import generation_params
 
     line = col = None
     path_arg: str | None = None
@@ -126,7 +125,7 @@ def complete(
         text = _read(Path(path_arg), "file")
         prefix, suffix = split_at(text, line, col, path_arg)
     else:
-        piped = _read_stdin()
+        piped = read_stdin()
         if not piped:
             raise InputError(
                 "nothing to complete: give FILE:LINE[:COL], or pipe the text before the cursor "
@@ -136,12 +135,8 @@ def complete(
         suffix = _read(suffix_file, "--suffix-file") if suffix_file is not None else ""
     extra = [(str(p), _read(p, "--file")) for p in files or ()]
 
-    settings, explicit = load_settings(setting_flags(command))
-    opened = open_completion_engine(settings, explicit)
-    if opened.note:
-        print(f"starchat: {opened.note}", file=sys.stderr)
-    engine = opened.engine
-    info = engine.load()
+    settings, engine = open_for(command, Use.COMPLETE)
+    info = load(engine)
     params = generation_params(settings)
     if stop:
         params = params.model_copy(update={"stop": tuple(stop)})

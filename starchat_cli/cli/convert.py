@@ -7,9 +7,8 @@ request. converters, numpy, gguf, torch and llama_cpp are imported inside the co
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import typer
 
@@ -44,62 +43,6 @@ replaces the input. An unknown --type lists the valid ones.
 def register(app: typer.Typer) -> None:
     app.command("convert", help=CONVERT_HELP)(convert)
     app.command("quantize", help=QUANTIZE_HELP)(quantize)
-
-
-def _warn(message: str) -> None:
-    print(f"starchat: warning: {message}", file=sys.stderr, flush=True)
-
-
-class _Bar:
-    """A rich progress bar on stderr when it is a terminal; a no-op when piped."""
-
-    def __init__(self, label: str, *, unit_bytes: bool) -> None:
-        self.progress: Any = None
-        self.task: Any = None
-        if not sys.stderr.isatty():
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        columns: list[Any] = [TextColumn("{task.description}"), BarColumn()]
-        if unit_bytes:
-            columns += [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
-        else:
-            columns += [
-                MofNCompleteColumn(),
-                TextColumn("tensors"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            ]
-        self.progress = Progress(*columns, console=Console(stderr=True), transient=True)
-        self.task = self.progress.add_task(label, total=None)
-
-    def __enter__(self) -> _Bar:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def update(self, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=done, total=total)
-
-    def callback(self) -> Callable[..., None] | None:
-        if self.progress is None:
-            return None
-        return lambda done, total, *rest: self.update(done, total)
 
 
 def _register_result(path: Path, name: str, family: Optional[str], quant: str, force: bool) -> None:
@@ -140,6 +83,8 @@ def convert(
 
     terminate_like_ctrl_c()
     from converters.convert import OUTTYPES, convert_checkpoint
+    from starchat_cli.cli.progress import Progress
+    from starchat_cli.cli.terminal import note
     from starchat_cli.core.errors import ConversionError
     from starchat_cli.models.catalog import get_spec
 
@@ -152,17 +97,17 @@ def convert(
         _check_family(hf_dir, spec.hf_architecture, family)
     from starchat_cli.services.conversion import converter_errors
 
-    with converter_errors(), _Bar(f"converting {hf_dir.name}", unit_bytes=True) as bar:
+    with converter_errors(), Progress(transient=True) as bars:
         result = convert_checkpoint(
             hf_dir,
             output,
             outtype,
-            bar.callback(),
+            bars.callback(f"converting {hf_dir.name}"),
             prompt_format=prompt_format,
             overwrite=force,
         )
     for warning in result.warnings:
-        _warn(warning)
+        note(f"warning: {warning}")
     template = {
         "checkpoint": "the checkpoint's chat template",
         "chat_template.jinja": "the checkpoint's chat_template.jinja",
@@ -233,6 +178,7 @@ def quantize(
     terminate_like_ctrl_c()
     from converters.quantize import check_type
     from converters.quantize import quantize as run_quantize
+    from starchat_cli.cli.progress import Progress
     from starchat_cli.models.catalog import get_spec
     from starchat_cli.models.gguf_info import read_gguf_info
     from starchat_cli.models.store import Store
@@ -246,12 +192,12 @@ def quantize(
     read_gguf_info(resolved.path)  # missing, not a GGUF, truncated: starchat's one-line errors
     if family is None and resolved.spec is not None:
         family = resolved.spec.name
-    with converter_errors(), _Bar(f"quantizing {resolved.path.name}", unit_bytes=False) as bar:
+    with converter_errors(), Progress(transient=True) as bars:
         result = run_quantize(
             resolved.path,
             output,
             qtype,
-            progress=bar.callback(),
+            progress=bars.callback(f"quantizing {resolved.path.name}", "tensors"),
             threads=threads,
             allow_requantize=allow_requantize,
             overwrite=force,

@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import TYPE_CHECKING, Annotated, List, Optional
 
 import typer
 
-from starchat_cli.cli.edit_term import Progress as _Progress
-from starchat_cli.cli.edit_term import ask as _ask
-from starchat_cli.cli.edit_term import show_diff as _show_diff
-from starchat_cli.cli.edit_term import write_patch as _write_patch
 from starchat_cli.cli.options import (
     ApiKey,
     Ctx,
@@ -27,8 +23,10 @@ from starchat_cli.cli.options import (
     Threads,
     TopP,
     setting,
-    setting_flags,
 )
+
+if TYPE_CHECKING:
+    from starchat_cli.services.edit import Source
 
 EDIT_HELP = """\
 Let the model rewrite FILE as INSTRUCTION says; show the diff and ask before writing.
@@ -60,14 +58,6 @@ Refused when the file was edited after starchat wrote it (--force restores it an
 def register(app: typer.Typer) -> None:
     app.command("edit", help=EDIT_HELP)(edit)
     app.command("undo", help=UNDO_HELP)(undo)
-
-
-def _stdin_is_terminal() -> bool:
-    """Whether a question can be asked (the tests replace this to answer through CliRunner)."""
-    try:
-        return sys.stdin is not None and sys.stdin.isatty()
-    except (ValueError, OSError):
-        return False
 
 
 def edit(
@@ -120,11 +110,14 @@ def edit(
         False, "--verbose", "-v", help="Say which model file and format are used (stderr)."
     ),
 ) -> None:
-    from starchat_cli.cli.render import Output
+    from starchat_cli.cli import terminal
+    from starchat_cli.cli.engines import Use, load, open_with, settings_for
+    from starchat_cli.cli.progress import Progress
+    from starchat_cli.cli.terminal import note, say_stats, show_diff
     from starchat_cli.core.errors import InputError, NoCodeError, NotAppliedError
-    from starchat_cli.edits.errors import OutsideRootError, ReadOnlyFileError
+    from starchat_cli.edits.errors import ReadOnlyFileError
     from starchat_cli.services import edit as service
-    from starchat_cli.services.runtime import generation_params, load_settings, open_engine
+    from starchat_cli.services.runtime import generation_params
 
     if diff_only and json_out:
         raise typer.BadParameter("--diff and --json do not go together (the JSON has the diff)")
@@ -132,25 +125,10 @@ def edit(
         raise typer.BadParameter("--diff writes nothing: drop --yes (or --diff to write)")
     # Greedy unless asked: the rewrite is mostly a copy, and sampling only adds random
     # changes to lines that should stay as they are (and makes a rerun differ).
-    settings, explicit = load_settings(
-        setting_flags(command, temperature=0.0 if temperature is None else temperature)
-    )
-    text = " ".join(instruction).strip()
-    interactive = _stdin_is_terminal()
+    settings, explicit = settings_for(command, temperature=0.0 if temperature is None else temperature)
+    interactive = terminal.stdin_is_terminal()
     writes = yes or not (diff_only or json_out)  # --diff and --json without --yes only preview
-    out = Output(raw=True)
-
-    allow_outside = yes or not writes
-    if not allow_outside and service.outside_root(file):
-        where = Path(file).expanduser().resolve()
-        if not interactive:
-            raise OutsideRootError(
-                f"{where} is outside the working directory {Path.cwd()}: nothing done; pass --yes to allow it"
-            )
-        if not _ask(f"{where} is outside the working directory. Edit it anyway?"):
-            raise NotAppliedError(f"not edited: {where} is outside the working directory")
-        allow_outside = True
-    source = service.read_source(file, allow_outside=allow_outside)
+    source = _read_source(file, yes or not writes, interactive)
     forced = "pass --force to write it anyway (its mode is kept)"
     if writes and not force:
         try:
@@ -164,108 +142,85 @@ def edit(
         )
     context = service.read_context(context_files or [])
 
-    opened = open_engine(settings, explicit)
-    if opened.note:
-        out.note(opened.note)
-    engine = opened.engine
-    with out.loading(engine.info.name, engine.info.loaded or engine.info.remote):
-        info = engine.load()
-    for warning in info.warnings:
-        out.note(warning)
-    if verbose:
-        out.note(
-            f"model {info.name}: {info.location}; format {info.prompt_format}; context {info.n_ctx} tokens"
-        )
-        if info.cpu_kernels:
-            out.note(info.cpu_kernels)
+    engine = open_with(settings, explicit, Use.ANY)
+    info = load(engine, verbose=verbose)
     lines = len(source.file.text.splitlines())
-    out.note(f"rewriting {source.display} ({lines} lines) with {info.name or 'the server model'}…")
-    progress = _Progress(out.stderr_tty)
-    try:
+    note(f"rewriting {source.display} ({lines} lines) with {info.name or 'the server model'}…")
+    with Progress(transient=True) as bars:
         result = service.rewrite(
             engine,
             source,
-            text,
+            " ".join(instruction).strip(),
             generation_params(settings),
             context=context,
             system=settings.system,
-            on_text=progress,
+            on_text=lambda _chunk, st: bars.update("rewriting", st.generated_tokens, None, "tokens"),
         )
-    finally:
-        progress.done()
-    st = result.stats
     if stats:
-        out.stats(st)
-        if st.decode_steps:
-            out.note(
-                f"drafted {st.drafted_tokens} tokens, {st.accepted_tokens} accepted; "
-                f"{st.decode_steps} decode steps"
-            )
-    diff = result.diff()
-    plan = result.plan
-
-    def payload(applied: bool, error: str | None = None) -> str:
-        new_text = plan.new_text if plan is not None else source.file.text
-        obj: dict[str, object] = {
-            "files": [
-                {
-                    "path": source.display,
-                    "changed": result.changed,
-                    "lines_before": len(source.file.text.splitlines()),
-                    "lines_after": len(new_text.splitlines()),
-                }
-            ],
-            "diff": diff,
-            "applied": applied,
-            "model": info.name,
-            "text": result.reply,
-            "stats": st.as_dict(),
-        }
-        if error:
-            obj["error"] = error
-        return json.dumps(obj, ensure_ascii=False) + "\n"
-
+        say_stats(result.stats)
     engine.persist()
+
+    def report(applied: bool, error: str | None = None) -> None:
+        if json_out:
+            sys.stdout.write(json.dumps(result.report(info.name, applied, error), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+
+    plan, diff = result.plan, result.diff()
     if isinstance(result.problem, NoCodeError) or plan is None:
         sys.stderr.write(result.reply.rstrip("\n") + "\n")
-        if json_out:
-            out.write_plain(payload(False, result.problem.message if result.problem else None))
+        report(False, result.problem.message if result.problem else None)
         raise result.problem or NoCodeError("the reply has no code block")
     if not result.changed:
-        if json_out:
-            out.write_plain(payload(False))
-        out.note(f"no changes: the model's rewrite of {source.display} is identical; nothing written")
+        report(False)
+        note(f"no changes: the model's rewrite of {source.display} is identical; nothing written")
         return
     if result.problem is not None:
-        if json_out:
-            out.write_plain(payload(False, result.problem.message))
-        else:
-            _show_diff(diff, sys.stderr if diff_only else sys.stdout)
+        report(False, result.problem.message)
+        if not json_out:
+            show_diff(diff, sys.stderr if diff_only else sys.stdout)
         raise result.problem
     if diff_only:
-        _write_patch(plan.patch(), diff)
+        terminal.write_patch(plan.patch(), diff)
         return
     if json_out and not yes:
-        out.write_plain(payload(False))
+        report(False)
         return
     if not json_out:
-        _show_diff(diff, sys.stdout)
-        out.note(plan.summary())
+        show_diff(diff, sys.stdout)
+        note(plan.summary())
     if not yes:
         if not interactive:
             raise NotAppliedError(
                 f"not applied: no terminal to confirm on; pass --yes to write {source.display}, "
                 "or --diff to print the patch"
             )
-        if not _ask("Apply?"):
+        if not terminal.confirm("Apply?"):
             raise NotAppliedError(f"not applied: {source.display} left as it was")
     try:
         service.apply(result, force=force)
     except ReadOnlyFileError as exc:  # made read-only while the model wrote
         raise exc.with_fix(forced) from None
-    if json_out:
-        out.write_plain(payload(True))
-    out.note(f"wrote {source.display} (starchat undo reverts it)")
+    report(True)
+    note(f"wrote {source.display} (starchat undo reverts it)")
+
+
+def _read_source(file: str, allow_outside: bool, interactive: bool) -> Source:
+    """The file to edit; a path outside the working directory needs --yes or a yes on the terminal."""
+    from starchat_cli.cli.terminal import confirm
+    from starchat_cli.core.errors import NotAppliedError
+    from starchat_cli.edits.errors import OutsideRootError
+    from starchat_cli.services.edit import outside_root, read_source
+
+    if not allow_outside and outside_root(file):
+        where = Path(file).expanduser().resolve()
+        if not interactive:
+            raise OutsideRootError(
+                f"{where} is outside the working directory {Path.cwd()}: nothing done; pass --yes to allow it"
+            )
+        if not confirm(f"{where} is outside the working directory. Edit it anyway?"):
+            raise NotAppliedError(f"not edited: {where} is outside the working directory")
+        allow_outside = True
+    return read_source(file, allow_outside=allow_outside)
 
 
 def undo(
@@ -303,7 +258,9 @@ def undo(
     except FileChangedError as exc:
         raise FileChangedError(f"{exc.message}; --force restores it anyway") from None
     verb = "restored" if entry.existed else "removed (starchat had created it)"
-    print(f"starchat: undone: {shown(entry.path)} {verb} ({entry.summary})", file=sys.stderr)
+    from starchat_cli.cli.terminal import note
+
+    note(f"undone: {shown(entry.path)} {verb} ({entry.summary})")
 
 
 __all__ = ["edit", "register", "undo"]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from types import FrameType
 from typing import Optional
 
 import typer
 
 from starchat_cli.cli.limits import number
-from starchat_cli.cli.options import Ctx, Draft, Gpu, Model, Threads, setting_flags
+from starchat_cli.cli.options import Ctx, Draft, Gpu, Model, Threads
 from starchat_cli.core import defaults
 
 SERVE_HELP = """\
@@ -100,8 +99,9 @@ def serve(
 ) -> None:
     import socket
 
+    from starchat_cli.cli.engines import Use, load, open_for
+    from starchat_cli.cli.terminal import note
     from starchat_cli.core.errors import ConfigError, StarchatError
-    from starchat_cli.services.runtime import load_settings, open_engine
 
     key = api_key or os.environ.get("STARCHAT_API_KEY") or None
     if not is_loopback(host) and not key:
@@ -120,14 +120,8 @@ def serve(
                 f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port"
             ) from None
 
-    settings, explicit = load_settings(setting_flags(command))
-    opened = open_engine(settings, explicit, local_only=True)
-    if opened.note:
-        print(f"starchat: {opened.note}", file=sys.stderr)
-    engine = opened.engine
-    info = engine.load()
-    for warning in info.warnings:
-        print(f"starchat: {warning}", file=sys.stderr)
+    settings, engine = open_for(command, Use.SERVE)
+    info = load(engine)
 
     import uvicorn
 
@@ -148,12 +142,10 @@ def serve(
     )
     app = make_app(engine, config)
     shown = f"[{host}]" if ":" in host else host
-    print(
-        f"starchat: serving {info.name} at http://{shown}:{port}/v1 "
+    note(
+        f"serving {info.name} at http://{shown}:{port}/v1 "
         f"and as an Ollama host at http://{shown}:{port} "
-        f"(context {info.n_ctx} tokens{', API key required' if key else ''}); Ctrl-C stops",
-        file=sys.stderr,
-        flush=True,
+        f"(context {info.n_ctx} tokens{', API key required' if key else ''}); Ctrl-C stops"
     )
 
     class Server(uvicorn.Server):
@@ -175,4 +167,4 @@ def serve(
         server.run()
     except KeyboardInterrupt:
         pass  # uvicorn re-raises Ctrl-C after its graceful shutdown: stopping is the normal end here
-    print("starchat: server stopped", file=sys.stderr)
+    note("server stopped")

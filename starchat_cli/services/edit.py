@@ -174,6 +174,16 @@ class EditResult:
     def diff(self) -> str:
         return self.plan.diff() if self.plan is not None else ""
 
+    def report(self, model: str, applied: bool, error: str | None = None) -> dict[str, object]:
+        """What ``starchat edit --json`` prints: the file, the diff, whether it was written."""
+        old = self.source.file.text
+        new = self.plan.new_text if self.plan is not None else old
+        file = {"path": self.source.display, "changed": self.changed}
+        file.update(lines_before=len(old.splitlines()), lines_after=len(new.splitlines()))
+        obj: dict[str, object] = {"files": [file], "diff": self.diff(), "applied": applied}
+        obj.update(model=model, text=self.reply, stats=self.stats.as_dict())
+        return obj if error is None else {**obj, "error": error}
+
 
 def plan_rewrite(source: Source, new_text: str) -> EditPlan:
     """The whole-file plan from the text read at the start (so the write checks against that read)."""
