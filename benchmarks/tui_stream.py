@@ -2,7 +2,7 @@
 
 What it measures
 ----------------
-1. Rendered tokens/s: a fake engine (``tests.fake_engine.FakeEngine``, one
+1. Rendered tokens/s: a fake engine (``tests.helpers.fake_engine.FakeEngine``, one
    chunk per word, no delay) feeds a ``--tokens``-token reply (default 4,000: prose
    paragraphs and fenced code blocks) as fast as the app takes it into the app built by
    ``make_app`` and run with ``App.run_test`` (headless: the compositor still lays out
@@ -85,7 +85,7 @@ async def wait_done(pilot) -> None:
 
 
 async def rendered_tokens_per_second(n_tokens: int, home: Path) -> tuple[float, int, float]:
-    from tests.fake_engine import FakeEngine, split_chunks
+    from tests.helpers.fake_engine import FakeEngine, split_chunks
 
     text = long_reply(n_tokens)
     engine = FakeEngine(text, n_ctx=1_000_000)
@@ -109,7 +109,7 @@ async def keypress_latency(
     from textual.widgets import Markdown
 
     from starchat_cli.tui.widgets import ChatInput
-    from tests.fake_engine import FakeEngine
+    from tests.helpers.fake_engine import FakeEngine
 
     text = long_reply(n_tokens)
     engine = FakeEngine(text, n_ctx=1_000_000, pace=pace)

@@ -14,7 +14,7 @@ import pytest
 
 from starchat_cli.chat.sessions import SessionStore
 
-from .conftest import REPO
+from .helpers.cli import REPO
 
 
 def run_into_closed_pipe(args: list[str]) -> tuple[int, bytes]:

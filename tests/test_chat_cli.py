@@ -127,7 +127,7 @@ def test_chat_and_sessions_import_nothing_heavy(args):
 
 
 def test_bare_starchat_without_a_terminal_prints_help():
-    from .conftest import run_starchat
+    from .helpers.cli import run_starchat
 
     res = run_starchat([])
     out = res.stdout + res.stderr

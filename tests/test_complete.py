@@ -9,8 +9,8 @@ import pytest
 from starchat_cli.cli.complete import split_at
 from starchat_cli.core.errors import ExitCode, InputError
 
-from .conftest import run_starchat
 from .fim_models import fim_gguf
+from .helpers.cli import run_starchat
 
 SOURCE = "def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n"
 

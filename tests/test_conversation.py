@@ -10,7 +10,7 @@ from starchat_cli.chat.conversation import Conversation, ReplyOutcome, normalize
 from starchat_cli.chat.sessions import SessionStore
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.prompting.formats import Message
-from tests.fake_engine import FakeEngine, split_chunks
+from tests.helpers.fake_engine import FakeEngine, split_chunks
 
 
 @pytest.fixture

@@ -866,7 +866,7 @@ def test_cli_convert_register_info_quantize(built, tmp_path):
 
 
 def test_cli_errors_are_one_line_with_exit_codes(built, tmp_path):
-    from .conftest import run_starchat
+    from .helpers.cli import run_starchat
 
     b = built("starcoder")
     ckpt = _copy(built, "starcoder", tmp_path)
@@ -912,7 +912,7 @@ def test_peak_memory_does_not_grow_with_model_size(tmp_path):
     import subprocess
     import sys
 
-    from .conftest import REPO
+    from .helpers.cli import REPO
     from .tiny_models import write_wide_starcoder2
 
     growth = {}

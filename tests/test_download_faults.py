@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import run_starchat, write_tiny_gguf
-from .fake_hub import FakeHub
+from .helpers.cli import run_starchat, start_starchat
+from .helpers.fake_hub import FakeHub, partial_download
+from .helpers.models import write_tiny_gguf
 
 REPO = "bartowski/starchat2-15b-v0.1-GGUF"
 Q4 = "starchat2-15b-v0.1-Q4_K_M.gguf"
@@ -154,39 +155,19 @@ def test_tiny_gguf_helper_still_works(tmp_path):
 
 def test_sigterm_mid_download_keeps_the_partial_and_resumes(hub, env, model_bytes, tmp_path):
     """`kill PID` during a pull: as Ctrl-C, the resumable partial stays (never under the final name)."""
-    import os
     import signal
-    import subprocess
-    import sys
-    import time
-
-    from .conftest import REPO as SRC
 
     hub.throttle = 0.05  # ~5 MB/s: still downloading when the signal comes
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", "pull", "starchat2"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=SRC,
-        env={**os.environ, **env},
-    )
-    deadline = time.time() + 60
-    partial: list[pathlib.Path] = []
-    while time.time() < deadline:
-        partial = list((tmp_path / "hf" / "hub").rglob("*.incomplete"))
-        if partial and partial[0].stat().st_size > 1_000_000:
-            break
-        time.sleep(0.05)
-    assert partial, "the download never started"
+    proc = start_starchat(["pull", "starchat2"], env=env)
+    partial = partial_download(tmp_path / "hf", 1_000_000)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.TERMINATED, err
     assert b"terminated: run the same command again to resume" in err and b"Traceback" not in err
-    kept = partial[0].stat().st_size
+    kept = partial.stat().st_size
     assert 0 < kept < len(model_bytes)
-    blobs = partial[0].parent
-    assert [p.name for p in blobs.iterdir()] == [partial[0].name]  # no half file under the final name
+    blobs = partial.parent
+    assert [p.name for p in blobs.iterdir()] == [partial.name]  # no half file under the final name
     hub.throttle = 0.0
     served = hub.served[KEY]
     res = run_starchat(["pull", "starchat2"], env=env)

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, run_starchat, start_server, stop_server
+from tests.helpers.cli import REPO, run_starchat
+from tests.helpers.servers import start_server, stop_server
 
 CODE = "\n".join(f"def scan_{i}(text):\n    return py_make_scanner(text, {i})" for i in range(5))
 

@@ -19,7 +19,7 @@ from starchat_cli.core.errors import ExitCode
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import ChatMLFormat, Message
 
-from .conftest import REPO, run_starchat
+from .helpers.cli import REPO, run_starchat
 
 pytestmark = pytest.mark.e2e
 

@@ -27,8 +27,8 @@ import pytest
 
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import REPO
-from .loopback import LoopbackServer
+from .helpers.cli import REPO
+from .helpers.servers import LoopbackServer
 
 OLD = "def f(x):\n    return x + 1\n\n\ndef g(x):\n    return x * 2\n"
 NEW = OLD.replace("def g", "def double")

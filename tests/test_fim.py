@@ -254,7 +254,7 @@ def test_a_model_without_fim_tokens_is_refused(demo_engine):
 def test_the_fake_engine_implements_infill():
     from starchat_cli.engine.contract import Engine
 
-    from .fake_engine import FakeEngine
+    from .helpers.fake_engine import FakeEngine
 
     fake = FakeEngine("middle text")
     assert isinstance(fake, Engine)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import REPO, run_starchat
+from .helpers.cli import run_starchat, start_starchat
 
 pytest.importorskip("transformers")
 
@@ -31,17 +30,6 @@ def checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-sc")
     build_checkpoint(folder, TinySpec("starcoder", tied=False, chat="starchat"))
     return folder
-
-
-def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def writing_into(proc: subprocess.Popen, folder: Path, deadline: float = 120) -> str:
@@ -73,7 +61,7 @@ def test_sigterm_cleans_up_like_ctrl_c(checkpoint, tmp_path, tmpfile):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     env = {"STARCHAT_TEST_WRITE_DELAY": "0.3", **({} if tmpfile else {"STARCHAT_NO_TMPFILE": "1"})}
-    proc = start(["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], env)
+    proc = start_starchat(["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], env=env)
     link = writing_into(proc, out_dir)
     assert ("(deleted)" in link) == tmpfile, link  # O_TMPFILE: an unnamed file
     if not tmpfile:
@@ -89,8 +77,8 @@ def test_sigterm_cleans_up_like_ctrl_c(checkpoint, tmp_path, tmpfile):
 def test_sigkill_leaves_nothing_visible_with_o_tmpfile(checkpoint, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = start(
-        ["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], {"STARCHAT_TEST_WRITE_DELAY": "0.3"}
+    proc = start_starchat(
+        ["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], env={"STARCHAT_TEST_WRITE_DELAY": "0.3"}
     )
     link = writing_into(proc, out_dir)
     if "(deleted)" not in link:
@@ -105,7 +93,7 @@ def test_sigkill_leftover_is_swept_by_the_next_run(checkpoint, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     env = {"STARCHAT_TEST_WRITE_DELAY": "0.3", "STARCHAT_NO_TMPFILE": "1"}
-    proc = start(["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], env)
+    proc = start_starchat(["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], env=env)
     writing_into(proc, out_dir)
     proc.kill()
     proc.communicate(timeout=60)
@@ -124,7 +112,7 @@ def test_quantize_sigterm_leaves_no_partial(checkpoint, tmp_path):
     assert res.returncode == 0, res.stderr.decode()
     out_dir = tmp_path / "q"
     out_dir.mkdir()
-    proc = start(["quantize", str(src), "-t", "Q8_0", "-o", str(out_dir / "q.gguf")])
+    proc = start_starchat(["quantize", str(src), "-t", "Q8_0", "-o", str(out_dir / "q.gguf")])
     try:
         writing_into(proc, out_dir, deadline=60)
     except AssertionError:

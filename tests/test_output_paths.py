@@ -19,7 +19,7 @@ from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode, OutputError, StarchatError
 from starchat_cli.core.fsutil import atomic_write_text, ensure_folder, output_error
 
-from .conftest import run_starchat
+from .helpers.cli import run_starchat
 
 runner = CliRunner()
 

@@ -15,8 +15,9 @@ import pytest
 
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import run_starchat, write_tiny_gguf
-from .fake_hub import FakeHub
+from .helpers.cli import run_starchat, start_starchat
+from .helpers.fake_hub import FakeHub, partial_download
+from .helpers.models import write_tiny_gguf
 
 pytestmark = pytest.mark.e2e
 
@@ -261,31 +262,15 @@ def test_pull_from_source_of_a_repo_without_weights(hub, env):
 
 def test_ctrl_c_then_the_same_command_resumes(hub, env, demo_bytes, tmp_path):
     import signal
-    import subprocess
-    import sys
-    import time
-
-    from .conftest import REPO as SRC
 
     hub.throttle = 0.05  # ~5 MB/s: the download is still running when Ctrl-C comes
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", "pull", "starchat2"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=SRC, env={**os.environ, **env},
-    )  # fmt: skip
-    deadline = time.time() + 60
-    partial: list[Path] = []
-    while time.time() < deadline:
-        partial = list((tmp_path / "hf" / "hub").rglob("*.incomplete"))
-        if partial and partial[0].stat().st_size > 2_000_000:
-            break
-        time.sleep(0.05)
-    assert partial, "the download never started"
+    proc = start_starchat(["pull", "starchat2"], env=env)
+    partial = partial_download(tmp_path / "hf", 2_000_000)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.INTERRUPTED, err
     assert b"run the same command again to resume" in err and b"Traceback" not in err
-    kept = partial[0].stat().st_size
+    kept = partial.stat().st_size
     assert 0 < kept < len(demo_bytes)
     hub.throttle = 0.0
     served_before = hub.served[KEY]

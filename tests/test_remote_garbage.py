@@ -15,8 +15,8 @@ import pytest
 from starchat_cli.core.errors import ExitCode
 from starchat_cli.engine.remote.engine import RemoteEngine, RemoteError
 
-from .conftest import run_starchat
-from .loopback import LoopbackServer
+from .helpers.cli import run_starchat
+from .helpers.servers import LoopbackServer
 
 MODELS = json.dumps({"object": "list", "data": [{"id": "m1", "object": "model"}]}).encode()
 HTML = b"<!DOCTYPE html><html><head><title>Router login</title></head><body>hi</body></html>"

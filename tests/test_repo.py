@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from starchat_cli.cli.app import app
 
-from .conftest import REPO
+from .helpers.cli import REPO
 
 README = (REPO / "README.md").read_text()
 

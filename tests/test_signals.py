@@ -22,7 +22,7 @@ import pytest
 
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import REPO
+from .helpers.cli import REPO
 
 LONG_ANSWER = "Write a very long essay about the history of programming languages."
 

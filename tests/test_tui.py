@@ -14,7 +14,8 @@ from starchat_cli.engine.prompting.formats import Message
 from starchat_cli.tui.app import ChatApp, make_app
 from starchat_cli.tui.screens import ConfirmScreen, DiffScreen, InsertScreen, SessionsScreen
 from starchat_cli.tui.widgets import AssistantMessage, ChatInput, CodeActions, Note, UserMessage
-from tests.fake_engine import FakeEngine, split_chunks
+from tests.helpers.fake_engine import FakeEngine, split_chunks
+from tests.helpers.tui import say, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -48,16 +49,6 @@ def build(engine: FakeEngine, **kwargs) -> ChatApp:
     return app
 
 
-async def settle(pilot) -> None:
-    """Let the worker finish and the UI process everything it posted."""
-    await pilot.app.workers.wait_for_complete()
-    for _ in range(200):
-        await pilot.pause()
-        if not pilot.app.chat.generating:
-            break
-    await pilot.pause()
-
-
 async def submit_and_confirm(pilot, answer: str) -> None:
     """Submit the insert form, then answer the diff's confirm with ``answer`` (y or n)."""
     await pilot.press("enter")
@@ -74,13 +65,6 @@ async def until_held(pilot, engine: FakeEngine) -> None:
         await pilot.pause()
 
 
-async def send(pilot, text: str) -> None:
-    pilot.app.chat.input.text = text
-    pilot.app.chat.input.focus()
-    await pilot.press("enter")
-    await settle(pilot)
-
-
 def saved(app: ChatApp) -> list:
     """The messages stored for the session on screen."""
     conv = app.conversation
@@ -95,7 +79,7 @@ async def test_a_reply_streams_in_and_both_messages_are_saved():
     engine = FakeEngine("Hello **there**, a *short* reply.")
     app = build(engine)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "hi model")
+        await say(pilot, "hi model")
         replies = app.query(AssistantMessage)
         assert [r.text for r in replies] == ["Hello **there**, a *short* reply."]
         assert [u.render().plain for u in app.query(UserMessage)] == ["hi model"]  # type: ignore[union-attr]
@@ -114,8 +98,8 @@ async def test_the_second_turn_sends_the_whole_conversation():
     engine = FakeEngine(lambda turns: f"reply {len(turns)}")
     app = build(engine, system="be terse")
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await send(pilot, "two")
+        await say(pilot, "one")
+        await say(pilot, "two")
         turns, system = engine.calls[-1]
         assert [(t.role, t.content) for t in turns] == [
             ("user", "one"),
@@ -164,7 +148,7 @@ async def test_a_session_is_resumed_with_its_history():
         await pilot.pause()
         assert [w.text for w in app.query(AssistantMessage)] == ["first answer", "cut"]
         assert app.query(AssistantMessage)[1].has_class("-stopped")
-        await send(pilot, "third question")
+        await say(pilot, "third question")
         turns, system = engine.calls[-1]
         assert [t.content for t in turns] == [
             "first question",
@@ -191,7 +175,7 @@ async def test_context_overflow_is_shown():
     engine = FakeEngine("ok", n_ctx=600, reserve=100)
     app = build(engine, session_id=s.id)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "latest question")
+        await say(pilot, "latest question")
         notes = [n.render().plain for n in app.query(Note)]  # type: ignore[union-attr]
         warning = [n for n in notes if "outgrew" in n]
         assert warning and "600-token context" in warning[0]
@@ -266,7 +250,7 @@ async def open_insert(pilot, command: str = "") -> InsertScreen:
 async def test_save_a_code_block_with_diff_confirm_and_undo(work):
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         actions = app.query(CodeActions)
         assert len(actions) == 1 and actions[0].suggested == "app.py"
         screen = await open_insert(pilot)
@@ -291,7 +275,7 @@ async def test_save_a_code_block_with_diff_confirm_and_undo(work):
 async def test_cancelling_the_diff_writes_nothing(work):
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         await open_insert(pilot)
         await submit_and_confirm(pilot, "n")
         assert not (work / "app.py").exists() and "nothing written" in app.notes
@@ -303,7 +287,7 @@ async def test_insert_after_an_anchor_in_an_existing_file(work):
     reply = "Add this:\n\n```python\nimport sys\n```\n"
     app = build(FakeEngine(reply), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "add an import")
+        await say(pilot, "add an import")
         screen = await open_insert(pilot, "/insert 1")
         screen.query_one("#insert-path").value = "main.py"
         screen.query_one("#insert-mode").value = "after"
@@ -325,7 +309,7 @@ async def test_a_file_changed_after_the_diff_is_refused(work):
     target.write_text("original\n")
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         screen = await open_insert(pilot)
         screen.query_one("#insert-mode").value = "append"
         await pilot.press("enter")
@@ -343,7 +327,7 @@ async def test_binary_file_is_refused(work):
     (work / "app.py").write_bytes(b"\x00\x01binary")
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         screen = await open_insert(pilot)
         screen.query_one("#insert-mode").value = "append"
         await pilot.press("enter")
@@ -357,7 +341,7 @@ async def test_paths_outside_the_working_directory_need_a_second_yes(work, answe
     outside = work.parent / "outside.py"
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         screen = await open_insert(pilot, "/save")
         screen.query_one("#insert-path").value = "../outside.py"
         await pilot.press("enter")
@@ -378,7 +362,7 @@ async def test_paths_outside_the_working_directory_need_a_second_yes(work, answe
 async def test_undo_after_a_restart(work):
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         await open_insert(pilot)
         await submit_and_confirm(pilot, "y")
     assert (work / "app.py").exists()
@@ -396,7 +380,7 @@ async def test_copy_code_block(monkeypatch):
     app = build(FakeEngine(CODE_REPLY))
     monkeypatch.setattr(app, "copy_to_clipboard", copied.append)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         await pilot.click("#copy-1")
         await pilot.pause()
         assert copied == ["# file: app.py\nprint('hello')\n"]
@@ -412,7 +396,7 @@ async def test_input_newline_key_and_history():
         await pilot.press("enter")
         await settle(pilot)
         assert saved(app)[0].content == "a\nb"
-        await send(pilot, "second")
+        await say(pilot, "second")
         assert inp.text == ""
         await pilot.press("up")
         assert inp.text == "second"
@@ -425,26 +409,26 @@ async def test_input_newline_key_and_history():
 async def test_commands(work):
     app = build(FakeEngine("reply"), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "/system you are a pirate")
+        await say(pilot, "/system you are a pirate")
         assert app.conversation.system == "you are a pirate"
-        await send(pilot, "ahoy")
+        await say(pilot, "ahoy")
         first = app.conversation.session.id
         assert app.conversation.store.get(first).system == "you are a pirate"
-        await send(pilot, "/rename Pirate talk")
+        await say(pilot, "/rename Pirate talk")
         assert app.conversation.store.get(first).title == "Pirate talk"
-        await send(pilot, "/export out/chat.md")
+        await say(pilot, "/export out/chat.md")
         assert (work / "out" / "chat.md").read_text().startswith("# Pirate talk\n")
-        await send(pilot, "/clear")
+        await say(pilot, "/clear")
         assert (
             app.conversation.session is None
             and app.conversation.system == "you are a pirate"
             and not app.query(AssistantMessage)
         )
-        await send(pilot, "/new")
+        await say(pilot, "/new")
         assert app.conversation.system is None
-        await send(pilot, "/bogus")
+        await say(pilot, "/bogus")
         assert any("unknown command /bogus" in n for n in app.notes)
-        await send(pilot, "/help")
+        await say(pilot, "/help")
         assert app.screen.__class__.__name__ == "HelpScreen"
 
 
@@ -459,13 +443,13 @@ async def test_model_switch_through_the_factory():
 
     app = build(FakeEngine("from first"), engine_factory=factory)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "/model other")
+        await say(pilot, "/model other")
         await settle(pilot)
         assert made == ["other"] and app.conversation.model_name == "other"
-        await send(pilot, "hi")
+        await say(pilot, "hi")
         assert app.query(AssistantMessage)[-1].text == "from other"
         assert app.conversation.store.get(app.conversation.session.id).model == "other"
-        await send(pilot, "/model missing")
+        await say(pilot, "/model missing")
         await settle(pilot)
         assert app.conversation.model_name == "other" and any("unknown model" in n for n in app.notes)
 
@@ -477,12 +461,12 @@ async def test_an_engine_error_is_shown_not_raised():
 
     app = build(Broken())
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "hello")
+        await say(pilot, "hello")
         notes = [n.render().plain for n in app.query(Note)]  # type: ignore[union-attr]
         assert any("does not fit" in n for n in notes)
         assert not app.chat.generating
         # the user's message is kept; a retry merges into one user turn
-        await send(pilot, "again")
+        await say(pilot, "again")
         assert [m.role for m in saved(app)] == ["user", "user"]
 
 
@@ -508,7 +492,7 @@ async def test_a_long_reply_streams_into_bounded_markdown_segments():
     )
     app = build(FakeEngine(text, chunks=[text[i : i + 7] for i in range(0, len(text), 7)]))
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "long please")
+        await say(pilot, "long please")
         reply = app.query_one(AssistantMessage)
         segments = list(reply.query(".reply-body"))
         assert len(segments) >= 2
@@ -551,7 +535,7 @@ async def test_a_read_only_file_is_refused_with_a_message(work):
     target.chmod(0o444)
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         screen = await open_insert(pilot)
         screen.query_one("#insert-mode").value = "append"
         await pilot.press("enter")
@@ -566,7 +550,7 @@ async def test_a_file_made_read_only_after_the_diff_is_refused(work):
     target.write_text("original\n")
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         screen = await open_insert(pilot)
         screen.query_one("#insert-mode").value = "append"
         await pilot.press("enter")

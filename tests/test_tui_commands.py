@@ -7,7 +7,7 @@ import pytest
 from starchat_cli.chat.sessions import SessionStore
 from starchat_cli.tui.app import make_app
 from starchat_cli.tui.commands import COMMANDS, HELP, PALETTE
-from tests.fake_engine import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
 
 pytestmark = pytest.mark.anyio
 

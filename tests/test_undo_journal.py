@@ -23,7 +23,7 @@ from starchat_cli.edits.errors import EditError
 from starchat_cli.edits.plan import plan_edit
 from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.services import runtime
-from tests.fake_engine import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
 
 runner = CliRunner()
 

@@ -18,7 +18,20 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+
+def partial_download(hf_home: Path, at_least: int, deadline: float = 60) -> Path:
+    """Wait until a download into the Hub cache under ``hf_home`` has written ``at_least`` bytes
+    of its partial (``*.incomplete``) file: that file."""
+    end = time.time() + deadline
+    while time.time() < end:
+        partial = list((hf_home / "hub").rglob("*.incomplete"))
+        if partial and partial[0].stat().st_size > at_least:
+            return partial[0]
+        time.sleep(0.05)
+    raise AssertionError("the download never started")
 
 
 def git_blob_id(data: bytes) -> str:
