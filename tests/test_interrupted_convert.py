@@ -1,9 +1,9 @@
 """SIGTERM and SIGKILL in the middle of `starchat convert` / `quantize`: nothing half-written is seen.
 
-A real subprocess converts a tiny model, slowed by STARCHAT_TEST_WRITE_DELAY (seconds after
-each tensor) so the signal lands mid-write. With O_TMPFILE the data lives in an unnamed
-file (the test sees it in /proc/PID/fd); without it (STARCHAT_NO_TMPFILE=1) in a hidden
-``.starchat-tmp-PID-*.part`` that the next run in that folder sweeps.
+A real subprocess converts a tiny model, slowed down (tests/helpers/slow_convert.py waits after
+each chunk written) so the signal lands mid-write. With O_TMPFILE the data lives in an unnamed
+file (the test sees it in /proc/PID/fd); without it (``--no-tmpfile`` plays such a platform) in
+a hidden ``.starchat-tmp-PID-*.part`` that the next run in that folder sweeps.
 """
 
 from __future__ import annotations
@@ -30,6 +30,13 @@ def checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-sc")
     build_checkpoint(folder, TinySpec("starcoder", tied=False, chat="starchat"))
     return folder
+
+
+def slow_convert(checkpoint: Path, out: Path, *, tmpfile: bool = True) -> subprocess.Popen:
+    """`starchat convert CHECKPOINT -o OUT`, slowed down (tests/helpers/slow_convert.py); without
+    ``tmpfile`` as on a platform that has no O_TMPFILE."""
+    args = ["convert", str(checkpoint), "-o", str(out)]
+    return start_starchat(args if tmpfile else ["--no-tmpfile", *args], module="tests.helpers.slow_convert")
 
 
 def writing_into(proc: subprocess.Popen, folder: Path, deadline: float = 120) -> str:
@@ -60,8 +67,7 @@ def visible(folder: Path) -> list[str]:
 def test_sigterm_cleans_up_like_ctrl_c(checkpoint, tmp_path, tmpfile):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    env = {"STARCHAT_TEST_WRITE_DELAY": "0.3", **({} if tmpfile else {"STARCHAT_NO_TMPFILE": "1"})}
-    proc = start_starchat(["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], env=env)
+    proc = slow_convert(checkpoint, out_dir / "m.gguf", tmpfile=tmpfile)
     link = writing_into(proc, out_dir)
     assert ("(deleted)" in link) == tmpfile, link  # O_TMPFILE: an unnamed file
     if not tmpfile:
@@ -77,9 +83,7 @@ def test_sigterm_cleans_up_like_ctrl_c(checkpoint, tmp_path, tmpfile):
 def test_sigkill_leaves_nothing_visible_with_o_tmpfile(checkpoint, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = start_starchat(
-        ["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], env={"STARCHAT_TEST_WRITE_DELAY": "0.3"}
-    )
+    proc = slow_convert(checkpoint, out_dir / "m.gguf")
     link = writing_into(proc, out_dir)
     if "(deleted)" not in link:
         pytest.skip(f"no O_TMPFILE on this filesystem ({link})")
@@ -92,8 +96,7 @@ def test_sigkill_leaves_nothing_visible_with_o_tmpfile(checkpoint, tmp_path):
 def test_sigkill_leftover_is_swept_by_the_next_run(checkpoint, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    env = {"STARCHAT_TEST_WRITE_DELAY": "0.3", "STARCHAT_NO_TMPFILE": "1"}
-    proc = start_starchat(["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], env=env)
+    proc = slow_convert(checkpoint, out_dir / "m.gguf", tmpfile=False)
     writing_into(proc, out_dir)
     proc.kill()
     proc.communicate(timeout=60)
