@@ -1,6 +1,6 @@
 """Tiny StarCoder / StarCoder2 GGUF files with the real FIM tokens at their real ids, for the FIM tests.
 
-Built with transformers (tests/tiny_models.py) and converted by our own converter, once per
+Built with transformers (converters/synthetic.py) and converted by our own converter, once per
 test process (several test modules share them); removed when the process ends.
 """
 
@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .tiny_models import TinySpec, build_checkpoint
+from converters.synthetic import TinySpec, build_checkpoint
 
 SPECS = {
     # StarCoder (v1, gpt_bigcode) with StarChat's chat tokens, as starchat-alpha/beta have them.

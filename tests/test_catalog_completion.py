@@ -103,7 +103,7 @@ def test_convert_as_a_completion_model_writes_no_chat_template(tmp_path: Path):
     pytest.importorskip("transformers")
     from starchat_cli.server.ollama_model import ModelFacts
 
-    from .tiny_models import TinySpec, build_checkpoint
+    from converters.synthetic import TinySpec, build_checkpoint
 
     hf = tmp_path / "tiny-sc2"
     build_checkpoint(hf, TinySpec("starcoder2", tied=True, chat="none", seed=3))

@@ -35,7 +35,7 @@ import pytest
 from converters.errors import ConversionError, OutOfSpaceError
 from starchat_cli.core.errors import ExitCode
 
-from .tiny_models import TinySpec, build_checkpoint
+from converters.synthetic import TinySpec, build_checkpoint
 
 pytest.importorskip("transformers")
 pytest.importorskip("llama_cpp")
@@ -913,7 +913,7 @@ def test_peak_memory_does_not_grow_with_model_size(tmp_path):
     import sys
 
     from .helpers.cli import REPO
-    from .tiny_models import write_wide_starcoder2
+    from converters.synthetic import write_wide_starcoder2
 
     growth = {}
     largest = 0

@@ -26,7 +26,7 @@ from starchat_cli.engine.prompting.formats import (
 )
 from starchat_cli.engine.prompting.stops import without_trailing_whitespace
 
-from .tiny_models import TinySpec, build_checkpoint
+from converters.synthetic import TinySpec, build_checkpoint
 
 # StarCoder2-15B-Instruct-v0.1's own chat template (tokenizer_config.json), as the GGUF carries it.
 STARCODER2_INSTRUCT_TEMPLATE = (

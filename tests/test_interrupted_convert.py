@@ -25,7 +25,7 @@ pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from .tiny_models import TinySpec, build_checkpoint
+    from converters.synthetic import TinySpec, build_checkpoint
 
     folder = tmp_path_factory.mktemp("tiny-sc")
     build_checkpoint(folder, TinySpec("starcoder", tied=False, chat="starchat"))

@@ -115,7 +115,7 @@ def test_ensure_folder(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     pytest.importorskip("transformers")
-    from .tiny_models import TinySpec, build_checkpoint
+    from converters.synthetic import TinySpec, build_checkpoint
 
     folder = tmp_path_factory.mktemp("tiny-sc")
     build_checkpoint(folder, TinySpec("starcoder", tied=False, chat="starchat"))

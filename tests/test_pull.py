@@ -222,7 +222,7 @@ def test_cache_layout_is_huggingface_hubs(hub, env, tmp_path, demo_bytes):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> dict[str, bytes]:
     """A tiny random Starcoder2 checkpoint with StarChat2's chat tokens, as Hub files."""
-    from .tiny_models import TinySpec, build_checkpoint
+    from converters.synthetic import TinySpec, build_checkpoint
 
     folder = tmp_path_factory.mktemp("sc2")
     build_checkpoint(folder, TinySpec("starcoder2", chat="chatml"), max_shard_size="400KB")
