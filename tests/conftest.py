@@ -46,15 +46,53 @@ def demo_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_engine(demo_gguf: Path):
-    """One loaded demo engine shared by the engine tests (loading takes a fraction of a second)."""
+def demo_backend(demo_gguf: Path):
+    """The demo model in llama.cpp, loaded once for the session: the tests of the local engine
+    build engines of other formats over it (``LocalEngine(demo_backend, fmt, system)``)."""
     from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
+
+    return LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=2048))
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_backend):
+    """One loaded demo engine shared by the engine tests (loading takes a fraction of a second)."""
     from starchat_cli.engine.llamacpp.engine import LocalEngine
     from starchat_cli.engine.prompting.formats import get_format
     from starchat_cli.models.catalog import CATALOG
 
-    backend = LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=2048))
-    return LocalEngine(backend, get_format("chatml"), CATALOG["demo"].default_system)
+    return LocalEngine(demo_backend, get_format("chatml"), CATALOG["demo"].default_system)
+
+
+@pytest.fixture(scope="session")
+def demo_bytes(demo_gguf: Path) -> bytes:
+    """The demo GGUF's bytes: what a fake Hub serves."""
+    return demo_gguf.read_bytes()
+
+
+@pytest.fixture
+def hub(demo_bytes: bytes, tmp_path_factory: pytest.TempPathFactory):
+    """A fake Hub on loopback (helpers/fake_hub.py) with a StarChat2 GGUF repository: the demo
+    model as its Q4_K_M file, a tiny GGUF as its Q8_0, and a README."""
+    from tests.helpers.fake_hub import GGUF_REPO, Q4, Q8, FakeHub
+    from tests.helpers.models import write_tiny_gguf
+
+    tiny = write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "t.gguf").read_bytes()
+    fake = FakeHub()
+    fake.add(GGUF_REPO, {Q4: demo_bytes, Q8: tiny, "README.md": b"# starchat2 GGUF\n"})
+    fake.start()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def hub_env(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment that points huggingface_hub at ``hub`` with its cache in tmp_path/hf: set in
+    this process (for CliRunner) and returned (for subprocesses)."""
+    values = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +103,59 @@ def web():
     served = Served()
     yield served
     served.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny random checkpoints and their GGUFs, each built once per session (helpers/models.py).
+    Shared by every test: copy a checkpoint before changing it."""
+    pytest.importorskip("transformers")
+    from tests.helpers.models import TinyModels
+
+    return TinyModels(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_models) -> Path:
+    """The folder of a tiny random StarCoder checkpoint with StarChat's chat tokens."""
+    from tests.helpers.models import STARCODER
+
+    return tiny_models.checkpoint(STARCODER).dir
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder, the current directory for the test."""
+    root = tmp_path / "work"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def store():
+    """The session store in the test's STARCHAT_HOME."""
+    from starchat_cli.chat.sessions import SessionStore
+
+    with SessionStore() as s:
+        yield s
+
+
+@pytest.fixture
+def saved_sessions() -> tuple[str, str]:
+    """Two saved chats: (a demo chat with a system prompt, a starchat2 chat whose reply was stopped)."""
+    from starchat_cli.chat.sessions import SessionStore
+
+    with SessionStore() as store:
+        a = store.create("demo", system="be brief")
+        store.add_message(a.id, "user", "reverse a string in python")
+        store.add_message(a.id, "assistant", "Use slicing: `s[::-1]`")
+        b = store.create("starchat2")
+        store.add_message(b.id, "user", "quicksort in rust")
+        store.add_message(b.id, "assistant", "fn quicksort", stopped=True)
+    return a.id, b.id

@@ -12,8 +12,6 @@ import sys
 
 import pytest
 
-from starchat_cli.chat.sessions import SessionStore
-
 from .helpers.cli import REPO
 
 
@@ -33,15 +31,6 @@ def run_into_closed_pipe(args: list[str]) -> tuple[int, bytes]:
     finally:
         os.close(write_end)
     return proc.returncode, proc.stderr
-
-
-@pytest.fixture
-def session_id() -> str:
-    with SessionStore() as store:
-        s = store.create("demo", system="be brief")
-        store.add_message(s.id, "user", "reverse a string in python")
-        store.add_message(s.id, "assistant", "Use slicing: `s[::-1]`")
-    return s.id
 
 
 STDOUT_COMMANDS = [
@@ -70,8 +59,8 @@ STDOUT_COMMANDS = [
 
 
 @pytest.mark.parametrize("args", STDOUT_COMMANDS, ids=" ".join)
-def test_closed_pipe_exits_141_quietly(args, session_id, demo_gguf):
-    code, err = run_into_closed_pipe([a.replace("{sid}", session_id) for a in args])
+def test_closed_pipe_exits_141_quietly(args, saved_sessions, demo_gguf):
+    code, err = run_into_closed_pipe([a.replace("{sid}", saved_sessions[0]) for a in args])
     assert code == 141, err.decode()
     assert b"Traceback" not in err and b"Exception ignored" not in err and b"BrokenPipe" not in err
 

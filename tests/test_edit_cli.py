@@ -35,12 +35,9 @@ class Recording(FakeEngine):
 
 
 @pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "work"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    (root / "app.py").write_text(OLD)
-    return root
+def work(work: Path) -> Path:
+    (work / "app.py").write_text(OLD)
+    return work
 
 
 @pytest.fixture

@@ -30,14 +30,6 @@ def block(code: str, lang: str = "python") -> str:
     return f"Here is the file:\n```{lang}\n{code}```\n"
 
 
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "work"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    return root
-
-
 # -- prompt ----------------------------------------------------------------------------------
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from starchat_cli.engine.params import GenerationParams
 
-from .fim_models import fim_gguf
 from .helpers.fake_engine import FakeEngine
 from .helpers.servers import start_server, stop_server
 
@@ -60,10 +59,15 @@ def llama_vim_body(prefix: str = PREFIX, middle: str = MIDDLE, suffix: str = SUF
 
 
 @pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory):
+def tiny_server(tmp_path_factory, tiny_models):
     home = str(tmp_path_factory.mktemp("infill-home"))
     proc, base = start_server(
-        "--ctx", "1024", "--threads", "2", model=str(fim_gguf("starcoder2")), env={"STARCHAT_HOME": home}
+        "--ctx",
+        "1024",
+        "--threads",
+        "2",
+        model=str(tiny_models.fim_gguf("starcoder2")),
+        env={"STARCHAT_HOME": home},
     )
     yield base
     stop_server(proc)
@@ -187,13 +191,13 @@ def test_remote_engine_infill_gets_the_same_middle(tiny_server):
     assert gen.stats.generated_tokens > 0
 
 
-def test_infill_needs_the_api_key_when_serve_has_one(tmp_path):
+def test_infill_needs_the_api_key_when_serve_has_one(tmp_path, tiny_models):
     proc, base = start_server(
         "--ctx",
         "512",
         "--api-key",
         "sekret",
-        model=str(fim_gguf("starcoder2")),
+        model=str(tiny_models.fim_gguf("starcoder2")),
         env={"STARCHAT_HOME": str(tmp_path)},
     )
     try:

@@ -23,15 +23,6 @@ from .helpers.cli import run_starchat, start_starchat
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    from converters.synthetic import TinySpec, build_checkpoint
-
-    folder = tmp_path_factory.mktemp("tiny-sc")
-    build_checkpoint(folder, TinySpec("starcoder", tied=False, chat="starchat"))
-    return folder
-
-
 def slow_convert(checkpoint: Path, out: Path, *, tmpfile: bool = True) -> subprocess.Popen:
     """`starchat convert CHECKPOINT -o OUT`, slowed down (tests/helpers/slow_convert.py); without
     ``tmpfile`` as on a platform that has no O_TMPFILE."""
@@ -64,10 +55,10 @@ def visible(folder: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("tmpfile", [True, False], ids=["unnamed", "named-fallback"])
-def test_sigterm_cleans_up_like_ctrl_c(checkpoint, tmp_path, tmpfile):
+def test_sigterm_cleans_up_like_ctrl_c(tiny_checkpoint, tmp_path, tmpfile):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = slow_convert(checkpoint, out_dir / "m.gguf", tmpfile=tmpfile)
+    proc = slow_convert(tiny_checkpoint, out_dir / "m.gguf", tmpfile=tmpfile)
     link = writing_into(proc, out_dir)
     assert ("(deleted)" in link) == tmpfile, link  # O_TMPFILE: an unnamed file
     if not tmpfile:
@@ -80,10 +71,10 @@ def test_sigterm_cleans_up_like_ctrl_c(checkpoint, tmp_path, tmpfile):
     assert visible(out_dir) == []
 
 
-def test_sigkill_leaves_nothing_visible_with_o_tmpfile(checkpoint, tmp_path):
+def test_sigkill_leaves_nothing_visible_with_o_tmpfile(tiny_checkpoint, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = slow_convert(checkpoint, out_dir / "m.gguf")
+    proc = slow_convert(tiny_checkpoint, out_dir / "m.gguf")
     link = writing_into(proc, out_dir)
     if "(deleted)" not in link:
         pytest.skip(f"no O_TMPFILE on this filesystem ({link})")
@@ -93,10 +84,10 @@ def test_sigkill_leaves_nothing_visible_with_o_tmpfile(checkpoint, tmp_path):
     assert visible(out_dir) == []
 
 
-def test_sigkill_leftover_is_swept_by_the_next_run(checkpoint, tmp_path):
+def test_sigkill_leftover_is_swept_by_the_next_run(tiny_checkpoint, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = slow_convert(checkpoint, out_dir / "m.gguf", tmpfile=False)
+    proc = slow_convert(tiny_checkpoint, out_dir / "m.gguf", tmpfile=False)
     writing_into(proc, out_dir)
     proc.kill()
     proc.communicate(timeout=60)
@@ -104,14 +95,14 @@ def test_sigkill_leftover_is_swept_by_the_next_run(checkpoint, tmp_path):
     assert len(left) == 1 and left[0].startswith(f".starchat-tmp-{proc.pid}-"), left  # hidden, self-cleaning
     alive_owner = out_dir / f".starchat-tmp-{os.getpid()}-alive.part"  # a run still going: kept
     alive_owner.write_bytes(b"x")
-    res = run_starchat(["convert", str(checkpoint), "-o", str(out_dir / "other.gguf")])
+    res = run_starchat(["convert", str(tiny_checkpoint), "-o", str(out_dir / "other.gguf")])
     assert res.returncode == 0, res.stderr.decode()
     assert visible(out_dir) == sorted([alive_owner.name, "other.gguf"])
 
 
-def test_quantize_sigterm_leaves_no_partial(checkpoint, tmp_path):
+def test_quantize_sigterm_leaves_no_partial(tiny_checkpoint, tmp_path):
     src = tmp_path / "src.gguf"
-    res = run_starchat(["convert", str(checkpoint), "-o", str(src), "--outtype", "f32"])
+    res = run_starchat(["convert", str(tiny_checkpoint), "-o", str(src), "--outtype", "f32"])
     assert res.returncode == 0, res.stderr.decode()
     out_dir = tmp_path / "q"
     out_dir.mkdir()
@@ -129,10 +120,10 @@ def test_quantize_sigterm_leaves_no_partial(checkpoint, tmp_path):
     assert visible(out_dir) == ([] if proc.returncode else ["q.gguf"])
 
 
-def test_quantize_writes_through_an_unnamed_file(checkpoint, tmp_path):
+def test_quantize_writes_through_an_unnamed_file(tiny_checkpoint, tmp_path):
     """llama.cpp's quantizer opens /proc/self/fd/N: the result is linked in, readable, complete."""
     src = tmp_path / "src.gguf"
-    assert run_starchat(["convert", str(checkpoint), "-o", str(src)]).returncode == 0
+    assert run_starchat(["convert", str(tiny_checkpoint), "-o", str(src)]).returncode == 0
     res = run_starchat(["quantize", str(src), "-t", "Q8_0", "-o", str(tmp_path / "q" / "q.gguf")])
     assert res.returncode == 0, res.stderr.decode()
     out = tmp_path / "q" / "q.gguf"

@@ -268,11 +268,6 @@ def test_a_small_cap_keeps_only_the_newest_and_zero_writes_nothing(demo_gguf, is
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.e2e
 @pytest.mark.anyio
 async def test_a_resumed_chat_reports_its_history_as_cached(demo_gguf, isolated_home):

@@ -345,11 +345,6 @@ def test_ctrl_c_closes_in_flight_streams(demo_gguf, tmp_path):
     assert b"Traceback" not in proc.stderr.read()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_chat_tui_on_a_remote_engine_saves_the_session(server):
     """Sessions work the same on the remote backend: the TUI talks to `starchat serve`."""

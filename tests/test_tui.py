@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from starchat_cli.chat.conversation import normalize_turns
@@ -21,19 +19,6 @@ pytestmark = pytest.mark.anyio
 
 SIZE = (100, 32)
 CODE_REPLY = "Here you go:\n\n```python\n# file: app.py\nprint('hello')\n```\n\nRun it with python."
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    return root
 
 
 def build(engine: FakeEngine, **kwargs) -> ChatApp:

@@ -12,11 +12,6 @@ from tests.helpers.fake_engine import FakeEngine
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_every_command_has_its_row_in_the_help():
     rows = [line for line in HELP.splitlines() if line.startswith("| `/")]
     documented = {cmd.usage: cmd for cmd in COMMANDS.values()}

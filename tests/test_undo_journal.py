@@ -32,14 +32,6 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "work"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    return root
-
-
 def two_writes(work: Path) -> UndoJournal:
     """b.txt created, then a.txt changed ("one" -> "one two", its saved copy kept): newest last."""
     journal = UndoJournal()
