@@ -7,12 +7,10 @@ starchat's own exit status, not the shell's or head's.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from .helpers.cli import REPO
+from .helpers.cli import start_starchat
 
 
 def run_into_closed_pipe(args: list[str]) -> tuple[int, bytes]:
@@ -20,17 +18,11 @@ def run_into_closed_pipe(args: list[str]) -> tuple[int, bytes]:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "starchat_cli", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-            timeout=300,
-        )
+        proc = start_starchat(args, stdout=write_end)
+        _, err = proc.communicate(timeout=300)
     finally:
         os.close(write_end)
-    return proc.returncode, proc.stderr
+    return proc.returncode, err
 
 
 STDOUT_COMMANDS = [

@@ -19,7 +19,7 @@ from starchat_cli.core.errors import ExitCode
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import ChatMLFormat, Message
 
-from .helpers.cli import REPO, run_starchat
+from .helpers.cli import REPO, run_starchat, start_starchat
 
 pytestmark = pytest.mark.e2e
 
@@ -80,22 +80,15 @@ def test_question_longer_than_the_context_is_refused(demo_gguf):
 
 
 def test_ctrl_c_mid_stream(demo_gguf):
-    proc = subprocess.Popen(
+    proc = start_starchat(
         [
-            sys.executable,
-            "-m",
-            "starchat_cli",
             "ask",
             "-m",
             "demo",
             "-t",
             "0",
             "Write a very long essay about the history of programming languages.",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
+        ]
     )
     got = b""
     deadline = time.time() + 120
@@ -129,13 +122,8 @@ def test_broken_pipe_is_quiet(demo_gguf):
 
 def run_in_pty(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
     master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40", **env},
+    proc = start_starchat(
+        args, env={"TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40", **env}, stdout=slave
     )
     os.close(slave)
     out = b""

@@ -23,7 +23,7 @@ from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode
 
 from .helpers.cli import run_starchat
-from .helpers.servers import LoopbackServer, free_port, start_server, stop_server, wait_healthy
+from .helpers.servers import LoopbackServer, QuietHandler, free_port, start_server, stop_server, wait_healthy
 from .helpers.tui import say
 
 pytestmark = pytest.mark.e2e
@@ -215,14 +215,9 @@ def recording_server(pieces: list[str]) -> tuple[LoopbackServer, list[dict]]:
 
     It ignores ``stop`` (as some servers do), so any cut in the printed text is the client's.
     """
-    from http.server import BaseHTTPRequestHandler
-
     bodies: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             bodies.append(json.loads(self.rfile.read(length)))

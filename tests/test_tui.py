@@ -232,6 +232,15 @@ async def open_insert(pilot, command: str = "") -> InsertScreen:
     return pilot.app.screen
 
 
+async def append_the_code_block(pilot) -> None:
+    """Ask for code, then append the reply's block to its file (app.py) from the save form."""
+    await say(pilot, "write hello")
+    screen = await open_insert(pilot)
+    screen.query_one("#insert-mode").value = "append"
+    await pilot.press("enter")
+    await pilot.pause()
+
+
 async def test_save_a_code_block_with_diff_confirm_and_undo(work):
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
@@ -294,11 +303,7 @@ async def test_a_file_changed_after_the_diff_is_refused(work):
     target.write_text("original\n")
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await say(pilot, "write hello")
-        screen = await open_insert(pilot)
-        screen.query_one("#insert-mode").value = "append"
-        await pilot.press("enter")
-        await pilot.pause()
+        await append_the_code_block(pilot)
         assert isinstance(app.screen, DiffScreen)
         target.write_text("edited meanwhile\n")
         await pilot.press("y")
@@ -312,11 +317,7 @@ async def test_binary_file_is_refused(work):
     (work / "app.py").write_bytes(b"\x00\x01binary")
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await say(pilot, "write hello")
-        screen = await open_insert(pilot)
-        screen.query_one("#insert-mode").value = "append"
-        await pilot.press("enter")
-        await pilot.pause()
+        await append_the_code_block(pilot)
         assert not isinstance(app.screen, DiffScreen)
         assert any("binary" in n for n in app.notes)
 
@@ -520,11 +521,7 @@ async def test_a_read_only_file_is_refused_with_a_message(work):
     target.chmod(0o444)
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await say(pilot, "write hello")
-        screen = await open_insert(pilot)
-        screen.query_one("#insert-mode").value = "append"
-        await pilot.press("enter")
-        await pilot.pause()
+        await append_the_code_block(pilot)
         assert not isinstance(app.screen, DiffScreen)  # refused before the diff is offered
         assert any("read-only" in n and "chmod" in n for n in app.notes), app.notes
     assert target.read_text() == "original\n" and target.stat().st_mode & 0o777 == 0o444
@@ -535,11 +532,7 @@ async def test_a_file_made_read_only_after_the_diff_is_refused(work):
     target.write_text("original\n")
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await say(pilot, "write hello")
-        screen = await open_insert(pilot)
-        screen.query_one("#insert-mode").value = "append"
-        await pilot.press("enter")
-        await pilot.pause()
+        await append_the_code_block(pilot)
         assert isinstance(app.screen, DiffScreen)
         target.chmod(0o444)
         await pilot.press("y")

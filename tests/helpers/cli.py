@@ -35,11 +35,17 @@ def run_starchat(
 
 
 def start_starchat(
-    args: list[str], *, env: dict[str, str] | None = None, module: str = "starchat_cli", **popen: Any
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    module: str = "starchat_cli",
+    python: tuple[str, ...] = (),
+    **popen: Any,
 ) -> subprocess.Popen:
     """Start the CLI (or another ``python -m`` entry point, ``module``) and return at once.
 
-    stdin is /dev/null and stdout/stderr are pipes unless ``popen`` says otherwise."""
+    ``python``: interpreter options (``("-X", "importtime")``). stdin is /dev/null and
+    stdout/stderr are pipes unless ``popen`` says otherwise."""
     options: dict[str, Any] = {
         "stdin": subprocess.DEVNULL,
         "stdout": subprocess.PIPE,
@@ -47,6 +53,5 @@ def start_starchat(
     }
     options.update(popen)
     options.setdefault("cwd", REPO)
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *args], env={**os.environ, **(env or {})}, **options
-    )
+    command = [sys.executable, *python, "-m", module, *args]
+    return subprocess.Popen(command, env={**os.environ, **(env or {})}, **options)

@@ -63,6 +63,20 @@ def stop_server(proc: subprocess.Popen) -> bytes:
     return err
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing and answers whole bodies with ``send``."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def send(self, ctype: str, body: bytes, status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 class LoopbackServer:
     """``handler`` served by a ThreadingHTTPServer on a free loopback port, in a daemon thread:
     a remote engine played by the test (a fake model, a broken endpoint)."""
