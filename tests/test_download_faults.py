@@ -1,6 +1,6 @@
 """Downloads under stress: a disk that fills mid-download, and a redirect to another host.
 
-The fake Hub (tests/fake_hub.py) is a real HTTP server on loopback; the CDN of the redirect
+The fake Hub (tests/helpers/fake_hub.py, the `hub` fixture) is a real HTTP server on loopback; the CDN of the redirect
 test is a second one on another address (127.0.0.2) and port, recording the headers it got.
 """
 
