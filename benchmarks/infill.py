@@ -22,7 +22,7 @@ types: a keystroke costs the changed tail of the prefix + <= 128 suffix tokens +
 
 The model: the demo (SmolLM2) has no FIM tokens, and a tiny test model is so small that
 HTTP and sampling dominate. So the script builds a random StarCoder2 with realistic layer
-widths (tests/tiny_models.py ``write_wide_starcoder2``: hidden 1024, FFN 4096, 8 layers,
+widths (converters/synthetic.py ``write_wide_starcoder2``: hidden 1024, FFN 4096, 8 layers,
 ~110M parameters; --quick: 2 layers, 10 requests), the real FIM tokens at their real ids,
 converted by our converter to F16. Its output is noise, but prompt evaluation costs what a
 small real model's does, and the ratio is what matters: a bigger model only makes request 1
@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 def build_model(folder: Path, n_layer: int) -> Path:
     from converters.convert import convert_checkpoint
-    from tests.tiny_models import write_wide_starcoder2
+    from converters.synthetic import write_wide_starcoder2
 
     out = folder / f"bench-starcoder2-{n_layer}l.gguf"
     if out.exists():
@@ -60,7 +60,7 @@ def build_model(folder: Path, n_layer: int) -> Path:
 
 def source_file(tokens: int) -> str:
     """Python-looking code of about ``tokens`` tokens (counted with the model's tokenizer)."""
-    from tests.tiny_models import build_tokenizer
+    from converters.synthetic import build_tokenizer
 
     tok = build_tokenizer("none", vocab="starcoder2")
     lines: list[str] = []

@@ -2,15 +2,15 @@
 
 What it measures
 ----------------
-1. Rendered tokens/s: a fake engine (``tests.fake_engine.FakeEngine``, one
+1. Rendered tokens/s: a replay engine (``ReplayEngine`` below, one
    chunk per word, no delay) feeds a ``--tokens``-token reply (default 4,000: prose
    paragraphs and fenced code blocks) as fast as the app takes it into the app built by
    ``make_app`` and run with ``App.run_test`` (headless: the compositor still lays out
    and renders every frame). Timed from pressing Enter to the reply saved and the screen
    idle. Target: >= 2,000 tokens/s. The figure is bounded by Markdown layout, not by the
-   fake: text that arrives while the UI is busy is coalesced into one append.
+   engine: text that arrives while the UI is busy is coalesced into one append.
 2. Keypress latency mid-stream: during another such reply, streamed at ``--pace``
-   tokens/s (default 2,000, so that there is a stream to press keys into: unpaced, a fake
+   tokens/s (default 2,000, so that there is a stream to press keys into: unpaced, the replay
    outruns the UI and the whole reply lands in a couple of appends), ``--presses`` keys (default
    20) are pressed at evenly spaced points of the stream; each latency is from posting
    the key event to the app (as the terminal driver does) to the key handled by the
@@ -33,7 +33,7 @@ What it measures
 Usage::
 
     python benchmarks/tui_stream.py                # all three
-    python benchmarks/tui_stream.py --skip-model   # only the fake-engine figures
+    python benchmarks/tui_stream.py --skip-model   # only the replay-engine figures
 
 Shares the machine with whatever else runs: on 2 busy cores figures vary by tens of
 percent between runs; the decode-bound part (3) most.
@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -52,6 +53,56 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def split_chunks(text: str) -> list[str]:
+    """One chunk per word (with its trailing spaces/newlines): roughly one per token."""
+    return re.findall(r"\s*\S+\s*|\s+", text)
+
+
+class ReplayEngine:
+    """The Engine contract at its smallest: every reply is ``text``, one chunk per word, as fast as
+    the app takes them or at most ``pace`` chunks per second. No model, so only the UI is timed."""
+
+    def __init__(self, text: str, pace: float | None = None) -> None:
+        from starchat_cli.engine.contract import EngineInfo
+
+        self.chunks = split_chunks(text)
+        self.pace = pace
+        self.info = EngineInfo(name="replay", location="benchmark", loaded=True, n_ctx=1_000_000)
+
+    def load(self):
+        return self.info
+
+    def persist(self) -> None:
+        pass
+
+    def count_tokens(self, messages) -> None:
+        return None  # the app estimates, as for a remote server
+
+    def generate(self, turns, params=None, **_):
+        from starchat_cli.engine.contract import Generation, Stats
+
+        stats = Stats(n_ctx=self.info.n_ctx)
+        return Generation(self._replay(stats), stats)
+
+    def complete(self, prompt, params=None, **_):
+        raise NotImplementedError("the chat only calls generate")
+
+    infill = complete
+
+    def _replay(self, stats):
+        from starchat_cli.engine.contract import StopReason
+
+        start = time.perf_counter()
+        for i, chunk in enumerate(self.chunks):
+            wait = start + i / self.pace - time.perf_counter() if self.pace else 0
+            if wait > 0:
+                time.sleep(wait)
+            stats.generated_tokens += 1
+            stats.decode_seconds = time.perf_counter() - start
+            yield chunk
+        stats.stop_reason = StopReason.STOP
 
 
 def long_reply(tokens: int) -> str:
@@ -85,10 +136,8 @@ async def wait_done(pilot) -> None:
 
 
 async def rendered_tokens_per_second(n_tokens: int, home: Path) -> tuple[float, int, float]:
-    from tests.fake_engine import FakeEngine, split_chunks
-
     text = long_reply(n_tokens)
-    engine = FakeEngine(text, n_ctx=1_000_000)
+    engine = ReplayEngine(text)
     app = make(engine, home)
     async with app.run_test(size=(120, 40)) as pilot:
         app.chat.input.text = "go"
@@ -109,10 +158,9 @@ async def keypress_latency(
     from textual.widgets import Markdown
 
     from starchat_cli.tui.widgets import ChatInput
-    from tests.fake_engine import FakeEngine
 
     text = long_reply(n_tokens)
-    engine = FakeEngine(text, n_ctx=1_000_000, pace=pace)
+    engine = ReplayEngine(text, pace=pace)
     app = make(engine, home)
     handled: dict[str, float] = {}
     original = ChatInput._on_key
@@ -278,7 +326,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=4000, help="reply length for parts 1 and 2")
     parser.add_argument("--presses", type=int, default=20, help="keys pressed during part 2")
-    parser.add_argument("--pace", type=float, default=2000.0, help="tokens/s the fake streams at in part 2")
+    parser.add_argument("--pace", type=float, default=2000.0, help="tokens/s the replay streams at in part 2")
     parser.add_argument("--reply-tokens", type=int, default=48, help="max tokens per demo reply in part 3")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads for part 3")
     parser.add_argument("--rounds", type=int, default=3, help="ten-turn conversations per side in part 3")

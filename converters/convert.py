@@ -200,7 +200,6 @@ def _convert(
         pending.discard()
         raise
     tmp = pending.path
-    delay = float(os.environ.get("STARCHAT_TEST_WRITE_DELAY") or 0)  # tests: time to kill a run mid-write
     writer = None
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="starchat-convert") if workers > 1 else None
@@ -248,9 +247,6 @@ def _convert(
             writer.write_padding(fout, written)
             offset += gguf.GGUFWriter.ggml_pad(written, alignment)
             t.reader.release(t.hf_name)
-            if delay:
-                fout.flush()
-                time.sleep(delay)
         fout.flush()
         os.fsync(fout.fileno())
         writer.close()

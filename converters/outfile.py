@@ -4,7 +4,7 @@ On Linux the data goes to an unnamed file (``O_TMPFILE``) in the target's folder
 linked into place only when complete: a run killed with SIGKILL leaves nothing to see, the
 kernel frees the blocks. Libraries that open a path (the gguf writer, llama.cpp's
 quantizer) get ``/proc/self/fd/N``, which opens that same unnamed file. Where the OS has no
-``O_TMPFILE`` (or ``STARCHAT_NO_TMPFILE=1``), the data goes to a hidden
+``O_TMPFILE``, the data goes to a hidden
 ``.starchat-tmp-PID-*.part`` file beside the target that the next conversion in that folder
 removes once process PID is gone.
 """
@@ -87,7 +87,7 @@ class PendingOutput:
         folder = out.parent
         sweep(folder)
         tmpfile = getattr(os, "O_TMPFILE", None)
-        if tmpfile is not None and not os.environ.get("STARCHAT_NO_TMPFILE"):
+        if tmpfile is not None:
             try:
                 self.fd = os.open(folder, tmpfile | os.O_RDWR, 0o600)
             except OSError as exc:

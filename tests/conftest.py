@@ -1,16 +1,11 @@
+"""Fixtures only; the helpers the tests share live in tests/helpers/."""
+
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -51,109 +46,116 @@ def demo_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_engine(demo_gguf: Path):
-    """One loaded demo engine shared by the engine tests (loading takes a fraction of a second)."""
+def demo_backend(demo_gguf: Path):
+    """The demo model in llama.cpp, loaded once for the session: the tests of the local engine
+    build engines of other formats over it (``LocalEngine(demo_backend, fmt, system)``)."""
     from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
+
+    return LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=2048))
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_backend):
+    """One loaded demo engine shared by the engine tests (loading takes a fraction of a second)."""
     from starchat_cli.engine.llamacpp.engine import LocalEngine
     from starchat_cli.engine.prompting.formats import get_format
     from starchat_cli.models.catalog import CATALOG
 
-    backend = LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=2048))
-    return LocalEngine(backend, get_format("chatml"), CATALOG["demo"].default_system)
+    return LocalEngine(demo_backend, get_format("chatml"), CATALOG["demo"].default_system)
 
 
-def run_starchat(
-    args: list[str],
-    *,
-    input: bytes | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 300,
-) -> subprocess.CompletedProcess[bytes]:
-    """Run the real CLI as a subprocess (python -m starchat_cli), stdin from a pipe or /dev/null."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "starchat_cli", *args],
-        input=input,
-        stdin=None if input is not None else subprocess.DEVNULL,
-        capture_output=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=REPO,
-    )
+@pytest.fixture(scope="session")
+def demo_bytes(demo_gguf: Path) -> bytes:
+    """The demo GGUF's bytes: what a fake Hub serves."""
+    return demo_gguf.read_bytes()
 
 
-def write_tiny_gguf(path: Path, *, arch: str = "llama", template: str | None = None) -> Path:
-    """A small but well-formed GGUF (header + one tensor) written with the gguf library."""
-    import gguf
-    import numpy as np
+@pytest.fixture
+def hub(demo_bytes: bytes, tmp_path_factory: pytest.TempPathFactory):
+    """A fake Hub on loopback (helpers/fake_hub.py) with a StarChat2 GGUF repository: the demo
+    model as its Q4_K_M file, a tiny GGUF as its Q8_0, and a README."""
+    from tests.helpers.fake_hub import GGUF_REPO, Q4, Q8, FakeHub
+    from tests.helpers.models import write_tiny_gguf
 
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_context_length(256)
-    writer.add_block_count(1)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    if template is not None:
-        writer.add_chat_template(template)
-    writer.add_tensor("token_embd.weight", np.ones((8, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    tiny = write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "t.gguf").read_bytes()
+    fake = FakeHub()
+    fake.add(GGUF_REPO, {Q4: demo_bytes, Q8: tiny, "README.md": b"# starchat2 GGUF\n"})
+    fake.start()
+    yield fake
+    fake.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def hub_env(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment that points huggingface_hub at ``hub`` with its cache in tmp_path/hf: set in
+    this process (for CliRunner) and returned (for subprocesses)."""
+    values = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, deadline: float = 120) -> None:
-    import httpx
+@pytest.fixture(scope="module")
+def web():
+    """The server app over a fake engine in uvicorn on a free loopback port (helpers/servers.py)."""
+    from tests.helpers.servers import Served
 
-    end = time.time() + deadline
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stderr.read().decode()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} never became healthy")
+    served = Served()
+    yield served
+    served.close()
 
 
-def start_server(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """`starchat serve -m demo ARGS` on a free loopback port, once /health answers: (process, base URL)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", "serve", "-m", "demo", "--port", str(port), *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_healthy(f"{base}/health", proc)
-    return proc, base
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny random checkpoints and their GGUFs, each built once per session (helpers/models.py).
+    Shared by every test: copy a checkpoint before changing it."""
+    pytest.importorskip("transformers")
+    from tests.helpers.models import TinyModels
+
+    return TinyModels(tmp_path_factory.mktemp("tiny-models"))
 
 
-def stop_server(proc: subprocess.Popen) -> bytes:
-    """Ctrl-C, as a user stops it; its stderr."""
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    return err
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_models) -> Path:
+    """The folder of a tiny random StarCoder checkpoint with StarChat's chat tokens."""
+    from tests.helpers.models import STARCODER
+
+    return tiny_models.checkpoint(STARCODER).dir
 
 
-async def say(app, pilot, text: str, rounds: int = 600) -> None:
-    """Type a message into the chat app, send it, and wait until the reply is done."""
-    app.chat.input.text = text
-    app.chat.input.focus()
-    await pilot.press("enter")
-    await pilot.app.workers.wait_for_complete()
-    for _ in range(rounds):
-        await pilot.pause()
-        if not app.chat.generating:
-            break
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder, the current directory for the test."""
+    root = tmp_path / "work"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def store():
+    """The session store in the test's STARCHAT_HOME."""
+    from starchat_cli.chat.sessions import SessionStore
+
+    with SessionStore() as s:
+        yield s
+
+
+@pytest.fixture
+def saved_sessions() -> tuple[str, str]:
+    """Two saved chats: (a demo chat with a system prompt, a starchat2 chat whose reply was stopped)."""
+    from starchat_cli.chat.sessions import SessionStore
+
+    with SessionStore() as store:
+        a = store.create("demo", system="be brief")
+        store.add_message(a.id, "user", "reverse a string in python")
+        store.add_message(a.id, "assistant", "Use slicing: `s[::-1]`")
+        b = store.create("starchat2")
+        store.add_message(b.id, "user", "quicksort in rust")
+        store.add_message(b.id, "assistant", "fn quicksort", stopped=True)
+    return a.id, b.id

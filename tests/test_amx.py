@@ -14,7 +14,7 @@ import pytest
 from starchat_cli.engine.llamacpp import amx
 from starchat_cli.engine.llamacpp.amx import AmxStatus, ProbeCache, ProbeRun, decide, run_child
 
-from .conftest import REPO, run_starchat
+from .helpers.cli import REPO, run_starchat
 
 AMX_CPU = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\ncpu family\t: 6\nmodel\t: 143\nstepping\t: 8\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_bf16 amx_tile amx_int8\n\n"
 PLAIN_CPU = AMX_CPU.replace(" amx_bf16 amx_tile amx_int8", "").replace("8488C", "8375C")

@@ -7,14 +7,10 @@ starchat's own exit status, not the shell's or head's.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from starchat_cli.chat.sessions import SessionStore
-
-from .conftest import REPO
+from .helpers.cli import start_starchat
 
 
 def run_into_closed_pipe(args: list[str]) -> tuple[int, bytes]:
@@ -22,26 +18,11 @@ def run_into_closed_pipe(args: list[str]) -> tuple[int, bytes]:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "starchat_cli", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-            timeout=300,
-        )
+        proc = start_starchat(args, stdout=write_end)
+        _, err = proc.communicate(timeout=300)
     finally:
         os.close(write_end)
-    return proc.returncode, proc.stderr
-
-
-@pytest.fixture
-def session_id() -> str:
-    with SessionStore() as store:
-        s = store.create("demo", system="be brief")
-        store.add_message(s.id, "user", "reverse a string in python")
-        store.add_message(s.id, "assistant", "Use slicing: `s[::-1]`")
-    return s.id
+    return proc.returncode, err
 
 
 STDOUT_COMMANDS = [
@@ -70,8 +51,8 @@ STDOUT_COMMANDS = [
 
 
 @pytest.mark.parametrize("args", STDOUT_COMMANDS, ids=" ".join)
-def test_closed_pipe_exits_141_quietly(args, session_id, demo_gguf):
-    code, err = run_into_closed_pipe([a.replace("{sid}", session_id) for a in args])
+def test_closed_pipe_exits_141_quietly(args, saved_sessions, demo_gguf):
+    code, err = run_into_closed_pipe([a.replace("{sid}", saved_sessions[0]) for a in args])
     assert code == 141, err.decode()
     assert b"Traceback" not in err and b"Exception ignored" not in err and b"BrokenPipe" not in err
 

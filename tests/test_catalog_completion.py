@@ -99,14 +99,11 @@ def test_a_registered_completion_model_is_refused_and_never_a_fallback(demo_gguf
     assert res.exit_code == 0, res.output
 
 
-def test_convert_as_a_completion_model_writes_no_chat_template(tmp_path: Path):
-    pytest.importorskip("transformers")
+def test_convert_as_a_completion_model_writes_no_chat_template(tmp_path: Path, tiny_models):
+    from converters.synthetic import TinySpec
     from starchat_cli.server.ollama_model import ModelFacts
 
-    from .tiny_models import TinySpec, build_checkpoint
-
-    hf = tmp_path / "tiny-sc2"
-    build_checkpoint(hf, TinySpec("starcoder2", tied=True, chat="none", seed=3))
+    hf = tiny_models.checkpoint(TinySpec("starcoder2", tied=True, chat="none", seed=3)).dir
     out = tmp_path / "base.gguf"
     res = runner.invoke(
         app, ["convert", str(hf), "-o", str(out), "--family", "starcoder2-3b", "--register", "b"]

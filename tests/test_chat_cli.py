@@ -20,18 +20,6 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
-@pytest.fixture
-def saved():
-    with SessionStore() as store:
-        a = store.create("demo", system="be brief")
-        store.add_message(a.id, "user", "reverse a string in python")
-        store.add_message(a.id, "assistant", "Use slicing: `s[::-1]`")
-        b = store.create("starchat2")
-        store.add_message(b.id, "user", "quicksort in rust")
-        store.add_message(b.id, "assistant", "fn quicksort", stopped=True)
-    return a.id, b.id
-
-
 def test_chat_help_lists_its_options():
     res = invoke("chat", "--help")
     assert res.exit_code == 0
@@ -50,8 +38,8 @@ def test_chat_session_and_new_conflict():
     assert res.exit_code == ExitCode.USAGE
 
 
-def test_sessions_list(saved):
-    a, b = saved
+def test_sessions_list(saved_sessions):
+    a, b = saved_sessions
     res = invoke("sessions", "list")
     assert res.exit_code == 0
     lines = res.stdout.strip().splitlines()
@@ -66,8 +54,8 @@ def test_sessions_list_when_empty():
     assert res.exit_code == 0 and "no saved sessions" in res.stderr
 
 
-def test_sessions_show_and_export(saved, tmp_path, monkeypatch):
-    a, b = saved
+def test_sessions_show_and_export(saved_sessions, tmp_path, monkeypatch):
+    a, b = saved_sessions
     res = invoke("sessions", "show", b[:6])
     assert res.exit_code == 0
     assert "## Assistant (stopped)\n\nfn quicksort" in res.stdout
@@ -80,8 +68,8 @@ def test_sessions_show_and_export(saved, tmp_path, monkeypatch):
     assert res.stdout == text
 
 
-def test_sessions_search(saved):
-    a, b = saved
+def test_sessions_search(saved_sessions):
+    a, b = saved_sessions
     res = invoke("sessions", "search", "quicksort")
     assert res.exit_code == 0 and res.stdout.startswith(b)
     assert "[quicksort]" in res.stdout
@@ -89,8 +77,8 @@ def test_sessions_search(saved):
     assert res.exit_code == 1 and "no matches" in res.stderr
 
 
-def test_sessions_rm(saved):
-    a, b = saved
+def test_sessions_rm(saved_sessions):
+    a, b = saved_sessions
     res = invoke("sessions", "rm", a, "zzzz")
     assert res.exit_code == 1 and "no session 'zzzz'" in res.stderr
     with SessionStore() as store:
@@ -127,7 +115,7 @@ def test_chat_and_sessions_import_nothing_heavy(args):
 
 
 def test_bare_starchat_without_a_terminal_prints_help():
-    from .conftest import run_starchat
+    from .helpers.cli import run_starchat
 
     res = run_starchat([])
     out = res.stdout + res.stderr

@@ -12,7 +12,7 @@ from starchat_cli import __version__
 from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import write_tiny_gguf
+from .helpers.models import write_tiny_gguf
 
 runner = CliRunner()
 

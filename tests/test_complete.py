@@ -9,8 +9,7 @@ import pytest
 from starchat_cli.cli.complete import split_at
 from starchat_cli.core.errors import ExitCode, InputError
 
-from .conftest import run_starchat
-from .fim_models import fim_gguf
+from .helpers.cli import run_starchat
 
 SOURCE = "def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n"
 
@@ -27,8 +26,8 @@ def test_split_at_line_and_column():
 
 
 @pytest.fixture(scope="module")
-def model() -> str:
-    return str(fim_gguf("starcoder2"))
+def model(tiny_models) -> str:
+    return str(tiny_models.fim_gguf("starcoder2"))
 
 
 def run(args: list[str], **kw):

@@ -17,7 +17,7 @@ import pytest
 
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import REPO, run_starchat
+from .helpers.cli import REPO, run_starchat
 from .test_import_hygiene import loaded_after  # noqa: F401  (keeps the helper importable here)
 
 

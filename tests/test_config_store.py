@@ -14,7 +14,7 @@ from starchat_cli.models.gguf_info import FILE_TYPES, GGML_TYPES, read_gguf_info
 from starchat_cli.models.store import Store
 from starchat_cli.services.config import ConfigFile, env_values, load_config_file, resolve_settings
 
-from .conftest import write_tiny_gguf
+from .helpers.models import write_tiny_gguf
 
 
 def write_config(home: Path, text: str) -> Path:

@@ -10,13 +10,7 @@ from starchat_cli.chat.conversation import Conversation, ReplyOutcome, normalize
 from starchat_cli.chat.sessions import SessionStore
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.prompting.formats import Message
-from tests.fake_engine import FakeEngine, split_chunks
-
-
-@pytest.fixture
-def store(tmp_path):
-    with SessionStore(tmp_path / "sessions.sqlite3") as s:
-        yield s
+from tests.helpers.fake_engine import FakeEngine, FakeGeneration, split_chunks
 
 
 def conversation(store: SessionStore, engine: FakeEngine | None = None, **kwargs) -> Conversation:
@@ -231,15 +225,14 @@ class Failing(FakeEngine):
             self.calls.append((list(turns), system))
             raise self.exc
         gen = super().generate(turns, params, system=system, **kw)
-        inner, exc, after = gen._chunks, self.exc, self.after
+        exc, after = self.exc, self.after
 
         def chunks():
             for _ in range(after):
-                yield next(inner)
+                yield next(gen)
             raise exc
 
-        gen._chunks = chunks()
-        return gen
+        return FakeGeneration(chunks(), gen.stats)
 
 
 def test_an_engine_error_before_any_text_saves_no_reply(store):

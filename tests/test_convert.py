@@ -23,6 +23,7 @@ Bounds (``scale`` = the largest |logit| transformers produces on the compared po
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -33,9 +34,10 @@ import numpy as np
 import pytest
 
 from converters.errors import ConversionError, OutOfSpaceError
+from converters.synthetic import TinySpec, build_checkpoint
 from starchat_cli.core.errors import ExitCode
 
-from .tiny_models import TinySpec, build_checkpoint
+from .helpers.models import SHARDED, STARCODER, STARCODER2_SHARDED, TinyModels
 
 pytest.importorskip("transformers")
 pytest.importorskip("llama_cpp")
@@ -62,12 +64,9 @@ LONG_TEXT = "\n".join(CORPUS[:7]) + PROMPT * 2
 
 CASES = {
     # name: (spec, save options)
-    "starcoder": (TinySpec("starcoder", tied=False, chat="starchat"), {}),
+    "starcoder": (STARCODER, {}),
     "starcoder-tied-bin": (TinySpec("starcoder", tied=True, chat="starchat", seed=7), {"bin_shards": 2}),
-    "starcoder2-tied-sharded": (
-        TinySpec("starcoder2", tied=True, chat="chatml", seed=11),
-        {"max_shard_size": "400KB"},
-    ),
+    "starcoder2-tied-sharded": (STARCODER2_SHARDED, SHARDED),
     "starcoder2-untied-padded": (
         TinySpec("starcoder2", tied=False, chat="none", seed=5, extra_vocab=3, n_head_kv=1),
         {},
@@ -76,31 +75,27 @@ CASES = {
 
 
 class Built:
-    def __init__(self, name: str, root: Path) -> None:
+    """One of CASES (the session's shared checkpoint) with its GGUFs, llama.cpp models and reference logits."""
+
+    def __init__(self, name: str, models: TinyModels, root: Path) -> None:
         spec, opts = CASES[name]
-        self.name = name
-        self.spec = spec
-        self.dir = root / name
-        self.model, self.tokenizer = build_checkpoint(self.dir, spec, **opts)
+        ckpt = models.checkpoint(spec, **opts)
+        self.name, self.spec, self.dir = name, spec, ckpt.dir
+        self.model, self.tokenizer = ckpt.model, ckpt.tokenizer
+        self._models, self._opts, self._root = models, opts, root
         self._gguf: dict[str, Path] = {}
         self._llm: dict[str, object] = {}
         self._hf_logits: dict[tuple[int, ...], np.ndarray] = {}
 
     def gguf(self, outtype: str) -> Path:
-        if outtype not in self._gguf:
-            from converters.convert import convert_checkpoint
-
-            out = self.dir.parent / f"{self.name}-{outtype}.gguf"
-            convert_checkpoint(self.dir, out, outtype)
-            self._gguf[outtype] = out
-        return self._gguf[outtype]
+        return self._models.gguf(self.spec, outtype, **self._opts)
 
     def quantized(self, qtype: str) -> Path:
         key = f"quant-{qtype}"
         if key not in self._gguf:
             from converters.quantize import quantize
 
-            out = self.dir.parent / f"{self.name}-{qtype}.gguf"
+            out = self._root / f"{self.name}-{qtype}.gguf"
             quantize(self.gguf("f32"), out, qtype)
             self._gguf[key] = out
         return self._gguf[key]
@@ -149,13 +144,13 @@ def llama_logits(llm, ids: list[int]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-checkpoints")
+def built(tiny_models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("quantized")
     cache: dict[str, Built] = {}
 
     def get(name: str) -> Built:
         if name not in cache:
-            cache[name] = Built(name, root)
+            cache[name] = Built(name, tiny_models, root)
         return cache[name]
 
     return get
@@ -321,13 +316,13 @@ def test_quantized_models_keep_top1(built, case):
     assert b.quantized("Q4_K_M").stat().st_size < b.quantized("Q8_0").stat().st_size
 
 
-def test_q8_0_outtype_matches_llama_cpp_quantizer(built):
+def test_q8_0_outtype_matches_llama_cpp_quantizer(built, tmp_path):
     import gguf
 
     b = built("starcoder")
     from converters.convert import convert_checkpoint
 
-    ours = b.dir.parent / "starcoder-ours-q8.gguf"
+    ours = tmp_path / "starcoder-ours-q8.gguf"
     convert_checkpoint(b.dir, ours, "q8_0")
     r_ours = {t.name: t for t in gguf.GGUFReader(ours).tensors}
     r_ref = {t.name: t for t in gguf.GGUFReader(b.quantized("Q8_0")).tensors}
@@ -361,12 +356,11 @@ def test_bf16_checkpoint_converts_exactly(built, tmp_path):
 
     b = built("starcoder2-tied-sharded")
     ckpt = tmp_path / "bf16"
-    b.model.to(torch.bfloat16).save_pretrained(ckpt)
-    b.model.float()
+    bf16 = copy.deepcopy(b.model).to(torch.bfloat16)  # the shared model stays float32
+    bf16.save_pretrained(ckpt)
     shutil.copy(b.dir / "tokenizer.json", ckpt)
     shutil.copy(b.dir / "tokenizer_config.json", ckpt)
-    state = {k: v.float().numpy() for k, v in b.model.to(torch.bfloat16).state_dict().items()}
-    b.model.float()
+    state = {k: v.float().numpy() for k, v in bf16.state_dict().items()}
     for outtype in ("f16", "f32"):
         res = convert_checkpoint(ckpt, tmp_path / f"{outtype}.gguf", outtype)
         tensors = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(res.path).tensors}
@@ -465,13 +459,14 @@ def test_fallback_templates_render_byte_identical(fmt, generation_prompt):
 
 
 def test_templates_refuse_bad_turn_order():
-    from converters.tokenizer import STARCHAT_TEMPLATE
-    from starchat_cli.engine.prompting.formats import _compile_template
+    """The template we write refuses a bad turn order in a renderer no one here wrote."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+    from converters.tokenizer import STARCHAT_TEMPLATE
+
+    formatter = Jinja2ChatFormatter(STARCHAT_TEMPLATE, eos_token="<|end|>", bos_token="")
     with pytest.raises(Exception, match="alternate"):
-        _compile_template(STARCHAT_TEMPLATE).render(
-            messages=[{"role": "assistant", "content": "x"}], add_generation_prompt=True
-        )
+        formatter(messages=[{"role": "assistant", "content": "x"}])
 
 
 def _template_of(path: Path) -> str | None:
@@ -866,7 +861,7 @@ def test_cli_convert_register_info_quantize(built, tmp_path):
 
 
 def test_cli_errors_are_one_line_with_exit_codes(built, tmp_path):
-    from .conftest import run_starchat
+    from .helpers.cli import run_starchat
 
     b = built("starcoder")
     ckpt = _copy(built, "starcoder", tmp_path)
@@ -912,8 +907,9 @@ def test_peak_memory_does_not_grow_with_model_size(tmp_path):
     import subprocess
     import sys
 
-    from .conftest import REPO
-    from .tiny_models import write_wide_starcoder2
+    from converters.synthetic import write_wide_starcoder2
+
+    from .helpers.cli import REPO
 
     growth = {}
     largest = 0

@@ -1,6 +1,6 @@
 """Downloads under stress: a disk that fills mid-download, and a redirect to another host.
 
-The fake Hub (tests/fake_hub.py) is a real HTTP server on loopback; the CDN of the redirect
+The fake Hub (tests/helpers/fake_hub.py, the `hub` fixture) is a real HTTP server on loopback; the CDN of the redirect
 test is a second one on another address (127.0.0.2) and port, recording the headers it got.
 """
 
@@ -16,36 +16,12 @@ from typer.testing import CliRunner
 from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import run_starchat, write_tiny_gguf
-from .fake_hub import FakeHub
+from .helpers.cli import run_starchat, start_starchat
+from .helpers.fake_hub import GGUF_REPO, Q4, FakeHub, partial_download
+from .helpers.models import write_tiny_gguf
 
-REPO = "bartowski/starchat2-15b-v0.1-GGUF"
-Q4 = "starchat2-15b-v0.1-Q4_K_M.gguf"
-KEY = f"{REPO}/{Q4}"
+KEY = f"{GGUF_REPO}/{Q4}"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def model_bytes(demo_gguf) -> bytes:
-    return demo_gguf.read_bytes()
-
-
-@pytest.fixture
-def hub(model_bytes):
-    fake = FakeHub()
-    fake.add(REPO, {Q4: model_bytes})
-    server, fake.url = fake.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def env(hub, tmp_path, monkeypatch):
-    values = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
-    for k, v in values.items():
-        monkeypatch.setenv(k, v)
-    return values
 
 
 class FillsUp(io.RawIOBase):
@@ -80,8 +56,10 @@ class FillsUp(io.RawIOBase):
             self.real.close()
 
 
-def test_disk_full_mid_download_keeps_the_partial_and_resumes(hub, env, model_bytes, tmp_path, monkeypatch):
-    size = len(model_bytes)
+def test_disk_full_mid_download_keeps_the_partial_and_resumes(
+    hub, hub_env, demo_bytes, tmp_path, monkeypatch
+):
+    size = len(demo_bytes)
     room = size // 3
     real_open = pathlib.Path.open
 
@@ -106,89 +84,68 @@ def test_disk_full_mid_download_keeps_the_partial_and_resumes(hub, env, model_by
 
     monkeypatch.setattr(pathlib.Path, "open", real_open)
     served = hub.served[KEY]
-    again = run_starchat(["pull", "starchat2"], env=env)
+    again = run_starchat(["pull", "starchat2"], env=hub_env)
     assert again.returncode == 0, again.stderr.decode()
     assert hub.served[KEY] - served == size - room  # resumed, not restarted
     assert not list((tmp_path / "hf" / "hub").rglob("*.incomplete"))
 
 
-def test_an_unwritable_cache_is_an_output_error(hub, env, tmp_path):
+def test_an_unwritable_cache_is_an_output_error(hub, hub_env, tmp_path):
     blocker = tmp_path / "hf-is-a-file"
     blocker.write_text("x")
-    res = run_starchat(["pull", "starchat2"], env={**env, "HF_HOME": str(blocker)})
+    res = run_starchat(["pull", "starchat2"], env={**hub_env, "HF_HOME": str(blocker)})
     err = res.stderr.decode()
     assert res.returncode == ExitCode.OUTPUT, err
     assert err.count("\n") == 1 and "not a folder" in err and str(blocker) in err
 
 
 @pytest.fixture
-def cdn(model_bytes):
+def cdn(demo_bytes):
     fake = FakeHub()
-    fake.add(REPO, {Q4: model_bytes})
+    fake.add(GGUF_REPO, {Q4: demo_bytes})
     try:
-        server, fake.url = fake.start(host="127.0.0.2")
+        fake.start(host="127.0.0.2")
     except OSError:
         pytest.skip("127.0.0.2 is not a usable loopback address here")
     yield fake
-    server.shutdown()
-    server.server_close()
+    fake.close()
 
 
-def test_redirect_to_another_host_drops_the_authorization(hub, cdn, env, tmp_path, model_bytes):
-    hub.repos[REPO].gated = True  # the Hub wants the token; the CDN must never see it
+def test_redirect_to_another_host_drops_the_authorization(hub, cdn, hub_env, tmp_path, demo_bytes):
+    hub.repos[GGUF_REPO].gated = True  # the Hub wants the token; the CDN must never see it
     hub.redirect_to = cdn.url
-    token = hub.repos[REPO].token
-    res = run_starchat(["pull", "starchat2"], env={**env, "HF_TOKEN": token})
+    token = hub.repos[GGUF_REPO].token
+    res = run_starchat(["pull", "starchat2"], env={**hub_env, "HF_TOKEN": token})
     assert res.returncode == 0, res.stderr.decode()
     origin_resolves = [h for h, r in zip(hub.headers_seen, hub.requests) if "/resolve/" in r]
     cdn_resolves = [h for h, r in zip(cdn.headers_seen, cdn.requests) if "/resolve/" in r]
     assert origin_resolves and all(h.get("authorization") == f"Bearer {token}" for h in origin_resolves)
     assert cdn_resolves, "the download never reached the CDN"
     assert all("authorization" not in h for h in cdn_resolves), cdn_resolves
-    assert cdn.served[KEY] == len(model_bytes)
+    assert cdn.served[KEY] == len(demo_bytes)
 
 
 def test_tiny_gguf_helper_still_works(tmp_path):
     assert write_tiny_gguf(tmp_path / "t.gguf").stat().st_size > 0
 
 
-def test_sigterm_mid_download_keeps_the_partial_and_resumes(hub, env, model_bytes, tmp_path):
+def test_sigterm_mid_download_keeps_the_partial_and_resumes(hub, hub_env, demo_bytes, tmp_path):
     """`kill PID` during a pull: as Ctrl-C, the resumable partial stays (never under the final name)."""
-    import os
     import signal
-    import subprocess
-    import sys
-    import time
-
-    from .conftest import REPO as SRC
 
     hub.throttle = 0.05  # ~5 MB/s: still downloading when the signal comes
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", "pull", "starchat2"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=SRC,
-        env={**os.environ, **env},
-    )
-    deadline = time.time() + 60
-    partial: list[pathlib.Path] = []
-    while time.time() < deadline:
-        partial = list((tmp_path / "hf" / "hub").rglob("*.incomplete"))
-        if partial and partial[0].stat().st_size > 1_000_000:
-            break
-        time.sleep(0.05)
-    assert partial, "the download never started"
+    proc = start_starchat(["pull", "starchat2"], env=hub_env)
+    partial = partial_download(tmp_path / "hf", 1_000_000)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.TERMINATED, err
     assert b"terminated: run the same command again to resume" in err and b"Traceback" not in err
-    kept = partial[0].stat().st_size
-    assert 0 < kept < len(model_bytes)
-    blobs = partial[0].parent
-    assert [p.name for p in blobs.iterdir()] == [partial[0].name]  # no half file under the final name
+    kept = partial.stat().st_size
+    assert 0 < kept < len(demo_bytes)
+    blobs = partial.parent
+    assert [p.name for p in blobs.iterdir()] == [partial.name]  # no half file under the final name
     hub.throttle = 0.0
     served = hub.served[KEY]
-    res = run_starchat(["pull", "starchat2"], env=env)
+    res = run_starchat(["pull", "starchat2"], env=hub_env)
     assert res.returncode == 0, res.stderr.decode()
-    assert hub.served[KEY] - served == len(model_bytes) - kept
+    assert hub.served[KEY] - served == len(demo_bytes) - kept

@@ -241,14 +241,23 @@ def _gen(engine, prompt: str, **kw):
 
 
 @pytest.fixture
-def engine(demo_engine, tmp_path: Path):
+def engine(demo_engine, demo_backend, tmp_path: Path):
     """A fresh engine on the shared model: its cost curve, stops and where batches are exact are
     learnt afresh by each test, the curve cached in ``tmp_path / "cost.json"``."""
     from starchat_cli.engine.llamacpp.engine import LocalEngine
 
     cache = CurveCache(tmp_path / "cost.json")
     fmt, system = demo_engine.prompt_format, demo_engine.info.default_system
-    return LocalEngine(demo_engine.backend, fmt, system, curve_cache=cache)
+    return LocalEngine(demo_backend, fmt, system, curve_cache=cache)
+
+
+def restarted(engine, backend, tmp_path: Path):
+    """The engine as a new process makes it: the same model file and cost-curve cache, nothing
+    learnt in memory."""
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
+
+    cache = CurveCache(tmp_path / "cost.json")
+    return LocalEngine(backend, engine.prompt_format, engine.default_system, curve_cache=cache)
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -285,7 +294,7 @@ def _mid_run_indexes(seen: list[tuple[int, bool]]) -> list[int]:
     return found
 
 
-def test_token_stop_and_max_tokens_inside_an_accepted_run(engine, monkeypatch) -> None:
+def test_token_stop_and_max_tokens_inside_an_accepted_run(engine, demo_backend, monkeypatch) -> None:
     seen = _recorded(engine, monkeypatch)
     _gen(engine, EDIT, max_tokens=80, draft="on")
     tokens = [t for t, _ in seen]
@@ -295,7 +304,7 @@ def test_token_stop_and_max_tokens_inside_an_accepted_run(engine, monkeypatch) -
     text_n, s = _gen(engine, EDIT, max_tokens=j + 1, draft="on")
     assert text_n == plain_n and s.generated_tokens == j + 1 and s.stop_reason == "length"
     assert s.accepted_tokens > 0 and len(seen) == j + 1  # nothing past the limit was handed out
-    backend = engine.backend
+    backend = demo_backend
     assert backend.n_past <= s.prompt_tokens + s.generated_tokens  # drafts after the cut were dropped
     # a token-id stop at the first occurrence of tokens[j], also inside the run
     first = tokens.index(tokens[j])
@@ -311,10 +320,10 @@ def test_token_stop_and_max_tokens_inside_an_accepted_run(engine, monkeypatch) -
     assert kept[s2.prompt_tokens :] == tokens[: backend.n_past - s2.prompt_tokens]
 
 
-def test_text_stop_inside_an_accepted_run(engine, monkeypatch) -> None:
+def test_text_stop_inside_an_accepted_run(engine, demo_backend, monkeypatch) -> None:
     seen = _recorded(engine, monkeypatch)
     full, _ = _gen(engine, EDIT, max_tokens=80, draft="on")
-    backend = engine.backend
+    backend = demo_backend
     for j in _mid_run_indexes(seen):  # a stop whose first occurrence ends inside a run
         upto = b"".join(backend.piece(t) for t, _ in seen[: j + 1]).decode("utf-8", "replace")
         stop = upto[-8:]
@@ -353,12 +362,12 @@ def test_sampled_drafting_with_a_seed_is_valid_and_repeatable(engine) -> None:
     assert 0 < s.generated_tokens <= 60
 
 
-def test_prompt_cache_reuses_the_prefix_after_a_drafted_reply(engine) -> None:
+def test_prompt_cache_reuses_the_prefix_after_a_drafted_reply(engine, demo_backend) -> None:
     params = GenerationParams(temperature=0, max_tokens=50, draft="on")
     gen = engine.generate([Message("user", EDIT)], params)
     reply = "".join(gen)
     first = gen.stats
-    kept = internals.tokens(engine.backend.load())
+    kept = internals.tokens(demo_backend.load())
     assert kept[: first.prompt_tokens] == engine.render_tokens(
         engine.build_messages([Message("user", EDIT)], None)
     )
@@ -369,7 +378,9 @@ def test_prompt_cache_reuses_the_prefix_after_a_drafted_reply(engine) -> None:
     assert again.stats.cached_tokens >= first.prompt_tokens
 
 
-def test_auto_calibrates_once_caches_and_remeasures_a_corrupt_file(engine, monkeypatch, tmp_path) -> None:
+def test_auto_calibrates_once_caches_and_remeasures_a_corrupt_file(
+    engine, demo_backend, monkeypatch, tmp_path
+) -> None:
     import starchat_cli.engine.speculative.calibrate as calibrate
 
     calls = []
@@ -386,12 +397,10 @@ def test_auto_calibrates_once_caches_and_remeasures_a_corrupt_file(engine, monke
     data = json.loads((tmp_path / "cost.json").read_text())
     (entry,) = data.values()
     assert entry["curve"]["1"] == 1.0 and "4" in entry["curve"]
-    engine._curve = None  # a new process: the file is reused
-    _gen(engine, EDIT, max_tokens=5, draft="auto")
+    _gen(restarted(engine, demo_backend, tmp_path), EDIT, max_tokens=5, draft="auto")  # the file is reused
     assert len(calls) == 1
     (tmp_path / "cost.json").write_text("garbage")
-    engine._curve = None
-    _gen(engine, EDIT, max_tokens=5, draft="auto")
+    _gen(restarted(engine, demo_backend, tmp_path), EDIT, max_tokens=5, draft="auto")
     assert len(calls) == 2
     assert json.loads((tmp_path / "cost.json").read_text())
 
@@ -465,7 +474,7 @@ def test_drafting_stops_where_batches_are_not_exact(engine, monkeypatch) -> None
     assert s1.draft_stopped_at >= s1.prompt_tokens and s0.draft_stopped_at == 0
 
 
-def test_greedy_drafted_text_equals_plain_past_512_cells(engine) -> None:
+def test_greedy_drafted_text_equals_plain_past_512_cells(engine, demo_backend) -> None:
     """Issue 23's case: a prompt of more than 256 tokens, so that the attention reads 512 KV
     cells, on two threads: llama.cpp's one-token steps then add the attention in another order
     than a batch does, and drafted text used to differ from plain text from character 76 on."""
@@ -476,9 +485,9 @@ def test_greedy_drafted_text_equals_plain_past_512_cells(engine) -> None:
         f"```python\n{source}\n```\n\n"
         "Repeat this code exactly, then rename py_make_scanner to make_python_scanner."
     )
-    engine.backend.truncate(0)  # both runs evaluate the whole prompt: only drafting differs
+    demo_backend.truncate(0)  # both runs evaluate the whole prompt: only drafting differs
     plain, s0 = _gen(engine, prompt, max_tokens=120, draft="off")
-    engine.backend.truncate(0)
+    demo_backend.truncate(0)
     drafted, s1 = _gen(engine, prompt, max_tokens=120, draft="on")
     assert s0.prompt_tokens > 256 and s0.cached_tokens == s1.cached_tokens == 0
     assert drafted == plain

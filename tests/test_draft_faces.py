@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import REPO, run_starchat, start_server, stop_server
+from tests.helpers.cli import REPO, run_starchat
+from tests.helpers.servers import LoopbackServer, QuietHandler, start_server, stop_server
 
 CODE = "\n".join(f"def scan_{i}(text):\n    return py_make_scanner(text, {i})" for i in range(5))
 
@@ -92,36 +91,24 @@ def test_serve_takes_openais_prediction() -> None:
 # -- the remote engine --------------------------------------------------------------------
 
 
-class _Strict(BaseHTTPRequestHandler):
+class Strict(QuietHandler):
     """An OpenAI-compatible server that rejects unknown fields such as "prediction"."""
 
     bodies: list[dict] = []
-
-    def log_message(self, *args) -> None:
-        pass
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).bodies.append(body)
         if "prediction" in body:
-            data = json.dumps({"error": {"message": "Unrecognized request argument: prediction"}}).encode()
-            self.send_response(400)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
+            error = {"error": {"message": "Unrecognized request argument: prediction"}}
+            return self.send("application/json", json.dumps(error).encode(), 400)
         events = [
             {"choices": [{"delta": {"content": "hello"}, "finish_reason": None}]},
             {"choices": [{"delta": {}, "finish_reason": "stop"}]},
             {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
         ]
         data = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(data.encode())))
-        self.end_headers()
-        self.wfile.write(data.encode())
+        self.send("text/event-stream", data.encode())
 
 
 def test_remote_engine_drops_prediction_once_the_server_rejects_it() -> None:
@@ -129,20 +116,18 @@ def test_remote_engine_drops_prediction_once_the_server_rejects_it() -> None:
     from starchat_cli.engine.prompting.formats import Message
     from starchat_cli.engine.remote.engine import RemoteEngine
 
-    _Strict.bodies = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Strict)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Strict.bodies = []
+    server = LoopbackServer(Strict)
     try:
-        engine = RemoteEngine(f"http://127.0.0.1:{server.server_address[1]}", model="m")
+        engine = RemoteEngine(server.url, model="m")
         params = GenerationParams(prediction="print('x')")
         assert "".join(engine.generate([Message("user", "hi")], params)) == "hello"
-        assert [("prediction" in b) for b in _Strict.bodies] == [True, False]
+        assert [("prediction" in b) for b in Strict.bodies] == [True, False]
         gen = engine.generate([Message("user", "hi")], params)
         assert "".join(gen) == "hello" and gen.stats.stop_reason == "stop"
-        assert [("prediction" in b) for b in _Strict.bodies] == [True, False, False]  # remembered
+        assert [("prediction" in b) for b in Strict.bodies] == [True, False, False]  # remembered
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 def test_remote_engine_sends_prediction_to_starchat_serve() -> None:

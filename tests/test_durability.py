@@ -11,8 +11,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from starchat_cli.core import fsutil
 from starchat_cli.edits.apply import apply_edit
 from starchat_cli.edits.plan import plan_edit
@@ -42,14 +40,6 @@ def test_the_temp_file_sits_beside_the_target(tmp_path, monkeypatch):
     assert Path(src).parent == target.parent and dst == str(target)
     assert Path(src).name.startswith(".notes.md.")  # hidden while it is written
     assert sorted(p.name for p in target.parent.iterdir()) == ["notes.md"]
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    return root
 
 
 def test_a_torn_last_journal_line_is_skipped_and_later_writes_still_count(work):

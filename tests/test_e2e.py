@@ -19,7 +19,7 @@ from starchat_cli.core.errors import ExitCode
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import ChatMLFormat, Message
 
-from .conftest import REPO, run_starchat
+from .helpers.cli import REPO, run_starchat, start_starchat
 
 pytestmark = pytest.mark.e2e
 
@@ -80,22 +80,15 @@ def test_question_longer_than_the_context_is_refused(demo_gguf):
 
 
 def test_ctrl_c_mid_stream(demo_gguf):
-    proc = subprocess.Popen(
+    proc = start_starchat(
         [
-            sys.executable,
-            "-m",
-            "starchat_cli",
             "ask",
             "-m",
             "demo",
             "-t",
             "0",
             "Write a very long essay about the history of programming languages.",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
+        ]
     )
     got = b""
     deadline = time.time() + 120
@@ -129,13 +122,8 @@ def test_broken_pipe_is_quiet(demo_gguf):
 
 def run_in_pty(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
     master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40", **env},
+    proc = start_starchat(
+        args, env={"TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40", **env}, stdout=slave
     )
     os.close(slave)
     out = b""
@@ -189,7 +177,7 @@ def test_stops_on_the_end_token_and_reuses_the_kv_cache(demo_engine):
     assert third.stats.cached_tokens >= first.stats.prompt_tokens - 1
 
 
-def test_text_stop_cuts_the_real_stream(demo_engine):
+def test_text_stop_cuts_the_real_stream(demo_engine, demo_backend):
     """A plain-text stop (as starcoder2-instruct's ###) ends generation and is cut out."""
     from dataclasses import replace
 
@@ -199,7 +187,7 @@ def test_text_stop_cuts_the_real_stream(demo_engine):
     full = "".join(demo_engine.generate(turns, GenerationParams(temperature=0, max_tokens=120)))
     assert "[::-1]" in full
     fmt = replace(ChatMLFormat(), stop_texts=("[::-1]",))
-    engine = Engine(demo_engine.backend, fmt, demo_engine.default_system)
+    engine = Engine(demo_backend, fmt, demo_engine.default_system)
     gen = engine.generate(turns, GenerationParams(temperature=0, max_tokens=120))
     text = "".join(gen)
     assert gen.stats.stop_reason == "stop"
@@ -229,12 +217,12 @@ def test_cancelling_a_generation(demo_engine):
     assert len(list(after)) >= 1
 
 
-def test_every_family_format_runs_on_a_real_model(demo_engine):
+def test_every_family_format_runs_on_a_real_model(demo_backend):
     from starchat_cli.engine.llamacpp.engine import LocalEngine as Engine
     from starchat_cli.engine.prompting.formats import FORMATS
 
     for name, fmt in FORMATS.items():
-        engine = Engine(demo_engine.backend, fmt, None)
+        engine = Engine(demo_backend, fmt, None)
         gen = engine.generate(
             [Message("user", "hi")], GenerationParams(temperature=0, max_tokens=8), system="Be brief."
         )
@@ -271,13 +259,13 @@ def test_gpu_flag_and_verbose_plan(demo_gguf):
     assert res.returncode == ExitCode.CONFIG and b"--gpu" in res.stderr
 
 
-def test_cancel_interrupts_a_long_prompt_evaluation(demo_engine):
+def test_cancel_interrupts_a_long_prompt_evaluation(demo_engine, demo_backend):
     """Esc before the first token: the abort callback stops llama.cpp inside the prompt."""
     import threading
 
     from starchat_cli.engine.llamacpp.backend import PromptAborted
 
-    backend = demo_engine.backend
+    backend = demo_backend
     tokens = backend.tokenize("line of text\n" * 500)  # ~2,000 tokens: several batches
     assert len(tokens) > 1024
     stop = threading.Event()

@@ -16,8 +16,8 @@ from starchat_cli.cli.app import app
 from starchat_cli.cli.terminal import show_diff
 from starchat_cli.core.errors import ExitCode
 from starchat_cli.services import runtime
-from tests.conftest import REPO
-from tests.fake_engine import FakeEngine
+from tests.helpers.cli import REPO
+from tests.helpers.fake_engine import FakeEngine
 
 runner = CliRunner()
 
@@ -36,12 +36,9 @@ class Recording(FakeEngine):
 
 
 @pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "work"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    (root / "app.py").write_text(OLD)
-    return root
+def work(work: Path) -> Path:
+    (work / "app.py").write_text(OLD)
+    return work
 
 
 @pytest.fixture
@@ -375,7 +372,7 @@ def test_end_of_input_at_the_prompt_is_a_no(work, use):
 
 
 def test_an_unreachable_endpoint_is_exit_10_and_writes_nothing(work):
-    from tests.conftest import free_port
+    from tests.helpers.servers import free_port
 
     res = invoke("edit", "app.py", "rename f3", "--yes", "--endpoint", f"http://127.0.0.1:{free_port()}")
     assert res.exit_code == ExitCode.REMOTE, res.stderr
@@ -384,7 +381,7 @@ def test_an_unreachable_endpoint_is_exit_10_and_writes_nothing(work):
 
 def test_edit_through_a_real_endpoint(work, demo_gguf):
     """`--endpoint` to a real `starchat serve`: the RemoteEngine path, no context size known here."""
-    from tests.conftest import start_server, stop_server
+    from tests.helpers.servers import start_server, stop_server
 
     target = work / "greet.py"
     original = 'def greet(name):\n    return "Hello, " + name\n'

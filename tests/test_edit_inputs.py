@@ -19,7 +19,6 @@ import sys
 import tempfile
 import textwrap
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
 
@@ -27,8 +26,8 @@ import pytest
 
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import REPO
-from .loopback import LoopbackServer
+from .helpers.cli import REPO
+from .helpers.servers import LoopbackServer, QuietHandler
 
 OLD = "def f(x):\n    return x + 1\n\n\ndef g(x):\n    return x * 2\n"
 NEW = OLD.replace("def g", "def double")
@@ -46,19 +45,9 @@ class Model:
         self.asked = 0  # chat completions requested
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _send(self, ctype: str, body: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
-                self._send("application/json", json.dumps({"data": [{"id": "m"}]}).encode())
+                self.send("application/json", json.dumps({"data": [{"id": "m"}]}).encode())
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -68,7 +57,7 @@ class Model:
                     {"choices": [{"delta": {}, "index": 0, "finish_reason": "stop"}]},
                 ]
                 body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
-                self._send("text/event-stream", body.encode())
+                self.send("text/event-stream", body.encode())
 
         self.http = LoopbackServer(Handler)
         self.url = self.http.url

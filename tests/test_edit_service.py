@@ -21,21 +21,13 @@ from starchat_cli.edits.rewrite import (
 from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.services import edit as service
-from tests.fake_engine import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
 
 OLD = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(6)).rstrip("\n") + "\n"
 
 
 def block(code: str, lang: str = "python") -> str:
     return f"Here is the file:\n```{lang}\n{code}```\n"
-
-
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "work"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    return root
 
 
 # -- prompt ----------------------------------------------------------------------------------

@@ -29,14 +29,6 @@ BASE = "line1\nline2\nline3\n"
 CODE = "new_a\nnew_b\n"
 
 
-@pytest.fixture
-def work(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    return root
-
-
 def write(path: Path, text: str) -> Path:
     path.write_bytes(text.encode())
     return path

@@ -9,8 +9,8 @@ from starchat_cli.engine.contract import Engine, EngineInfo
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.formats import Message
 
-from .conftest import start_server, stop_server
-from .fake_engine import FakeEngine
+from .helpers.fake_engine import FakeEngine
+from .helpers.servers import start_server, stop_server
 
 GREEDY = GenerationParams(max_tokens=24, temperature=0.0)
 QUESTION = [Message("user", "Write a Python function that adds two numbers.")]

@@ -7,7 +7,7 @@ import re
 from starchat_cli.cli.app import EXIT_READER_GONE
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import REPO
+from .helpers.cli import REPO
 
 
 def readme_table() -> dict[int, str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from converters.synthetic import TinySpec
 from starchat_cli.engine.llamacpp.engine import LocalEngine
 from starchat_cli.engine.llamacpp.file_format import format_for_backend
 from starchat_cli.engine.params import GenerationParams
@@ -25,8 +26,6 @@ from starchat_cli.engine.prompting.formats import (
     get_format,
 )
 from starchat_cli.engine.prompting.stops import without_trailing_whitespace
-
-from .tiny_models import TinySpec, build_checkpoint
 
 # StarCoder2-15B-Instruct-v0.1's own chat template (tokenizer_config.json), as the GGUF carries it.
 STARCODER2_INSTRUCT_TEMPLATE = (
@@ -69,10 +68,10 @@ def test_trailing_whitespace_is_held_back_then_dropped():
     assert ChatMLFormat().clean_reply("x = 1\n") == "x = 1\n"  # only where the model card says so
 
 
-def test_the_stored_reply_carries_no_trailing_blank_lines_into_the_next_turn(demo_engine):
+def test_the_stored_reply_carries_no_trailing_blank_lines_into_the_next_turn(demo_backend):
     # The demo model (ChatML vocabulary) under StarCoder2-Instruct's format: its "###" and
     # rstrip rules are text rules, so any model shows them.
-    engine = LocalEngine(demo_engine.backend, get_format("starcoder2-instruct"), None)
+    engine = LocalEngine(demo_backend, get_format("starcoder2-instruct"), None)
     turns = [Message("user", "Write a Python function that adds two numbers.")]
     gen = engine.generate(turns, GenerationParams(temperature=0, max_tokens=40))
     text = "".join(gen)
@@ -85,10 +84,8 @@ def test_the_stored_reply_carries_no_trailing_blank_lines_into_the_next_turn(dem
 # -- the empty system block --------------------------------------------------------------------
 
 
-def test_an_empty_system_prompt_renders_starchat2s_empty_block(demo_engine):
-    engine = LocalEngine(
-        demo_engine.backend, ChatMLFormat(), "You are StarChat2, an expert programming assistant"
-    )
+def test_an_empty_system_prompt_renders_starchat2s_empty_block(demo_backend):
+    engine = LocalEngine(demo_backend, ChatMLFormat(), "You are StarChat2, an expert programming assistant")
     msgs = engine.build_messages(HI, "")
     assert engine.prompt_format.render(msgs) == (
         "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
@@ -96,12 +93,12 @@ def test_an_empty_system_prompt_renders_starchat2s_empty_block(demo_engine):
     assert engine.prompt_format.render(engine.build_messages(HI, None)).startswith(
         "<|im_start|>system\nYou are StarChat2, an expert programming assistant<|im_end|>\n"
     )
-    plain = LocalEngine(demo_engine.backend, ChatMLFormat(), None)
+    plain = LocalEngine(demo_backend, ChatMLFormat(), None)
     assert plain.prompt_format.render(plain.build_messages(HI, None)).startswith("<|im_start|>user\n")
     # The other formats keep their own rule: StarChat always has the block, StarCoder2-Instruct none.
-    star = LocalEngine(demo_engine.backend, StarChatFormat(), None)
+    star = LocalEngine(demo_backend, StarChatFormat(), None)
     assert star.prompt_format.render(star.build_messages(HI, "")).startswith("<|system|>\n<|end|>\n<|user|>")
-    sc2 = LocalEngine(demo_engine.backend, StarCoder2InstructFormat(), None)
+    sc2 = LocalEngine(demo_backend, StarCoder2InstructFormat(), None)
     assert "\n\n### Instruction\nhi\n\n" in sc2.prompt_format.render(sc2.build_messages(HI, ""))
 
 
@@ -120,14 +117,14 @@ def forced_sampling(monkeypatch, backend, token: int, after: int) -> None:
     monkeypatch.setattr(backend, "sample", sample)
 
 
-def test_a_generated_im_start_ends_the_reply(demo_engine, monkeypatch):
-    engine = LocalEngine(demo_engine.backend, ChatMLFormat(), None)
-    opener = engine.backend.special_token_id("<|im_start|>")
-    assert opener is not None and opener in engine._stops()[0]
+def test_a_generated_im_start_ends_the_reply(demo_backend, monkeypatch):
+    engine = LocalEngine(demo_backend, ChatMLFormat(), None)
+    opener = demo_backend.special_token_id("<|im_start|>")
+    assert opener is not None
     turns = [Message("user", "Write a long story about a dragon.")]
     params = GenerationParams(temperature=0, max_tokens=6)
     full = "".join(engine.generate(turns, params))
-    forced_sampling(monkeypatch, engine.backend, opener, after=3)
+    forced_sampling(monkeypatch, demo_backend, opener, after=3)
     gen = engine.generate(turns, GenerationParams(temperature=0, max_tokens=20))
     text = "".join(gen)
     assert gen.stats.stop_reason == "stop" and gen.stats.generated_tokens == 3
@@ -135,20 +132,13 @@ def test_a_generated_im_start_ends_the_reply(demo_engine, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, Path]:
+def tiny(tiny_models) -> dict[str, Path]:
     """Tiny real GGUFs: a StarCoder2 with StarCoder2-Instruct's template, a StarCoder with StarChat tokens."""
-    from converters.convert import convert_checkpoint
-
-    root = tmp_path_factory.mktemp("fidelity")
-    out = {}
-    for name, spec, template in (
-        ("sc2-instruct", TinySpec("starcoder2", chat="none", seed=3), STARCODER2_INSTRUCT_TEMPLATE),
-        ("starchat", TinySpec("starcoder", chat="starchat", seed=4), None),
-    ):
-        build_checkpoint(root / name, spec, chat_template=template)
-        out[name] = root / f"{name}.gguf"
-        convert_checkpoint(root / name, out[name], "f32")
-    return out
+    sc2 = TinySpec("starcoder2", chat="none", seed=3)
+    return {
+        "sc2-instruct": tiny_models.gguf(sc2, "f32", chat_template=STARCODER2_INSTRUCT_TEMPLATE),
+        "starchat": tiny_models.gguf(TinySpec("starcoder", chat="starchat", seed=4), "f32"),
+    }
 
 
 def test_starcoder2_instruct_by_path_folds_the_system_text_like_the_catalog(tiny):
@@ -190,7 +180,7 @@ def test_a_generated_starchat_turn_opener_ends_the_reply(tiny, monkeypatch, open
     backend = LlamaCppBackend(tiny["starchat"], LoadOptions(n_ctx=256))
     engine = LocalEngine(backend, StarChatFormat(), None)
     token = backend.special_token_id(opener)
-    assert token is not None and token in engine._stops()[0]
+    assert token is not None
     assert backend.token_text(token) == opener and backend.piece(token) == b""  # a control token
     forced_sampling(monkeypatch, backend, token, after=2)
     gen = engine.generate(HI, GenerationParams(temperature=0, max_tokens=20))

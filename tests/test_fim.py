@@ -17,7 +17,7 @@ from starchat_cli.engine.llamacpp import internals
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.fim import SUFFIX_CAP, FimVocab, build_fim_prompt
 
-from .fim_models import fim_checkpoint, fim_gguf
+from .helpers.models import FIM_SPECS
 
 GREEDY = GenerationParams(max_tokens=12, temperature=0.0)
 PREFIX = "def fibonacci(n: int) -> int:\n    "
@@ -25,7 +25,7 @@ SUFFIX = "\n    return a\n\nprint(fibonacci(10))\n"
 
 
 @pytest.fixture(scope="module")
-def engines():
+def engines(tiny_models):
     from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
     from starchat_cli.engine.llamacpp.engine import LocalEngine
 
@@ -34,25 +34,33 @@ def engines():
     def get(name: str, n_ctx: int = 1024) -> LocalEngine:
         key = (name, n_ctx)
         if key not in made:
-            made[key] = LocalEngine(LlamaCppBackend(fim_gguf(name), LoadOptions(n_ctx=n_ctx, n_threads=2)))
+            path = tiny_models.fim_gguf(name)
+            made[key] = LocalEngine(LlamaCppBackend(path, LoadOptions(n_ctx=n_ctx, n_threads=2)))
         return made[key]
 
     return get
 
 
-def hf_ids(name: str, text: str) -> list[int]:
-    """Plain text as the model's own tokenizer encodes it (special-token strings stay text)."""
-    _, tok = fim_checkpoint(name)
-    return tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
+@pytest.fixture(scope="module")
+def hf_ids(tiny_models):
+    """ids(name, text): plain text as the model's own tokenizer encodes it (special-token strings stay text)."""
+
+    def ids(name: str, text: str) -> list[int]:
+        tok = tiny_models.checkpoint(FIM_SPECS[name]).tokenizer
+        return tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
+
+    return ids
 
 
-def hf_tokenize(name: str):
-    _, tok = fim_checkpoint(name)
-    return lambda text: hf_ids(name, text), tok.decode
+@pytest.fixture(scope="module")
+def hf_tokenize(tiny_models, hf_ids):
+    """(tokenize, detokenize) of the StarCoder2 model's own tokenizer."""
+    tok = tiny_models.checkpoint(FIM_SPECS["starcoder2"]).tokenizer
+    return lambda text: hf_ids("starcoder2", text), tok.decode
 
 
 @pytest.mark.parametrize("name", ["starcoder", "starcoder2"])
-def test_plain_fim_prompt_bytes_and_ids(engines, name):
+def test_plain_fim_prompt_bytes_and_ids(engines, name, hf_ids):
     engine = engines(name)
     gen = engine.infill(PREFIX, SUFFIX, GREEDY)
     list(gen)
@@ -70,10 +78,10 @@ def test_fim_ids_are_the_real_vocabularies(engines):
     assert v2.stop_ids == {0, 1, 2, 3, 4, 5, 6}
 
 
-def test_converter_writes_the_gguf_fim_ids():
+def test_converter_writes_the_gguf_fim_ids(tiny_models):
     from starchat_cli.models.gguf_info import read_gguf_info
 
-    md = read_gguf_info(fim_gguf("starcoder2")).metadata
+    md = read_gguf_info(tiny_models.fim_gguf("starcoder2")).metadata
     got = {k.split(".")[-1]: v for k, v in md.items() if k.startswith("tokenizer.ggml.fim_")}
     assert got == {
         "fim_pre_token_id": 1,
@@ -83,12 +91,12 @@ def test_converter_writes_the_gguf_fim_ids():
         "fim_rep_token_id": 5,
         "fim_sep_token_id": 6,
     }
-    md1 = read_gguf_info(fim_gguf("starcoder")).metadata
+    md1 = read_gguf_info(tiny_models.fim_gguf("starcoder")).metadata
     assert md1["tokenizer.ggml.fim_pre_token_id"] == 1
     assert "tokenizer.ggml.fim_sep_token_id" not in md1  # StarCoder v1 has no <file_sep>
 
 
-def test_starcoder2_repository_layout(engines):
+def test_starcoder2_repository_layout(engines, hf_ids):
     engine = engines("starcoder2")
     extra = [("src/util.py", "def helper():\n    return 1\n"), ("README.md", "# demo\n")]
     gen = engine.infill(PREFIX, SUFFIX, GREEDY, extra=extra, path="src/main.py", repo="acme/demo")
@@ -126,7 +134,7 @@ def test_starcoder_v1_context_files_use_its_filename_token(engines):
     assert gen.fit.tokens[0] == 5 and gen.fit.tokens.count(1) == 1
 
 
-def test_fim_token_strings_in_user_text_stay_text(engines):
+def test_fim_token_strings_in_user_text_stay_text(engines, hf_ids):
     engine = engines("starcoder2")
     prefix = 's = "<fim_middle><|endoftext|>"\n'
     suffix = "# <fim_prefix> <file_sep>\n"
@@ -148,8 +156,8 @@ def _vocab() -> FimVocab:
     return FimVocab(prefix=1, suffix=3, middle=2, pad=4, repo_name=5, file_sep=6, eos=0)
 
 
-def test_trimming_keeps_the_text_around_the_cursor():
-    tokenize, detokenize = hf_tokenize("starcoder2")
+def test_trimming_keeps_the_text_around_the_cursor(hf_tokenize):
+    tokenize, detokenize = hf_tokenize
     prefix = "".join(f"line_{i} = {i}\n" for i in range(200))
     suffix = "".join(f"after_{i} = {i}\n" for i in range(200))
     room = 300
@@ -167,9 +175,9 @@ def test_trimming_keeps_the_text_around_the_cursor():
     assert p.tokens[1 : 1 + p.prefix_tokens] == tokenize(prefix)[-p.prefix_tokens :]
 
 
-def test_a_growing_prefix_keeps_its_first_tokens():
+def test_a_growing_prefix_keeps_its_first_tokens(hf_tokenize):
     """The prefix is cut in steps: typing a few characters does not move its start (KV reuse)."""
-    tokenize, detokenize = hf_tokenize("starcoder2")
+    tokenize, detokenize = hf_tokenize
     text = "".join(f"value_{i} = compute({i})\n" for i in range(150))
     firsts = []
     for cursor in range(2000, 2060, 3):
@@ -179,8 +187,8 @@ def test_a_growing_prefix_keeps_its_first_tokens():
     assert len(set(firsts)) <= 2  # the cut moved at most once in 20 keystrokes
 
 
-def test_far_repository_files_are_dropped_first():
-    tokenize, detokenize = hf_tokenize("starcoder2")
+def test_far_repository_files_are_dropped_first(hf_tokenize):
+    tokenize, detokenize = hf_tokenize
     far = ("far.py", "".join(f"far_{i} = {i}\n" for i in range(60)))
     near = ("near.py", "near = 1\n")
     p = build_fim_prompt(
@@ -254,7 +262,7 @@ def test_a_model_without_fim_tokens_is_refused(demo_engine):
 def test_the_fake_engine_implements_infill():
     from starchat_cli.engine.contract import Engine
 
-    from .fake_engine import FakeEngine
+    from .helpers.fake_engine import FakeEngine
 
     fake = FakeEngine("middle text")
     assert isinstance(fake, Engine)

@@ -7,18 +7,14 @@ tokens; the request body is llama.vim's own (ggml-org/llama.vim autoload/llama.v
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import httpx
 import pytest
 
 from starchat_cli.engine.params import GenerationParams
 
-from .conftest import REPO, free_port, start_server, stop_server, wait_healthy
-from .fake_engine import FakeEngine
-from .fim_models import fim_gguf
+from .helpers.fake_engine import FakeEngine
+from .helpers.servers import start_server, stop_server
 
 PREFIX = "def fibonacci(n: int) -> int:\n    a, b = 0, 1\n"
 MIDDLE = "    for"
@@ -62,25 +58,17 @@ def llama_vim_body(prefix: str = PREFIX, middle: str = MIDDLE, suffix: str = SUF
     return body
 
 
-def serve(model: str, *args: str, home: str):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", "serve", "-m", model, "--port", str(port), *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env={**os.environ, "STARCHAT_HOME": home},
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_healthy(f"{base}/health", proc)
-    return proc, base
-
-
 @pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory):
+def tiny_server(tmp_path_factory, tiny_models):
     home = str(tmp_path_factory.mktemp("infill-home"))
-    proc, base = serve(str(fim_gguf("starcoder2")), "--ctx", "1024", "--threads", "2", home=home)
+    proc, base = start_server(
+        "--ctx",
+        "1024",
+        "--threads",
+        "2",
+        model=str(tiny_models.fim_gguf("starcoder2")),
+        env={"STARCHAT_HOME": home},
+    )
     yield base
     stop_server(proc)
 
@@ -203,8 +191,15 @@ def test_remote_engine_infill_gets_the_same_middle(tiny_server):
     assert gen.stats.generated_tokens > 0
 
 
-def test_infill_needs_the_api_key_when_serve_has_one(tmp_path):
-    proc, base = serve(str(fim_gguf("starcoder2")), "--ctx", "512", "--api-key", "sekret", home=str(tmp_path))
+def test_infill_needs_the_api_key_when_serve_has_one(tmp_path, tiny_models):
+    proc, base = start_server(
+        "--ctx",
+        "512",
+        "--api-key",
+        "sekret",
+        model=str(tiny_models.fim_gguf("starcoder2")),
+        env={"STARCHAT_HOME": str(tmp_path)},
+    )
     try:
         body = {"input_prefix": "x = ", "input_suffix": "\n", "n_predict": 2}
         assert infill(base, body).status_code == 401

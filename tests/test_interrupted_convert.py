@@ -1,9 +1,9 @@
 """SIGTERM and SIGKILL in the middle of `starchat convert` / `quantize`: nothing half-written is seen.
 
-A real subprocess converts a tiny model, slowed by STARCHAT_TEST_WRITE_DELAY (seconds after
-each tensor) so the signal lands mid-write. With O_TMPFILE the data lives in an unnamed
-file (the test sees it in /proc/PID/fd); without it (STARCHAT_NO_TMPFILE=1) in a hidden
-``.starchat-tmp-PID-*.part`` that the next run in that folder sweeps.
+A real subprocess converts a tiny model, slowed down (tests/helpers/slow_convert.py waits after
+each chunk written) so the signal lands mid-write. With O_TMPFILE the data lives in an unnamed
+file (the test sees it in /proc/PID/fd); without it (``--no-tmpfile`` plays such a platform) in
+a hidden ``.starchat-tmp-PID-*.part`` that the next run in that folder sweeps.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,29 +18,16 @@ import pytest
 
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import REPO, run_starchat
+from .helpers.cli import run_starchat, start_starchat
 
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    from .tiny_models import TinySpec, build_checkpoint
-
-    folder = tmp_path_factory.mktemp("tiny-sc")
-    build_checkpoint(folder, TinySpec("starcoder", tied=False, chat="starchat"))
-    return folder
-
-
-def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-    )
+def slow_convert(checkpoint: Path, out: Path, *, tmpfile: bool = True) -> subprocess.Popen:
+    """`starchat convert CHECKPOINT -o OUT`, slowed down (tests/helpers/slow_convert.py); without
+    ``tmpfile`` as on a platform that has no O_TMPFILE."""
+    args = ["convert", str(checkpoint), "-o", str(out)]
+    return start_starchat(args if tmpfile else ["--no-tmpfile", *args], module="tests.helpers.slow_convert")
 
 
 def writing_into(proc: subprocess.Popen, folder: Path, deadline: float = 120) -> str:
@@ -69,11 +55,10 @@ def visible(folder: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("tmpfile", [True, False], ids=["unnamed", "named-fallback"])
-def test_sigterm_cleans_up_like_ctrl_c(checkpoint, tmp_path, tmpfile):
+def test_sigterm_cleans_up_like_ctrl_c(tiny_checkpoint, tmp_path, tmpfile):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    env = {"STARCHAT_TEST_WRITE_DELAY": "0.3", **({} if tmpfile else {"STARCHAT_NO_TMPFILE": "1"})}
-    proc = start(["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], env)
+    proc = slow_convert(tiny_checkpoint, out_dir / "m.gguf", tmpfile=tmpfile)
     link = writing_into(proc, out_dir)
     assert ("(deleted)" in link) == tmpfile, link  # O_TMPFILE: an unnamed file
     if not tmpfile:
@@ -86,12 +71,10 @@ def test_sigterm_cleans_up_like_ctrl_c(checkpoint, tmp_path, tmpfile):
     assert visible(out_dir) == []
 
 
-def test_sigkill_leaves_nothing_visible_with_o_tmpfile(checkpoint, tmp_path):
+def test_sigkill_leaves_nothing_visible_with_o_tmpfile(tiny_checkpoint, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = start(
-        ["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], {"STARCHAT_TEST_WRITE_DELAY": "0.3"}
-    )
+    proc = slow_convert(tiny_checkpoint, out_dir / "m.gguf")
     link = writing_into(proc, out_dir)
     if "(deleted)" not in link:
         pytest.skip(f"no O_TMPFILE on this filesystem ({link})")
@@ -101,11 +84,10 @@ def test_sigkill_leaves_nothing_visible_with_o_tmpfile(checkpoint, tmp_path):
     assert visible(out_dir) == []
 
 
-def test_sigkill_leftover_is_swept_by_the_next_run(checkpoint, tmp_path):
+def test_sigkill_leftover_is_swept_by_the_next_run(tiny_checkpoint, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    env = {"STARCHAT_TEST_WRITE_DELAY": "0.3", "STARCHAT_NO_TMPFILE": "1"}
-    proc = start(["convert", str(checkpoint), "-o", str(out_dir / "m.gguf")], env)
+    proc = slow_convert(tiny_checkpoint, out_dir / "m.gguf", tmpfile=False)
     writing_into(proc, out_dir)
     proc.kill()
     proc.communicate(timeout=60)
@@ -113,18 +95,18 @@ def test_sigkill_leftover_is_swept_by_the_next_run(checkpoint, tmp_path):
     assert len(left) == 1 and left[0].startswith(f".starchat-tmp-{proc.pid}-"), left  # hidden, self-cleaning
     alive_owner = out_dir / f".starchat-tmp-{os.getpid()}-alive.part"  # a run still going: kept
     alive_owner.write_bytes(b"x")
-    res = run_starchat(["convert", str(checkpoint), "-o", str(out_dir / "other.gguf")])
+    res = run_starchat(["convert", str(tiny_checkpoint), "-o", str(out_dir / "other.gguf")])
     assert res.returncode == 0, res.stderr.decode()
     assert visible(out_dir) == sorted([alive_owner.name, "other.gguf"])
 
 
-def test_quantize_sigterm_leaves_no_partial(checkpoint, tmp_path):
+def test_quantize_sigterm_leaves_no_partial(tiny_checkpoint, tmp_path):
     src = tmp_path / "src.gguf"
-    res = run_starchat(["convert", str(checkpoint), "-o", str(src), "--outtype", "f32"])
+    res = run_starchat(["convert", str(tiny_checkpoint), "-o", str(src), "--outtype", "f32"])
     assert res.returncode == 0, res.stderr.decode()
     out_dir = tmp_path / "q"
     out_dir.mkdir()
-    proc = start(["quantize", str(src), "-t", "Q8_0", "-o", str(out_dir / "q.gguf")])
+    proc = start_starchat(["quantize", str(src), "-t", "Q8_0", "-o", str(out_dir / "q.gguf")])
     try:
         writing_into(proc, out_dir, deadline=60)
     except AssertionError:
@@ -138,10 +120,10 @@ def test_quantize_sigterm_leaves_no_partial(checkpoint, tmp_path):
     assert visible(out_dir) == ([] if proc.returncode else ["q.gguf"])
 
 
-def test_quantize_writes_through_an_unnamed_file(checkpoint, tmp_path):
+def test_quantize_writes_through_an_unnamed_file(tiny_checkpoint, tmp_path):
     """llama.cpp's quantizer opens /proc/self/fd/N: the result is linked in, readable, complete."""
     src = tmp_path / "src.gguf"
-    assert run_starchat(["convert", str(checkpoint), "-o", str(src)]).returncode == 0
+    assert run_starchat(["convert", str(tiny_checkpoint), "-o", str(src)]).returncode == 0
     res = run_starchat(["quantize", str(src), "-t", "Q8_0", "-o", str(tmp_path / "q" / "q.gguf")])
     assert res.returncode == 0, res.stderr.decode()
     out = tmp_path / "q" / "q.gguf"

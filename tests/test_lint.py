@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO
+from .helpers.cli import REPO
 
 TARGETS = ["starchat_cli", "converters", "tests", "benchmarks"]
 

@@ -361,7 +361,7 @@ def test_doctor_json_and_load_check(demo_gguf):
 
 
 def test_doctor_reports_problems_with_exit_1(tmp_path, monkeypatch):
-    from .conftest import write_tiny_gguf
+    from .helpers.models import write_tiny_gguf
 
     model = write_tiny_gguf(tmp_path / "m.gguf")
     assert CliRunner().invoke(app, ["add", str(model), "--name", "broken"]).exit_code == 0

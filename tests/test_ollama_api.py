@@ -21,8 +21,8 @@ from starlette.testclient import TestClient
 
 from starchat_cli.core.errors import FimUnsupportedError
 from starchat_cli.server.app import ServerConfig, make_app
-from tests.conftest import start_server, stop_server
-from tests.fake_engine import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
+from tests.helpers.servers import start_server, stop_server
 
 KEY = "sekrit-ollama-key"
 

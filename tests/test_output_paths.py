@@ -19,7 +19,7 @@ from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode, OutputError, StarchatError
 from starchat_cli.core.fsutil import atomic_write_text, ensure_folder, output_error
 
-from .conftest import run_starchat
+from .helpers.cli import run_starchat
 
 runner = CliRunner()
 
@@ -112,40 +112,21 @@ def test_ensure_folder(tmp_path):
     assert ensure_folder(tmp_path / "new" / "sub").is_dir()
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    pytest.importorskip("transformers")
-    from .tiny_models import TinySpec, build_checkpoint
-
-    folder = tmp_path_factory.mktemp("tiny-sc")
-    build_checkpoint(folder, TinySpec("starcoder", tied=False, chat="starchat"))
-    return folder
-
-
-@pytest.fixture
-def session_id() -> str:
-    with SessionStore() as store:
-        s = store.create("demo")
-        store.add_message(s.id, "user", "hello")
-        store.add_message(s.id, "assistant", "hi")
-    return s.id
-
-
 @pytest.mark.parametrize("name", NAMES)
-def test_sessions_export(name, tmp_path, session_id):
+def test_sessions_export(name, tmp_path, saved_sessions):
     target, words = bad_targets(tmp_path)[name]
-    res = runner.invoke(app, ["sessions", "export", session_id, "-o", str(target)])
+    res = runner.invoke(app, ["sessions", "export", saved_sessions[0], "-o", str(target)])
     assert res.exit_code == ExitCode.OUTPUT, res.output
     line = res.stderr.strip()
     assert "\n" not in line and str(target) in line and words in line
     assert "unexpected" not in line and "bug" not in line
 
 
-def test_tui_export_goes_through_the_same_writer(tmp_path, session_id):
+def test_tui_export_goes_through_the_same_writer(tmp_path, saved_sessions):
     """/export calls Conversation.export -> SessionStore.export_markdown: the same error."""
     target, words = bad_targets(tmp_path)["under-a-file"]
     with SessionStore() as store, pytest.raises(OutputError, match=words):
-        store.export_markdown(session_id, target)
+        store.export_markdown(saved_sessions[0], target)
 
 
 @pytest.mark.parametrize("name", ["pseudo-proc", "pseudo-sys"])

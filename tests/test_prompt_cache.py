@@ -15,7 +15,9 @@ import pytest
 
 from starchat_cli.engine.llamacpp.prompt_cache import MIN_TOKENS, CacheKey, PromptCache, common_prefix
 
-from .conftest import REPO, run_starchat, say, start_server, stop_server
+from .helpers.cli import REPO, run_starchat
+from .helpers.servers import start_server, stop_server
+from .helpers.tui import say
 
 KEY = CacheKey("m", "fp", 4096, True, "f16", "0.3")
 OTHER = CacheKey("m2", "fp2", 4096, True, "f16", "0.3")
@@ -266,11 +268,6 @@ def test_a_small_cap_keeps_only_the_newest_and_zero_writes_nothing(demo_gguf, is
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.e2e
 @pytest.mark.anyio
 async def test_a_resumed_chat_reports_its_history_as_cached(demo_gguf, isolated_home):
@@ -293,14 +290,14 @@ async def test_a_resumed_chat_reports_its_history_as_cached(demo_gguf, isolated_
             "Now make it work on strings too.",
             "Explain how slicing with a negative step works.",
         ):
-            await say(app, pilot, text)
+            await say(pilot, text)
         session_id = app.conversation.session.id
     assert list((isolated_home / "cache" / "prompt-cache").glob("*.state"))
 
     fresh = engine_for(model, settings)  # a new llama.cpp context: nothing in memory
     app = make_app(fresh, model_name="demo", store=SessionStore(), session_id=session_id, params=params)
     async with app.run_test(size=(100, 32)) as pilot:
-        await say(app, pilot, "Add a docstring.")
+        await say(pilot, "Add a docstring.")
         last = app.conversation.store.messages(session_id)[-1]
         status = str(app.query_one(StatusBar).render())
     assert last.role == "assistant" and last.content.strip()

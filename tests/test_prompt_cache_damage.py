@@ -17,7 +17,7 @@ import pytest
 
 from starchat_cli.engine.llamacpp.prompt_cache import CacheKey, PromptCache
 
-from .conftest import run_starchat
+from .helpers.cli import run_starchat
 
 KEY = CacheKey("m", "fp", 4096, True, "f16", "0.3")
 OTHER = CacheKey("healthy", "fp2", 4096, True, "f16", "0.3")

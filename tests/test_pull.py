@@ -15,40 +15,18 @@ import pytest
 
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import run_starchat, write_tiny_gguf
-from .fake_hub import FakeHub
+from .helpers.cli import run_starchat, start_starchat
+from .helpers.fake_hub import GGUF_REPO, Q4, Q8, partial_download
+from .helpers.models import SHARDED, STARCODER2_SHARDED
 
 pytestmark = pytest.mark.e2e
 
-REPO = "bartowski/starchat2-15b-v0.1-GGUF"
-Q4 = "starchat2-15b-v0.1-Q4_K_M.gguf"
-Q8 = "starchat2-15b-v0.1-Q8_0.gguf"
-KEY = f"{REPO}/{Q4}"
-
-
-@pytest.fixture(scope="module")
-def demo_bytes(demo_gguf) -> bytes:
-    return demo_gguf.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def tiny_bytes(tmp_path_factory) -> bytes:
-    return write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "t.gguf").read_bytes()
+KEY = f"{GGUF_REPO}/{Q4}"
 
 
 @pytest.fixture
-def hub(demo_bytes, tiny_bytes):
-    fake = FakeHub()
-    fake.add(REPO, {Q4: demo_bytes, Q8: tiny_bytes, "README.md": b"# starchat2 GGUF\n"})
-    server, url = fake.start()
-    fake.url = url
-    yield fake
-    server.shutdown()
-
-
-@pytest.fixture
-def env(hub, tmp_path):
-    return {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+def tiny_bytes(hub) -> bytes:
+    return hub.repos[GGUF_REPO].files[Q8]  # the tiny GGUF the hub serves as the Q8_0 file
 
 
 def pull(env, *args: str):
@@ -60,8 +38,8 @@ def listed(env) -> dict[str, dict]:
     return {row["name"]: row for row in json.loads(res.stdout or "[]")}
 
 
-def test_prebuilt_pull_then_ask(hub, env, demo_bytes, tmp_path):
-    res = pull(env, "starchat2")
+def test_prebuilt_pull_then_ask(hub, hub_env, demo_bytes, tmp_path):
+    res = pull(hub_env, "starchat2")
     assert res.returncode == 0, res.stderr
     assert b"pulled starchat2 (Q4_1, prebuilt)" in res.stdout  # the demo bytes stand in: Q4_1 inside
     assert hub.served[KEY] == len(demo_bytes)
@@ -69,111 +47,111 @@ def test_prebuilt_pull_then_ask(hub, env, demo_bytes, tmp_path):
     snapshot = tmp_path / "hf" / "hub" / "models--bartowski--starchat2-15b-v0.1-GGUF" / "snapshots"
     files = list(snapshot.rglob(Q4))
     assert len(files) == 1 and files[0].is_symlink()
-    row = listed(env)["starchat2"]
+    row = listed(hub_env)["starchat2"]
     assert row["source"] == "prebuilt" and row["family"] == "starchat2" and row["size"] == len(demo_bytes)
-    ask = run_starchat(["ask", "-m", "starchat2", "-t", "0", "-n", "5", "--json", "hi"], env=env)
+    ask = run_starchat(["ask", "-m", "starchat2", "-t", "0", "-n", "5", "--json", "hi"], env=hub_env)
     assert ask.returncode == 0, ask.stderr
     assert json.loads(ask.stdout)["format"] == "chatml"
-    again = pull(env, "starchat2")  # already there: nothing is fetched again
+    again = pull(hub_env, "starchat2")  # already there: nothing is fetched again
     assert again.returncode == 0 and hub.served[KEY] == len(demo_bytes)
     # Non-LFS files are not needed for a prebuilt pull.
     assert not any("README.md" in r for r in hub.requests if "/resolve/" in r)
 
 
-def test_quant_choice_and_repo_syntax(hub, env, tiny_bytes):
-    res = pull(env, "starchat2", "--quant", "q8_0")
+def test_quant_choice_and_repo_syntax(hub, hub_env, tiny_bytes):
+    res = pull(hub_env, "starchat2", "--quant", "q8_0")
     assert res.returncode == 0, res.stderr
-    assert "starchat2:Q8_0" in listed(env)
-    res = pull(env, f"hf.co/{REPO}:{Q8}")
+    assert "starchat2:Q8_0" in listed(hub_env)
+    res = pull(hub_env, f"hf.co/{GGUF_REPO}:{Q8}")
     assert res.returncode == 0, res.stderr
-    missing = pull(env, "starchat2", "--quant", "Q5_K_M")
+    missing = pull(hub_env, "starchat2", "--quant", "Q5_K_M")
     assert missing.returncode == ExitCode.REMOTE
     assert b"no Q5_K_M file; quants there: Q4_K_M, Q8_0" in missing.stderr
 
 
-def test_ambiguous_quant_lists_the_choices(hub, env, tiny_bytes):
+def test_ambiguous_quant_lists_the_choices(hub, hub_env, tiny_bytes):
     hub.add("someone/coder-GGUF", {"coder-Q4_K_M.gguf": tiny_bytes, "coder-Q4_K_S.gguf": tiny_bytes})
-    res = pull(env, "someone/coder-GGUF:Q4_K")
+    res = pull(hub_env, "someone/coder-GGUF:Q4_K")
     assert res.returncode == ExitCode.REMOTE
     assert b"matches several files" in res.stderr and b"coder-Q4_K_S.gguf" in res.stderr
-    res = pull(env, "someone/coder-GGUF")
+    res = pull(hub_env, "someone/coder-GGUF")
     assert res.returncode == ExitCode.REMOTE and b"add :QUANT (Q4_K_M, Q4_K_S)" in res.stderr
-    ok = pull(env, "someone/coder-GGUF:Q4_K_S")
+    ok = pull(hub_env, "someone/coder-GGUF:Q4_K_S")
     assert ok.returncode == 0, ok.stderr
-    assert "coder-GGUF:Q4_K_S" in listed(env)
+    assert "coder-GGUF:Q4_K_S" in listed(hub_env)
 
 
-def test_resume_after_the_connection_drops(hub, env, demo_bytes, tmp_path):
+def test_resume_after_the_connection_drops(hub, hub_env, demo_bytes, tmp_path):
     size = len(demo_bytes)
     hub.cut_after[KEY] = size // 2
-    first = pull(env, "starchat2")
+    first = pull(hub_env, "starchat2")
     assert first.returncode == ExitCode.REMOTE
     assert b"run the same command again to resume" in first.stderr
     partial = list((tmp_path / "hf" / "hub").rglob("*.incomplete"))
     assert len(partial) == 1
     kept = partial[0].stat().st_size
     assert size // 4 < kept <= size // 2  # what arrived before the drop is kept
-    assert "starchat2" not in listed(env)  # nothing unverified is registered
+    assert "starchat2" not in listed(hub_env)  # nothing unverified is registered
     served_before = hub.served[KEY]
-    second = pull(env, "starchat2")
+    second = pull(hub_env, "starchat2")
     assert second.returncode == 0, second.stderr
     resumed = hub.served[KEY] - served_before
     assert resumed == size - kept < size  # only the rest was fetched
     assert not list((tmp_path / "hf" / "hub").rglob("*.incomplete"))
 
 
-def test_checksum_mismatch_is_fetched_again(hub, env, demo_bytes):
+def test_checksum_mismatch_is_fetched_again(hub, hub_env, demo_bytes):
     hub.corrupt[KEY] = 1
-    res = pull(env, "starchat2")
+    res = pull(hub_env, "starchat2")
     assert res.returncode == 0, res.stderr
     assert hub.served[KEY] == 2 * len(demo_bytes)
 
 
-def test_checksum_mismatch_twice_registers_nothing(hub, env, tmp_path):
+def test_checksum_mismatch_twice_registers_nothing(hub, hub_env, tmp_path):
     hub.corrupt[KEY] = 2
-    res = pull(env, "starchat2")
+    res = pull(hub_env, "starchat2")
     assert res.returncode == ExitCode.REMOTE
     assert b"failed its checksum twice" in res.stderr
-    assert "starchat2" not in listed(env)
+    assert "starchat2" not in listed(hub_env)
     blobs = list((tmp_path / "hf" / "hub").rglob("blobs/*"))
     assert blobs == []
 
 
-def test_unknown_repo(hub, env):
-    res = pull(env, "nobody/nothing-GGUF")
+def test_unknown_repo(hub, hub_env):
+    res = pull(hub_env, "nobody/nothing-GGUF")
     assert res.returncode == ExitCode.REMOTE
     assert b"no model repo 'nobody/nothing-GGUF'" in res.stderr and b"HF_TOKEN" in res.stderr
 
 
-def test_gated_repo_needs_a_token(hub, env, tiny_bytes):
+def test_gated_repo_needs_a_token(hub, hub_env, tiny_bytes):
     hub.add("org/gated-GGUF", {"gated-Q8_0.gguf": tiny_bytes}, gated=True)
-    res = pull(env, "org/gated-GGUF")
+    res = pull(hub_env, "org/gated-GGUF")
     assert res.returncode == ExitCode.REMOTE
     assert b"is gated" in res.stderr and b"HF_TOKEN" in res.stderr
-    ok = pull({**env, "HF_TOKEN": "hf_test_token"}, "org/gated-GGUF")
+    ok = pull({**hub_env, "HF_TOKEN": "hf_test_token"}, "org/gated-GGUF")
     assert ok.returncode == 0, ok.stderr
 
 
-def test_not_enough_disk_space(hub, env):
+def test_not_enough_disk_space(hub, hub_env):
     hub.claimed_sizes[KEY] = 10**15  # a petabyte
-    res = pull(env, "starchat2")
+    res = pull(hub_env, "starchat2")
     assert res.returncode == 1
     err = res.stderr.decode()
     assert "not enough disk space" in err and "1000000.00 GB to download" in err and "free" in err
     assert hub.served[KEY] == 0
 
 
-def test_dry_run_downloads_nothing(hub, env, demo_bytes):
-    res = pull(env, "starchat2", "--dry-run")
+def test_dry_run_downloads_nothing(hub, hub_env, demo_bytes):
+    res = pull(hub_env, "starchat2", "--dry-run")
     assert res.returncode == 0, res.stderr
     out = res.stdout.decode()
     assert Q4 in out and "0.10 GB" in out and "to download 0.10 GB" in out
-    assert hub.served[KEY] == 0 and listed(env) == {"demo": listed(env)["demo"]}
+    assert hub.served[KEY] == 0 and listed(hub_env) == {"demo": listed(hub_env)["demo"]}
 
 
-def test_offline_with_and_without_a_cached_copy(hub, env):
-    assert pull(env, "starchat2").returncode == 0
-    offline = {**env, "HF_HUB_OFFLINE": "1"}
+def test_offline_with_and_without_a_cached_copy(hub, hub_env):
+    assert pull(hub_env, "starchat2").returncode == 0
+    offline = {**hub_env, "HF_HUB_OFFLINE": "1"}
     res = pull(offline, "starchat2")
     assert res.returncode == 0, res.stderr
     assert b"from the cache (offline)" in res.stdout
@@ -182,20 +160,20 @@ def test_offline_with_and_without_a_cached_copy(hub, env):
     with socket.socket() as s:  # no network: an endpoint nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    down = {**env, "HF_ENDPOINT": dead}
+    down = {**hub_env, "HF_ENDPOINT": dead}
     res = pull(down, "starchat2")
     assert res.returncode == 0 and b"using the copy in the cache" in res.stderr
     res = pull(down, "starchat-beta")
     assert res.returncode == ExitCode.REMOTE and b"cannot reach" in res.stderr
 
 
-def test_rm_frees_the_disk(hub, env, demo_bytes, tmp_path):
-    assert pull(env, "starchat2").returncode == 0
-    res = run_starchat(["rm", "starchat2", "--yes"], env=env)
+def test_rm_frees_the_disk(hub, hub_env, demo_bytes, tmp_path):
+    assert pull(hub_env, "starchat2").returncode == 0
+    res = run_starchat(["rm", "starchat2", "--yes"], env=hub_env)
     assert res.returncode == 0, res.stderr
     assert b"98.4 MB freed" in res.stdout
     assert not [p for p in (tmp_path / "hf" / "hub").rglob("blobs/*") if p.stat().st_size == len(demo_bytes)]
-    assert "starchat2" not in listed(env)
+    assert "starchat2" not in listed(hub_env)
 
 
 def test_bad_targets():
@@ -205,90 +183,75 @@ def test_bad_targets():
     assert res.returncode == 1 and b"starchat[demo]" in res.stderr
 
 
-def test_cache_layout_is_huggingface_hubs(hub, env, tmp_path, demo_bytes):
+def test_cache_layout_is_huggingface_hubs(hub, hub_env, tmp_path, demo_bytes):
     """huggingface_hub itself finds what starchat downloaded."""
-    assert pull(env, "starchat2").returncode == 0
-    code = f"from huggingface_hub import try_to_load_from_cache as t; print(t({REPO!r}, {Q4!r}))"
+    assert pull(hub_env, "starchat2").returncode == 0
+    code = f"from huggingface_hub import try_to_load_from_cache as t; print(t({GGUF_REPO!r}, {Q4!r}))"
     import subprocess
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env={**os.environ, **hub_env},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert Path(out).read_bytes() == demo_bytes
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> dict[str, bytes]:
+def sharded_files(tiny_models) -> dict[str, bytes]:
     """A tiny random Starcoder2 checkpoint with StarChat2's chat tokens, as Hub files."""
-    from .tiny_models import TinySpec, build_checkpoint
-
-    folder = tmp_path_factory.mktemp("sc2")
-    build_checkpoint(folder, TinySpec("starcoder2", chat="chatml"), max_shard_size="400KB")
+    folder = tiny_models.checkpoint(STARCODER2_SHARDED, **SHARDED).dir
     files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     assert any(n.endswith(".safetensors") for n in files) and "model.safetensors.index.json" in files
     return files
 
 
-def test_pull_from_source_converts_quantizes_and_registers(hub, env, tiny_checkpoint, isolated_home):
-    files = dict(tiny_checkpoint)
+def test_pull_from_source_converts_quantizes_and_registers(hub, hub_env, sharded_files, isolated_home):
+    files = dict(sharded_files)
     files["pytorch_model.bin"] = b"old weights that must not be downloaded" * 100
     files["README.md"] = b"# card\n"
     hub.add("HuggingFaceH4/starchat2-15b-v0.1", files)
-    res = pull(env, "starchat2", "--from-source", "--quant", "Q8_0")
+    res = pull(hub_env, "starchat2", "--from-source", "--quant", "Q8_0")
     assert res.returncode == 0, res.stderr
     assert b"pulled starchat2:Q8_0 (Q8_0, converted)" in res.stdout
     fetched = {r.rsplit("/", 1)[-1] for r in hub.requests if "/resolve/" in r}
     assert "pytorch_model.bin" not in fetched and "README.md" not in fetched
     assert "config.json" in fetched and "tokenizer.json" in fetched
-    row = listed(env)["starchat2:Q8_0"]
+    row = listed(hub_env)["starchat2:Q8_0"]
     assert row["source"] == "converted" and row["quant"] == "Q8_0"
     models = isolated_home / "models"
     assert sorted(p.name for p in models.glob("*.gguf")) == ["starchat2-Q8_0.gguf"]  # the F16 is gone
-    ask = run_starchat(["ask", "-m", "starchat2:Q8_0", "-t", "0", "-n", "4", "--json", "hi"], env=env)
+    ask = run_starchat(["ask", "-m", "starchat2:Q8_0", "-t", "0", "-n", "4", "--json", "hi"], env=hub_env)
     assert ask.returncode == 0, ask.stderr
     assert json.loads(ask.stdout)["format"] == "chatml"
-    keep = pull(env, "starchat2", "--from-source", "--quant", "Q4_0", "--keep-f16")
+    keep = pull(hub_env, "starchat2", "--from-source", "--quant", "Q4_0", "--keep-f16")
     assert keep.returncode == 0, keep.stderr
     assert (models / "starchat2-F16.gguf").exists() and (models / "starchat2-Q4_0.gguf").exists()
 
 
-def test_pull_from_source_of_a_repo_without_weights(hub, env):
+def test_pull_from_source_of_a_repo_without_weights(hub, hub_env):
     hub.add("org/empty-model", {"config.json": b"{}", "README.md": b"x"})
-    res = pull(env, "org/empty-model", "--from-source")
+    res = pull(hub_env, "org/empty-model", "--from-source")
     assert res.returncode == ExitCode.REMOTE and b"no safetensors or pytorch_model" in res.stderr
 
 
-def test_ctrl_c_then_the_same_command_resumes(hub, env, demo_bytes, tmp_path):
+def test_ctrl_c_then_the_same_command_resumes(hub, hub_env, demo_bytes, tmp_path):
     import signal
-    import subprocess
-    import sys
-    import time
-
-    from .conftest import REPO as SRC
 
     hub.throttle = 0.05  # ~5 MB/s: the download is still running when Ctrl-C comes
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchat_cli", "pull", "starchat2"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=SRC, env={**os.environ, **env},
-    )  # fmt: skip
-    deadline = time.time() + 60
-    partial: list[Path] = []
-    while time.time() < deadline:
-        partial = list((tmp_path / "hf" / "hub").rglob("*.incomplete"))
-        if partial and partial[0].stat().st_size > 2_000_000:
-            break
-        time.sleep(0.05)
-    assert partial, "the download never started"
+    proc = start_starchat(["pull", "starchat2"], env=hub_env)
+    partial = partial_download(tmp_path / "hf", 2_000_000)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.INTERRUPTED, err
     assert b"run the same command again to resume" in err and b"Traceback" not in err
-    kept = partial[0].stat().st_size
+    kept = partial.stat().st_size
     assert 0 < kept < len(demo_bytes)
     hub.throttle = 0.0
     served_before = hub.served[KEY]
-    res = pull(env, "starchat2")
+    res = pull(hub_env, "starchat2")
     assert res.returncode == 0, res.stderr
     assert hub.served[KEY] - served_before == len(demo_bytes) - kept

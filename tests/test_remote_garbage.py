@@ -8,15 +8,14 @@ non-streamed paths.
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from starchat_cli.core.errors import ExitCode
 from starchat_cli.engine.remote.engine import RemoteEngine, RemoteError
 
-from .conftest import run_starchat
-from .loopback import LoopbackServer
+from .helpers.cli import run_starchat
+from .helpers.servers import LoopbackServer, QuietHandler
 
 MODELS = json.dumps({"object": "list", "data": [{"id": "m1", "object": "model"}]}).encode()
 HTML = b"<!DOCTYPE html><html><head><title>Router login</title></head><body>hi</body></html>"
@@ -74,23 +73,13 @@ class Endpoint:
         self.answer, self.models = answer, models
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, ctype: str, body: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(QuietHandler):
             def do_GET(self):
-                self._send(*outer.models)
+                self.send(*outer.models)
 
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self._send(*outer.answer)
+                self.send(*outer.answer)
 
         self.http = LoopbackServer(Handler)
         self.url = self.http.url

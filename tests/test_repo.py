@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from starchat_cli.cli.app import app
 
-from .conftest import REPO
+from .helpers.cli import REPO
 
 README = (REPO / "README.md").read_text()
 
@@ -56,3 +56,18 @@ def test_exit_codes_in_readme_match_the_code():
     for name, value in vars(ExitCode).items():
         if name.isupper():
             assert re.search(rf"^\| {value} \|", README, re.M), (name, value)
+
+
+def test_benchmarks_import_nothing_from_tests():
+    """Benchmarks run without the test suite: what they share with it lives in the packages
+    (converters/synthetic.py writes the small random models)."""
+    for script in sorted((REPO / "benchmarks").glob("*.py")):
+        assert not re.search(r"^\s*(from|import)\s+tests\b", script.read_text(), re.M), script.name
+
+
+def test_shipped_code_reads_no_test_only_environment_variable():
+    """Tests inject their hooks (a callback, a subprocess wrapper: tests/helpers/slow_convert.py)
+    instead of switching production code with STARCHAT_TEST_* variables."""
+    for package in ("starchat_cli", "converters"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            assert "STARCHAT_TEST_" not in path.read_text(), path.relative_to(REPO)

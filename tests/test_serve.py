@@ -22,7 +22,9 @@ from typer.testing import CliRunner
 from starchat_cli.cli.app import app
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import free_port, run_starchat, say, start_server, stop_server, wait_healthy
+from .helpers.cli import run_starchat
+from .helpers.servers import LoopbackServer, QuietHandler, free_port, start_server, stop_server, wait_healthy
+from .helpers.tui import say
 
 pytestmark = pytest.mark.e2e
 
@@ -208,59 +210,45 @@ def test_unreachable_endpoint():
     assert res.exit_code == ExitCode.REMOTE and "is the server running?" in res.stderr
 
 
-class RecordingServer:
-    """A loopback OpenAI-style server that records each request body and streams a fixed reply.
+def recording_server(pieces: list[str]) -> tuple[LoopbackServer, list[dict]]:
+    """A loopback OpenAI-style server that streams a fixed reply, and the request bodies it got.
 
     It ignores ``stop`` (as some servers do), so any cut in the printed text is the client's.
     """
+    bodies: list[dict] = []
 
-    def __init__(self, pieces: list[str]) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            bodies.append(json.loads(self.rfile.read(length)))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for piece in pieces:
+                chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
 
-        self.bodies: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                outer.bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                for piece in pieces:
-                    chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                    self.wfile.flush()
-                end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-                self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    return LoopbackServer(Handler), bodies
 
 
 def test_text_stop_is_sent_and_enforced_for_catalog_models():
     # The reply runs on into an invented next instruction, the "###" split over two chunks.
     pieces = ["def add(a, b):\n", "    return a + b\n\n", "#", "## Instruction\nmore"]
-    server = RecordingServer(pieces)
+    server, bodies = recording_server(pieces)
     try:
         res = CliRunner().invoke(
             app, ["ask", "--endpoint", server.url, "-m", "starcoder2-instruct", "--raw", "add two numbers"]
         )
         assert res.exit_code == 0, res.output
-        (body,) = server.bodies
+        (body,) = bodies
         assert "###" in body["stop"] and "<|endoftext|>" in body["stop"]  # the catalog's stops, sent
         assert res.stdout.rstrip() == "def add(a, b):\n    return a + b"  # and cut here
         assert "Instruction" not in res.stdout and "#" not in res.stdout
         plain = CliRunner().invoke(app, ["ask", "--endpoint", server.url, "-m", "my-model", "--raw", "x"])
-        assert plain.exit_code == 0 and "stop" not in server.bodies[-1]  # no catalog entry: no stops
+        assert plain.exit_code == 0 and "stop" not in bodies[-1]  # no catalog entry: no stops
         assert "## Instruction" in plain.stdout
     finally:
         server.close()
@@ -352,11 +340,6 @@ def test_ctrl_c_closes_in_flight_streams(demo_gguf, tmp_path):
     assert b"Traceback" not in proc.stderr.read()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_chat_tui_on_a_remote_engine_saves_the_session(server):
     """Sessions work the same on the remote backend: the TUI talks to `starchat serve`."""
@@ -368,7 +351,7 @@ async def test_chat_tui_on_a_remote_engine_saves_the_session(server):
     engine = RemoteEngine(server, api_key=KEY)
     app = make_app(engine, model_name=engine.model, store=SessionStore())
     async with app.run_test(size=(100, 32)) as pilot:
-        await say(app, pilot, "Write hello world in Python.", rounds=400)
+        await say(pilot, "Write hello world in Python.", rounds=400)
         replies = [r.text for r in app.query(AssistantMessage)]
         assert len(replies) == 1 and replies[0].strip()
         saved = app.conversation.store.messages(app.conversation.session.id)

@@ -10,19 +10,18 @@ strictly as the OpenAI routes: ``"stream": "false"`` is a 400, not a stream.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from starchat_cli.server.body import MAX_DEPTH, parse_json
 from starchat_cli.server.errors import APIError
 
-from .test_web_guard import JSON, Served
-
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 OLLAMA_CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": False}
 OLLAMA_GENERATE = {"model": "fake", "prompt": "hi", "stream": False}
 INFILL = {"input_prefix": "def f():\n", "input_suffix": "\n", "n_predict": 3}
+JSON = {"Content-Type": "application/json"}
 ROUTES = {
     "/v1/chat/completions": CHAT,
     "/v1/completions": {"prompt": "hi", "max_tokens": 3},
@@ -31,13 +30,6 @@ ROUTES = {
     "/api/chat": OLLAMA_CHAT,
     "/api/show": {"model": "fake"},
 }
-
-
-@pytest.fixture(scope="module")
-def web() -> Iterator[Served]:
-    served = Served()
-    yield served
-    served.close()
 
 
 def with_number(body: dict[str, Any], path: str, number: str) -> str:

@@ -32,7 +32,7 @@ from starchat_cli.server.requests import (
     sampling_params,
 )
 
-from .fake_engine import FakeEngine
+from .helpers.fake_engine import FakeEngine
 
 U = [{"role": "user", "content": "hi"}]
 KEY = "sekrit"

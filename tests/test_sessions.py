@@ -21,12 +21,6 @@ from starchat_cli.chat.sessions import (
 from starchat_cli.core.paths import get_paths
 
 
-@pytest.fixture
-def store():
-    with SessionStore() as s:
-        yield s
-
-
 def test_store_lives_in_the_data_dir_and_uses_wal(store):
     assert store.path == get_paths().sessions_db and store.path.exists()
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

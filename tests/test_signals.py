@@ -22,31 +22,15 @@ import pytest
 
 from starchat_cli.core.errors import ExitCode
 
-from .conftest import REPO
+from .helpers.cli import REPO, start_starchat
 
 LONG_ANSWER = "Write a very long essay about the history of programming languages."
 
 
 def ask_interrupted(marker: str, delay: float) -> tuple[int, str]:
     """Run ``ask -m demo``; SIGINT ``delay`` s after module ``marker`` was imported: (exit, stderr)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-X",
-            "importtime",
-            "-m",
-            "starchat_cli",
-            "ask",
-            "-m",
-            "demo",
-            "-t",
-            "0",
-            LONG_ANSWER,
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
+    proc = start_starchat(
+        ["ask", "-m", "demo", "-t", "0", LONG_ANSWER], python=("-X", "importtime"), stdout=subprocess.DEVNULL
     )
     err = b""
     deadline = time.time() + 120

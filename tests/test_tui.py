@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from starchat_cli.chat.conversation import normalize_turns
@@ -14,25 +12,13 @@ from starchat_cli.engine.prompting.formats import Message
 from starchat_cli.tui.app import ChatApp, make_app
 from starchat_cli.tui.screens import ConfirmScreen, DiffScreen, InsertScreen, SessionsScreen
 from starchat_cli.tui.widgets import AssistantMessage, ChatInput, CodeActions, Note, UserMessage
-from tests.fake_engine import FakeEngine, split_chunks
+from tests.helpers.fake_engine import FakeEngine, split_chunks
+from tests.helpers.tui import say, settle
 
 pytestmark = pytest.mark.anyio
 
 SIZE = (100, 32)
 CODE_REPLY = "Here you go:\n\n```python\n# file: app.py\nprint('hello')\n```\n\nRun it with python."
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    return root
 
 
 def build(engine: FakeEngine, **kwargs) -> ChatApp:
@@ -46,16 +32,6 @@ def build(engine: FakeEngine, **kwargs) -> ChatApp:
 
     app.notify = notify  # type: ignore[method-assign]
     return app
-
-
-async def settle(pilot) -> None:
-    """Let the worker finish and the UI process everything it posted."""
-    await pilot.app.workers.wait_for_complete()
-    for _ in range(200):
-        await pilot.pause()
-        if not pilot.app.chat.generating:
-            break
-    await pilot.pause()
 
 
 async def submit_and_confirm(pilot, answer: str) -> None:
@@ -74,13 +50,6 @@ async def until_held(pilot, engine: FakeEngine) -> None:
         await pilot.pause()
 
 
-async def send(pilot, text: str) -> None:
-    pilot.app.chat.input.text = text
-    pilot.app.chat.input.focus()
-    await pilot.press("enter")
-    await settle(pilot)
-
-
 def saved(app: ChatApp) -> list:
     """The messages stored for the session on screen."""
     conv = app.conversation
@@ -95,7 +64,7 @@ async def test_a_reply_streams_in_and_both_messages_are_saved():
     engine = FakeEngine("Hello **there**, a *short* reply.")
     app = build(engine)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "hi model")
+        await say(pilot, "hi model")
         replies = app.query(AssistantMessage)
         assert [r.text for r in replies] == ["Hello **there**, a *short* reply."]
         assert [u.render().plain for u in app.query(UserMessage)] == ["hi model"]  # type: ignore[union-attr]
@@ -114,8 +83,8 @@ async def test_the_second_turn_sends_the_whole_conversation():
     engine = FakeEngine(lambda turns: f"reply {len(turns)}")
     app = build(engine, system="be terse")
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await send(pilot, "two")
+        await say(pilot, "one")
+        await say(pilot, "two")
         turns, system = engine.calls[-1]
         assert [(t.role, t.content) for t in turns] == [
             ("user", "one"),
@@ -164,7 +133,7 @@ async def test_a_session_is_resumed_with_its_history():
         await pilot.pause()
         assert [w.text for w in app.query(AssistantMessage)] == ["first answer", "cut"]
         assert app.query(AssistantMessage)[1].has_class("-stopped")
-        await send(pilot, "third question")
+        await say(pilot, "third question")
         turns, system = engine.calls[-1]
         assert [t.content for t in turns] == [
             "first question",
@@ -191,7 +160,7 @@ async def test_context_overflow_is_shown():
     engine = FakeEngine("ok", n_ctx=600, reserve=100)
     app = build(engine, session_id=s.id)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "latest question")
+        await say(pilot, "latest question")
         notes = [n.render().plain for n in app.query(Note)]  # type: ignore[union-attr]
         warning = [n for n in notes if "outgrew" in n]
         assert warning and "600-token context" in warning[0]
@@ -263,10 +232,19 @@ async def open_insert(pilot, command: str = "") -> InsertScreen:
     return pilot.app.screen
 
 
+async def append_the_code_block(pilot) -> None:
+    """Ask for code, then append the reply's block to its file (app.py) from the save form."""
+    await say(pilot, "write hello")
+    screen = await open_insert(pilot)
+    screen.query_one("#insert-mode").value = "append"
+    await pilot.press("enter")
+    await pilot.pause()
+
+
 async def test_save_a_code_block_with_diff_confirm_and_undo(work):
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         actions = app.query(CodeActions)
         assert len(actions) == 1 and actions[0].suggested == "app.py"
         screen = await open_insert(pilot)
@@ -291,7 +269,7 @@ async def test_save_a_code_block_with_diff_confirm_and_undo(work):
 async def test_cancelling_the_diff_writes_nothing(work):
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         await open_insert(pilot)
         await submit_and_confirm(pilot, "n")
         assert not (work / "app.py").exists() and "nothing written" in app.notes
@@ -303,7 +281,7 @@ async def test_insert_after_an_anchor_in_an_existing_file(work):
     reply = "Add this:\n\n```python\nimport sys\n```\n"
     app = build(FakeEngine(reply), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "add an import")
+        await say(pilot, "add an import")
         screen = await open_insert(pilot, "/insert 1")
         screen.query_one("#insert-path").value = "main.py"
         screen.query_one("#insert-mode").value = "after"
@@ -325,11 +303,7 @@ async def test_a_file_changed_after_the_diff_is_refused(work):
     target.write_text("original\n")
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
-        screen = await open_insert(pilot)
-        screen.query_one("#insert-mode").value = "append"
-        await pilot.press("enter")
-        await pilot.pause()
+        await append_the_code_block(pilot)
         assert isinstance(app.screen, DiffScreen)
         target.write_text("edited meanwhile\n")
         await pilot.press("y")
@@ -343,11 +317,7 @@ async def test_binary_file_is_refused(work):
     (work / "app.py").write_bytes(b"\x00\x01binary")
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
-        screen = await open_insert(pilot)
-        screen.query_one("#insert-mode").value = "append"
-        await pilot.press("enter")
-        await pilot.pause()
+        await append_the_code_block(pilot)
         assert not isinstance(app.screen, DiffScreen)
         assert any("binary" in n for n in app.notes)
 
@@ -357,7 +327,7 @@ async def test_paths_outside_the_working_directory_need_a_second_yes(work, answe
     outside = work.parent / "outside.py"
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         screen = await open_insert(pilot, "/save")
         screen.query_one("#insert-path").value = "../outside.py"
         await pilot.press("enter")
@@ -378,7 +348,7 @@ async def test_paths_outside_the_working_directory_need_a_second_yes(work, answe
 async def test_undo_after_a_restart(work):
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         await open_insert(pilot)
         await submit_and_confirm(pilot, "y")
     assert (work / "app.py").exists()
@@ -396,7 +366,7 @@ async def test_copy_code_block(monkeypatch):
     app = build(FakeEngine(CODE_REPLY))
     monkeypatch.setattr(app, "copy_to_clipboard", copied.append)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
+        await say(pilot, "write hello")
         await pilot.click("#copy-1")
         await pilot.pause()
         assert copied == ["# file: app.py\nprint('hello')\n"]
@@ -412,7 +382,7 @@ async def test_input_newline_key_and_history():
         await pilot.press("enter")
         await settle(pilot)
         assert saved(app)[0].content == "a\nb"
-        await send(pilot, "second")
+        await say(pilot, "second")
         assert inp.text == ""
         await pilot.press("up")
         assert inp.text == "second"
@@ -425,26 +395,26 @@ async def test_input_newline_key_and_history():
 async def test_commands(work):
     app = build(FakeEngine("reply"), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "/system you are a pirate")
+        await say(pilot, "/system you are a pirate")
         assert app.conversation.system == "you are a pirate"
-        await send(pilot, "ahoy")
+        await say(pilot, "ahoy")
         first = app.conversation.session.id
         assert app.conversation.store.get(first).system == "you are a pirate"
-        await send(pilot, "/rename Pirate talk")
+        await say(pilot, "/rename Pirate talk")
         assert app.conversation.store.get(first).title == "Pirate talk"
-        await send(pilot, "/export out/chat.md")
+        await say(pilot, "/export out/chat.md")
         assert (work / "out" / "chat.md").read_text().startswith("# Pirate talk\n")
-        await send(pilot, "/clear")
+        await say(pilot, "/clear")
         assert (
             app.conversation.session is None
             and app.conversation.system == "you are a pirate"
             and not app.query(AssistantMessage)
         )
-        await send(pilot, "/new")
+        await say(pilot, "/new")
         assert app.conversation.system is None
-        await send(pilot, "/bogus")
+        await say(pilot, "/bogus")
         assert any("unknown command /bogus" in n for n in app.notes)
-        await send(pilot, "/help")
+        await say(pilot, "/help")
         assert app.screen.__class__.__name__ == "HelpScreen"
 
 
@@ -459,13 +429,13 @@ async def test_model_switch_through_the_factory():
 
     app = build(FakeEngine("from first"), engine_factory=factory)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "/model other")
+        await say(pilot, "/model other")
         await settle(pilot)
         assert made == ["other"] and app.conversation.model_name == "other"
-        await send(pilot, "hi")
+        await say(pilot, "hi")
         assert app.query(AssistantMessage)[-1].text == "from other"
         assert app.conversation.store.get(app.conversation.session.id).model == "other"
-        await send(pilot, "/model missing")
+        await say(pilot, "/model missing")
         await settle(pilot)
         assert app.conversation.model_name == "other" and any("unknown model" in n for n in app.notes)
 
@@ -477,12 +447,12 @@ async def test_an_engine_error_is_shown_not_raised():
 
     app = build(Broken())
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "hello")
+        await say(pilot, "hello")
         notes = [n.render().plain for n in app.query(Note)]  # type: ignore[union-attr]
         assert any("does not fit" in n for n in notes)
         assert not app.chat.generating
         # the user's message is kept; a retry merges into one user turn
-        await send(pilot, "again")
+        await say(pilot, "again")
         assert [m.role for m in saved(app)] == ["user", "user"]
 
 
@@ -508,7 +478,7 @@ async def test_a_long_reply_streams_into_bounded_markdown_segments():
     )
     app = build(FakeEngine(text, chunks=[text[i : i + 7] for i in range(0, len(text), 7)]))
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "long please")
+        await say(pilot, "long please")
         reply = app.query_one(AssistantMessage)
         segments = list(reply.query(".reply-body"))
         assert len(segments) >= 2
@@ -551,11 +521,7 @@ async def test_a_read_only_file_is_refused_with_a_message(work):
     target.chmod(0o444)
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
-        screen = await open_insert(pilot)
-        screen.query_one("#insert-mode").value = "append"
-        await pilot.press("enter")
-        await pilot.pause()
+        await append_the_code_block(pilot)
         assert not isinstance(app.screen, DiffScreen)  # refused before the diff is offered
         assert any("read-only" in n and "chmod" in n for n in app.notes), app.notes
     assert target.read_text() == "original\n" and target.stat().st_mode & 0o777 == 0o444
@@ -566,11 +532,7 @@ async def test_a_file_made_read_only_after_the_diff_is_refused(work):
     target.write_text("original\n")
     app = build(FakeEngine(CODE_REPLY), root=work)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "write hello")
-        screen = await open_insert(pilot)
-        screen.query_one("#insert-mode").value = "append"
-        await pilot.press("enter")
-        await pilot.pause()
+        await append_the_code_block(pilot)
         assert isinstance(app.screen, DiffScreen)
         target.chmod(0o444)
         await pilot.press("y")

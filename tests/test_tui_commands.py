@@ -7,14 +7,9 @@ import pytest
 from starchat_cli.chat.sessions import SessionStore
 from starchat_cli.tui.app import make_app
 from starchat_cli.tui.commands import COMMANDS, HELP, PALETTE
-from tests.fake_engine import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def test_every_command_has_its_row_in_the_help():

@@ -12,7 +12,8 @@ import pytest
 
 from starchat_cli.chat.sessions import SessionStore
 from starchat_cli.tui.app import make_app
-from tests.fake_engine import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
+from tests.helpers.tui import say
 
 SIZE = (100, 32)
 REPLY = (
@@ -49,14 +50,7 @@ async def send(pilot, text: str) -> None:
     pilot.app.chat.input.cursor_blink = (
         False  # a blinking cursor is drawn or not by timing: the one flaky cell
     )
-    pilot.app.chat.input.text = text
-    await pilot.press("enter")
-    await pilot.app.workers.wait_for_complete()
-    for _ in range(50):
-        await pilot.pause()
-        if not pilot.app.chat.generating:
-            break
-    await pilot.pause()
+    await say(pilot, text, rounds=50)
 
 
 def test_welcome_screen(snap_compare):

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import REPO
+from .helpers.cli import REPO
 
 
 def mypy_command() -> list[str]:

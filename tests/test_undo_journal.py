@@ -23,21 +23,13 @@ from starchat_cli.edits.errors import EditError
 from starchat_cli.edits.plan import plan_edit
 from starchat_cli.edits.undo import UndoJournal
 from starchat_cli.services import runtime
-from tests.fake_engine import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
 
 runner = CliRunner()
 
 
 def invoke(*args: str):
     return runner.invoke(app, list(args))
-
-
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "work"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    return root
 
 
 def two_writes(work: Path) -> UndoJournal:

@@ -153,11 +153,13 @@ def test_hub_download_check_keeps_its_message(tmp_path, disk):
     )
 
 
-def test_doctor_disk_entry(tmp_path, disk, monkeypatch):
-    from starchat_cli.services.doctor import _disk
+def test_doctor_disk_entry(disk, monkeypatch):
+    from starchat_cli.core.paths import get_paths
+    from starchat_cli.services.doctor import collect
 
-    assert _disk(tmp_path / "data") == {
-        "path": str(tmp_path / "data"),
+    models = get_paths().models_dir  # not made yet in a fresh STARCHAT_HOME
+    assert collect(2048, load=False)["paths"]["models"] == {
+        "path": str(models),
         "exists": False,
         "free_bytes": 5 * GB,
         "total_bytes": 10**12,
@@ -167,4 +169,4 @@ def test_doctor_disk_entry(tmp_path, disk, monkeypatch):
         raise PermissionError(path)
 
     monkeypatch.setattr(units.shutil, "disk_usage", broken)
-    assert _disk(tmp_path) == {"path": str(tmp_path), "free_bytes": None}
+    assert collect(2048, load=False)["paths"]["models"] == {"path": str(models), "free_bytes": None}

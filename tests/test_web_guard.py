@@ -8,86 +8,19 @@ variable and a wildcard bind end to end.
 
 from __future__ import annotations
 
-import http.client
+import functools
 import json
 import socket
-import threading
-import time
-from typing import Any, Iterator
 
 import pytest
 
-from starchat_cli.server.app import ServerConfig, make_app
 from starchat_cli.server.guard import WebPolicy, split_host
 
-from .conftest import free_port, start_server, stop_server
-from .fake_engine import FakeEngine
+from .helpers.servers import Served, raw_request, start_server, stop_server
 
 CHAT = "/v1/chat/completions"
 BODY = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
 JSON = {"Content-Type": "application/json"}
-
-
-class Served:
-    """An app in uvicorn on 127.0.0.1:port, in a thread, with a generation counter."""
-
-    def __init__(self, **config: Any) -> None:
-        import uvicorn
-
-        self.engine = FakeEngine("one two three")
-        self.port = free_port()
-        app = make_app(self.engine, ServerConfig(model_name="fake", **config))
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app, host=config.get("bind_host", "127.0.0.1"), port=self.port, log_level="warning"
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        end = time.time() + 30
-        while not self.server.started:
-            assert time.time() < end and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: str | None = None,
-        headers: dict[str, str] | None = None,
-        host: str | None = None,
-    ) -> tuple[int, dict[str, str], Any]:
-        """One request with exactly these headers; ``host`` replaces the Host header."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-            conn.putheader("Host", host if host is not None else f"127.0.0.1:{self.port}")
-            for name, value in (headers or {}).items():
-                conn.putheader(name, value)
-            data = body.encode() if body is not None else None
-            if data is not None:
-                conn.putheader("Content-Length", str(len(data)))
-            conn.endheaders(data)
-            res = conn.getresponse()
-            raw = res.read()
-            got = {k.lower(): v for k, v in res.getheaders()}
-            return res.status, got, json.loads(raw) if raw else None
-        finally:
-            conn.close()
-
-    def generations(self) -> int:
-        return len(self.engine.calls)
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def web() -> Iterator[Served]:
-    served = Served()
-    yield served
-    served.close()
 
 
 def test_curl_without_origin_is_served(web):
@@ -269,24 +202,19 @@ def test_starchat_serve_on_all_addresses_with_the_flags_and_env(demo_gguf, tmp_p
     )
     try:
         port = int(base.rsplit(":", 1)[1])
-        served = Served.__new__(Served)
-        served.port = port
+        request = functools.partial(raw_request, port)
         auth = {"Authorization": "Bearer k"}
-        assert served.request("GET", "/health", host=f"{ip}:{port}")[0] == 200  # the machine's address
-        assert served.request("GET", "/health", host=f"{socket.gethostname()}:{port}")[0] == 200
-        assert served.request("GET", "/health", host="box.lan")[0] == 200  # --allow-host
-        status, _, body = served.request("GET", "/health", host="evil.example")
+        assert request("GET", "/health", host=f"{ip}:{port}")[0] == 200  # the machine's address
+        assert request("GET", "/health", host=f"{socket.gethostname()}:{port}")[0] == 200
+        assert request("GET", "/health", host="box.lan")[0] == 200  # --allow-host
+        status, _, body = request("GET", "/health", host="evil.example")
         assert status == 403 and body["error"]["code"] == "host_not_allowed"
-        status, headers, _ = served.request(
-            "GET", "/v1/models", headers={**auth, "Origin": "https://app.example"}
-        )
+        status, headers, _ = request("GET", "/v1/models", headers={**auth, "Origin": "https://app.example"})
         assert status == 200 and headers["access-control-allow-origin"] == "https://app.example"
-        assert served.request("GET", "/v1/models", headers={**auth, "Origin": "moz-extension://a1"})[0] == 200
-        status, _, _ = served.request("POST", CHAT, BODY, {**auth, "Content-Type": "text/plain"})
+        assert request("GET", "/v1/models", headers={**auth, "Origin": "moz-extension://a1"})[0] == 200
+        status, _, _ = request("POST", CHAT, BODY, {**auth, "Content-Type": "text/plain"})
         assert status == 415
-        status, _, body = served.request(
-            "POST", CHAT, BODY, {**auth, **JSON, "Origin": "http://evil.example"}
-        )
+        status, _, body = request("POST", CHAT, BODY, {**auth, **JSON, "Origin": "http://evil.example"})
         assert status == 403 and body["error"]["code"] == "origin_not_allowed"
     finally:
         err = stop_server(proc)

@@ -1,10 +1,16 @@
-"""Tiny random StarCoder / StarCoder2 checkpoints built with transformers, for converter tests.
+"""Small random StarCoder / StarCoder2 checkpoints, for tests and benchmarks of the converters.
+
+    folder = tmp / "tiny"
+    model, tokenizer = build_checkpoint(folder, TinySpec("starcoder2", tied=True, chat="chatml"))
+    convert_checkpoint(folder, tmp / "tiny.gguf", "f32")          # converters.convert
+    write_wide_starcoder2(tmp / "wide", n_layer=8)                 # real layer widths, no transformers
 
 The tokenizer is a byte-level BPE trained with the ``tokenizers`` library using
 StarCoder's pre-tokenizer (digits split one by one, then ByteLevel without a prefix
 space), StarCoder's leading special tokens (``<|endoftext|>`` = 0, FIM tokens) and each
 seed model's added chat tokens (../shared/MODELS.md). Weights are seeded and float32;
 norms and biases are randomised too, so a swapped or dropped tensor changes the logits.
+transformers, tokenizers and torch (the test extra) load inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TRAIN_TEXT = """\
 def fibonacci(n: int) -> int:
@@ -142,9 +149,12 @@ def build_model(spec: TinySpec, n_vocab: int):
     import torch
     from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM, Starcoder2Config, Starcoder2ForCausalLM
 
-    common = dict(vocab_size=n_vocab, bos_token_id=0, eos_token_id=0, tie_word_embeddings=spec.tied)
+    common: dict[str, Any] = dict(
+        vocab_size=n_vocab, bos_token_id=0, eos_token_id=0, tie_word_embeddings=spec.tied
+    )
+    model: Any
     if spec.arch == "starcoder":
-        config = GPTBigCodeConfig(
+        v1 = GPTBigCodeConfig(
             n_positions=spec.n_ctx,
             n_embd=spec.n_embd,
             n_layer=spec.n_layer,
@@ -153,9 +163,9 @@ def build_model(spec: TinySpec, n_vocab: int):
             multi_query=spec.multi_query,
             **common,
         )
-        model = GPTBigCodeForCausalLM(config)
+        model = GPTBigCodeForCausalLM(v1)
     else:
-        config = Starcoder2Config(
+        v2 = Starcoder2Config(
             hidden_size=spec.n_embd,
             intermediate_size=spec.n_ff,
             num_hidden_layers=spec.n_layer,
@@ -165,7 +175,7 @@ def build_model(spec: TinySpec, n_vocab: int):
             rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
             **common,
         )
-        model = Starcoder2ForCausalLM(config)
+        model = Starcoder2ForCausalLM(v2)
     gen = torch.Generator().manual_seed(spec.seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

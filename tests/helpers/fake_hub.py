@@ -6,6 +6,11 @@
   Content-Range), ETag, X-Repo-Commit and Content-Length.
 Test knobs: cut the connection after N bytes, serve corrupted bytes, gated repos (401
 without a token), and a count of the bytes served per file.
+
+    hub = FakeHub()
+    hub.add(GGUF_REPO, {Q4: data})
+    url = hub.start()            # http://127.0.0.1:PORT, for HF_ENDPOINT
+    hub.close()
 """
 
 from __future__ import annotations
@@ -18,7 +23,25 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+# The repository the catalog's starchat2 pulls its prebuilt GGUF files from, and two of them.
+GGUF_REPO = "bartowski/starchat2-15b-v0.1-GGUF"
+Q4 = "starchat2-15b-v0.1-Q4_K_M.gguf"
+Q8 = "starchat2-15b-v0.1-Q8_0.gguf"
+
+
+def partial_download(hf_home: Path, at_least: int, deadline: float = 60) -> Path:
+    """Wait until a download into the Hub cache under ``hf_home`` has written ``at_least`` bytes
+    of its partial (``*.incomplete``) file: that file."""
+    end = time.time() + deadline
+    while time.time() < end:
+        partial = list((hf_home / "hub").rglob("*.incomplete"))
+        if partial and partial[0].stat().st_size > at_least:
+            return partial[0]
+        time.sleep(0.05)
+    raise AssertionError("the download never started")
 
 
 def git_blob_id(data: bytes) -> str:
@@ -45,6 +68,8 @@ class FakeHub:
     throttle: float = 0.0  # seconds to wait after each 256 KiB sent (a slow link)
     redirect_to: str | None = None  # answer /resolve/ with 302 to this base URL (a CDN)
     headers_seen: list[dict[str, str]] = field(default_factory=list)  # request headers, in order
+    url: str = ""  # once started
+    server: ThreadingHTTPServer | None = field(default=None, repr=False)
 
     def add(self, repo: str, files: dict[str, bytes], *, gated: bool = False) -> Repo:
         commit = hashlib.sha1(
@@ -71,7 +96,19 @@ class FakeHub:
             "siblings": siblings,
         }
 
-    def start(self, host: str = "127.0.0.1") -> tuple[ThreadingHTTPServer, str]:
+    def start(self, host: str = "127.0.0.1") -> str:
+        """Serve on a free port of ``host`` in a daemon thread: the base URL."""
+        self.server = ThreadingHTTPServer((host, 0), self._handler())
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+        return self.url
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -180,6 +217,4 @@ class FakeHub:
                 self.wfile.write(body)
                 hub.served[key] += len(body)
 
-        server = ThreadingHTTPServer((host, 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server, f"http://{host}:{server.server_address[1]}"
+        return Handler

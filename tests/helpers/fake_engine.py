@@ -1,6 +1,6 @@
 """A fake implementation of the Engine contract (:mod:`starchat_cli.engine.contract`).
 
-Used by the TUI tests and ``benchmarks/tui_stream.py``: it answers instantly and
+Used by the TUI, conversation and server tests: it answers instantly and
 deterministically, one chunk per word, so a test sees exactly what the UI did with it.
 
     engine = FakeEngine("Hello **world**")
