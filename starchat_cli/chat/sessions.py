@@ -21,7 +21,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.core.fsutil import atomic_write_text
@@ -359,9 +359,6 @@ class SessionStore:
         target = Path(path)
         atomic_write_text(target, self.to_markdown(session_id))
         return target
-
-    def iter_all(self) -> Iterator[Session]:
-        yield from self.list()
 
 
 __all__ = [

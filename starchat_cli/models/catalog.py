@@ -17,24 +17,6 @@ from starchat_cli.core.errors import ModelNotFoundError
 DEFAULT_MODEL = "starchat2"
 DEFAULT_QUANT = "Q4_K_M"
 
-# The quantizations llama.cpp GGUF repos on the Hub usually carry; `pull` checks the
-# repo's real file list before downloading.
-COMMON_QUANTS = (
-    "Q2_K",
-    "Q3_K_S",
-    "Q3_K_M",
-    "Q3_K_L",
-    "Q4_0",
-    "Q4_K_S",
-    "Q4_K_M",
-    "Q5_0",
-    "Q5_K_S",
-    "Q5_K_M",
-    "Q6_K",
-    "Q8_0",
-)
-
-
 @dataclass(frozen=True)
 class GGUFSource:
     """Prebuilt GGUF files on the Hub: ``repo`` and a file name pattern with ``{quant}``."""

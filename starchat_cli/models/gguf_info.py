@@ -306,14 +306,6 @@ def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
     return info
 
 
-def looks_like_gguf(path: str | os.PathLike[str]) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(4) == GGUF_MAGIC
-    except OSError:
-        return False
-
-
 def find_tokens(path: str | os.PathLike[str], wanted: Iterable[str]) -> set[str]:
     """Which of the ``wanted`` token texts the file's vocabulary holds (the header only).
 

@@ -70,7 +70,6 @@ class LlamaCppBackend:
         # The sequence's first ``_exact`` tokens were evaluated as a prompt in exact batches (see
         # EXACT_BATCH): a later prompt sharing them gets the reply an uncached run would give.
         self._exact = 0
-        self.last_save_seconds = 0.0
         self._llm: llama_cpp.Llama | None = None
         self._vocab = None
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -310,11 +309,9 @@ class LlamaCppBackend:
         if n < MIN_TOKENS:
             return
         tokens = internals.tokens(llm)
-        started = time.perf_counter()
         self.cache.save(
             self._key(), tokens, lambda path: save_state(llm, path, tokens), exact=min(self._exact, n)
         )
-        self.last_save_seconds = time.perf_counter() - started
 
     def make_sampler(self, params: GenerationParams):
         import llama_cpp

@@ -31,10 +31,6 @@ class ModelShape:
     n_embd_v: int  # n_kv_heads x value head dim
     context_length: int = 0
 
-    @property
-    def weights_bytes(self) -> int:
-        return sum(self.layer_bytes) + self.output_bytes
-
     @classmethod
     def uniform(
         cls,
