@@ -17,6 +17,7 @@ from starchat_cli.core.errors import ModelNotFoundError
 DEFAULT_MODEL = "starchat2"
 DEFAULT_QUANT = "Q4_K_M"
 
+
 @dataclass(frozen=True)
 class GGUFSource:
     """Prebuilt GGUF files on the Hub: ``repo`` and a file name pattern with ``{quant}``."""
