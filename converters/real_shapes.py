@@ -20,10 +20,12 @@ StarCoder shape StarChat's (49156 tokens, ``<|system|>`` 49152 ... ``<|end|>`` 4
 vocabularies are these minus the chat tokens (2 or 4 embedding rows: no measurable cost).
 
 The tokenizer is a stand-in of the real size: the real special tokens at their real ids
-(``<|endoftext|>`` 0, the FIM tokens, ...), a byte-level BPE trained on a little text, unused
-ids up to the real size, then the chat tokens. Token counts of a given text differ from the
-real model's (more tokens: fewer merges); the compute per token does not. ``vocab=`` takes the
-tokens of a vocab-only GGUF instead (:func:`vocab_from_gguf`). Control and unused tokens get
+(``<|endoftext|>`` 0, the FIM tokens, ...), then a byte-level BPE (StarCoder's pre-tokenizer)
+trained on the Python standard library's sources, unused ids up to the real size if the
+trainer stops short, then the chat tokens. Token counts of a given text differ from the real
+model's (Python code comes out at about 4 characters per token, as with the real tokenizer;
+other languages and prose in more tokens); the compute per token does not. ``vocab=`` takes
+the tokens of a vocab-only GGUF instead (:func:`vocab_from_gguf`). Control and unused tokens get
 all-zero output rows, so greedy decoding never ends a reply early on an end-of-turn token.
 Written tensor by tensor in chunks through an unnamed temp file (``converters.outfile``):
 memory stays small and nothing half-written appears under the target name.
@@ -196,10 +198,36 @@ def tensor_plan(plan: ArchPlan) -> list[tuple[str, tuple[int, ...], int]]:
     return out
 
 
-def stand_in_vocab(shape: Shape, corpus: Iterable[str] | None = None) -> Vocab:
-    """A byte-level BPE of the shape's real size, its special and chat tokens at their real ids."""
-    from converters.synthetic import CHAT_TOKENS, train_bpe
+def code_corpus(max_chars: int = 16_000_000) -> list[str]:
+    """The Python standard library's own sources (not its tests, not site-packages), in path
+    order: a few MB of real code on every machine that runs this, to train a tokenizer on."""
+    import sysconfig
 
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3"}
+    texts: list[str] = []
+    size = 0
+    for path in sorted(root.rglob("*.py")):
+        if skip & set(path.relative_to(root).parts):
+            continue
+        try:
+            text = path.read_text("utf-8", errors="replace")
+        except OSError:
+            continue
+        texts.append(text)
+        size += len(text)
+        if size >= max_chars:
+            break
+    return texts
+
+
+def stand_in_vocab(shape: Shape, corpus: Iterable[str] | None = None) -> Vocab:
+    """A byte-level BPE of the shape's real size, its special and chat tokens at their real ids,
+    trained on ``corpus`` (default: :func:`code_corpus`; a few seconds)."""
+    from converters.synthetic import CHAT_TOKENS, TRAIN_TEXT, train_bpe
+
+    if corpus is None:
+        corpus = code_corpus() or [TRAIN_TEXT]
     tok = train_bpe(shape.base_vocab, shape.specials, corpus)
     data = json.loads(tok.to_str())
     for i, text in enumerate(CHAT_TOKENS[shape.chat]):
