@@ -2,6 +2,7 @@
 
     python benchmarks/shapes.py --list              # the shapes, their sizes and what is cached
     python benchmarks/shapes.py starcoder2-15b      # the file's path (written the first time: ~9.9 GB)
+    python benchmarks/shapes.py starcoder2-15b --vocab ggml-vocab-starcoder.gguf   # its real tokenizer
     from shapes import path_for                     # in a benchmark (benchmarks/ on sys.path)
     path = path_for("starcoder2-3b")                # then `starchat ask -m PATH ...`
 
@@ -11,10 +12,14 @@ llama.cpp's Q4_K_M mix of tensor types, with random weights: loading and every t
 the real model's do, and the text is noise. ``starcoder2-15b`` is also the shape of StarChat2-15B
 and StarCoder2-15B-Instruct, ``starcoder-15b`` that of StarChat-alpha and -beta.
 
+The tokenizer is a stand-in of the real size unless ``--vocab FILE.gguf`` (or
+``STARCHAT_BENCH_VOCAB``, which every benchmark's ``--shape`` then uses) names a vocab-only GGUF
+of the real one, such as llama.cpp's ``models/ggml-vocab-starcoder.gguf``.
+
 Files live in ``$STARCHAT_BENCH_CACHE``, else ``$XDG_CACHE_HOME/starchat-bench``, else
 ``~/.cache/starchat-bench``: never in the repository, never used by the tests. A file is reused
-only when the manifest written after it was complete names the same shape and generator and the
-file still has that size and the GGUF magic; otherwise it is written again (through a temp
+only when the manifest written after it was complete names the same shape, generator and
+vocabulary and the file still has that size and the GGUF magic; otherwise it is written again (through a temp
 file renamed into place, so an interrupted run leaves nothing that looks whole).
 """
 
@@ -47,10 +52,23 @@ def _files(name: str) -> tuple[Path, Path]:
     return folder / f"{name}-Q4_K_M.gguf", folder / f"{name}-Q4_K_M.json"
 
 
+def vocab_file() -> Path | None:
+    """The vocab-only GGUF to take the tokenizer from (``STARCHAT_BENCH_VOCAB``), if any."""
+    env = os.environ.get("STARCHAT_BENCH_VOCAB")
+    if not env:
+        return None
+    path = Path(env).expanduser().resolve()
+    if not path.is_file():
+        raise SystemExit(f"STARCHAT_BENCH_VOCAB: no such file {path}")
+    return path
+
+
 def _manifest(name: str) -> dict:
     from converters.real_shapes import SHAPES
 
-    return {"generator": GENERATOR, "shape": asdict(SHAPES[name])}
+    vocab = vocab_file()
+    source = f"{vocab} ({vocab.stat().st_size} bytes)" if vocab else "stand-in"
+    return {"generator": GENERATOR, "shape": asdict(SHAPES[name]), "vocab": source}
 
 
 def cached(name: str) -> Path | None:
@@ -84,7 +102,7 @@ def _progress(label: str):
 
 def path_for(name: str, *, quiet: bool = False) -> Path:
     """The GGUF of shape ``name`` (a key of converters.real_shapes.SHAPES), written on first use."""
-    from converters.real_shapes import SHAPES, write_shape
+    from converters.real_shapes import SHAPES, vocab_from_gguf, write_shape
 
     if name not in SHAPES:
         raise SystemExit(f"unknown shape {name!r}: choose one of {', '.join(SHAPES)}")
@@ -95,7 +113,9 @@ def path_for(name: str, *, quiet: bool = False) -> Path:
     manifest.unlink(missing_ok=True)  # the file about to be replaced is no longer the recorded one
     if not quiet:
         print(f"writing {path} (once; later runs reuse it) ...", file=sys.stderr)
-    result = write_shape(SHAPES[name], path, progress=None if quiet else _progress(name))
+    shape, vocab = SHAPES[name], vocab_file()
+    tokens = vocab_from_gguf(vocab, shape) if vocab else None
+    result = write_shape(shape, path, vocab=tokens, progress=None if quiet else _progress(name))
     record = {**_manifest(name), "bytes": result.n_bytes, "seconds": round(result.seconds, 1)}
     record.update(n_vocab=result.n_vocab, n_params=result.n_params, types=result.types)
     tmp = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
@@ -127,7 +147,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("shape", nargs="?", choices=sorted(SHAPES), help="write (if needed) and print its path")
     ap.add_argument("--list", action="store_true", help="list the shapes and what is cached")
+    ap.add_argument(
+        "--vocab", type=Path, help="a vocab-only GGUF of the real tokenizer (STARCHAT_BENCH_VOCAB)"
+    )
     args = ap.parse_args()
+    if args.vocab:
+        os.environ["STARCHAT_BENCH_VOCAB"] = str(args.vocab)
     if args.list or not args.shape:
         print(f"cache: {cache_dir()}")
         for name, s in SHAPES.items():

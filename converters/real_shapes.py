@@ -49,7 +49,7 @@ from converters.outfile import DISK_FULL, PendingOutput, check_target, output_fa
 from .arch import ArchPlan
 from .convert import check_disk, write_kv, write_metadata
 from .families import plan_for
-from .tokenizer import FIM_TOKENS, NORMAL, TEMPLATES_BY_FORMAT, Vocab, read_vocab
+from .tokenizer import CONTROL, FIM_TOKENS, NORMAL, TEMPLATES_BY_FORMAT, Vocab, read_vocab
 
 # GGML types (gguf.GGMLQuantizationType) and llama.cpp's LLAMA_FTYPE_MOSTLY_Q4_K_M
 F32, Q4_K, Q5_K, Q6_K = 0, 12, 13, 14
@@ -241,10 +241,13 @@ def stand_in_vocab(shape: Shape, corpus: Iterable[str] | None = None) -> Vocab:
         return read_vocab(Path(tmp), config, shape.vocab_size, prompt_format=shape.prompt_format)
 
 
-def vocab_from_gguf(path: Path, prompt_format: str = "chatml") -> Vocab:
-    """The tokenizer of a (vocab-only) GGUF: tokens, types, merges, ids and its chat template,
-    else the template of ``prompt_format``. Its size sets the embedding rows."""
+def vocab_from_gguf(path: Path, shape: Shape) -> Vocab:
+    """The tokenizer of a (vocab-only) GGUF for ``shape``: its tokens, types, merges and ids; the
+    shape's chat tokens appended at their real ids when it lacks them (a base model's vocabulary);
+    its chat template, else the shape's. Its size sets the embedding rows."""
     from gguf import GGUFReader
+
+    from converters.synthetic import CHAT_TOKENS
 
     fields = GGUFReader(path).fields
 
@@ -252,21 +255,25 @@ def vocab_from_gguf(path: Path, prompt_format: str = "chatml") -> Vocab:
         f = fields.get(key)
         return f.contents() if f is not None else default
 
-    tokens = get("tokenizer.ggml.tokens")
+    tokens = list(get("tokenizer.ggml.tokens") or [])
     if get("tokenizer.ggml.model") != "gpt2" or not tokens:
         raise ConversionError(f"{path}: no gpt2 (byte-level BPE) vocabulary in this GGUF")
+    types = [int(t) for t in get("tokenizer.ggml.token_type", [NORMAL] * len(tokens))]
+    chat = CHAT_TOKENS[shape.chat]
+    if len(tokens) == shape.base_vocab and not set(chat) & set(tokens):
+        tokens, types = tokens + chat, types + [CONTROL] * len(chat)
     template = get("tokenizer.chat_template")
     eos = int(get("tokenizer.ggml.eos_token_id", 0))
     index = {t: i for i, t in enumerate(tokens)}
     return Vocab(
-        tokens=list(tokens),
-        token_types=[int(t) for t in get("tokenizer.ggml.token_type", [NORMAL] * len(tokens))],
+        tokens=tokens,
+        token_types=types,
         merges=list(get("tokenizer.ggml.merges", [])),
         bos_id=int(get("tokenizer.ggml.bos_token_id", eos)),
         eos_id=eos,
         unk_id=int(get("tokenizer.ggml.unknown_token_id", eos)),
-        chat_template=template or TEMPLATES_BY_FORMAT[prompt_format],
-        template_source="gguf" if template else f"catalog:{prompt_format}",
+        chat_template=template or TEMPLATES_BY_FORMAT[shape.prompt_format],
+        template_source="gguf" if template else f"catalog:{shape.prompt_format}",
         fim_ids={kind: index[text] for kind, text in FIM_TOKENS.items() if text in index},
     )
 

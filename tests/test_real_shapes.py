@@ -170,7 +170,7 @@ def test_llama_cpp_runs_it_through_starchats_engine(written):
 
 def test_vocab_from_a_gguf_round_trips(written, tmp_path):
     shape, result = written["starcoder2-15b"]
-    vocab = vocab_from_gguf(result.path)
+    vocab = vocab_from_gguf(result.path, shape)
     again = write_shape(shape, tmp_path / "again.gguf", vocab=vocab)
     a, b = fields(result.path), fields(again.path)
     for key in (
@@ -191,5 +191,28 @@ def test_an_interrupted_write_leaves_nothing(written, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_shape(shape, target, vocab=vocab_from_gguf(result.path), progress=stop)
+        write_shape(shape, target, vocab=vocab_from_gguf(result.path, shape), progress=stop)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_base_models_vocab_gguf_gets_the_chat_tokens_at_their_real_ids(written, tmp_path):
+    import gguf
+
+    shape, result = written["starcoder2-15b"]
+    meta = fields(result.path)
+    base = (
+        tmp_path / "vocab.gguf"
+    )  # vocab-only, as llama.cpp's ggml-vocab-*.gguf: no chat tokens, no template
+    writer = gguf.GGUFWriter(str(base), "starcoder2")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(meta["tokenizer.ggml.tokens"][:1024])
+    writer.add_token_types(meta["tokenizer.ggml.token_type"][:1024])
+    writer.add_token_merges(meta["tokenizer.ggml.merges"])
+    writer.add_eos_token_id(0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    vocab = vocab_from_gguf(base, shape)
+    assert vocab.tokens == meta["tokenizer.ggml.tokens"] and vocab.token_types[1024:] == [CONTROL, CONTROL]
+    assert vocab.chat_template == CHATML_TEMPLATE and vocab.fim_ids["pre"] == 1
