@@ -23,8 +23,8 @@ The tokenizer is a stand-in of the real size: the real special tokens at their r
 (``<|endoftext|>`` 0, the FIM tokens, ...), then a byte-level BPE (StarCoder's pre-tokenizer)
 trained on the Python standard library's sources, unused ids up to the real size if the
 trainer stops short, then the chat tokens. Token counts of a given text differ from the real
-model's (Python code comes out at about 4 characters per token, as with the real tokenizer;
-other languages and prose in more tokens); the compute per token does not. ``vocab=`` takes
+model's (Python code comes out at about 4 characters per token; other languages and prose
+in more tokens than with the real one); the compute per token does not. ``vocab=`` takes
 the tokens of a vocab-only GGUF instead (:func:`vocab_from_gguf`). Control and unused tokens get
 all-zero output rows, so greedy decoding never ends a reply early on an end-of-turn token.
 Written tensor by tensor in chunks through an unnamed temp file (``converters.outfile``):
@@ -49,6 +49,7 @@ from converters.outfile import DISK_FULL, PendingOutput, check_target, output_fa
 from .arch import ArchPlan
 from .convert import check_disk, write_kv, write_metadata
 from .families import plan_for
+from .synthetic import CHAT_TOKENS, TRAIN_TEXT, train_bpe
 from .tokenizer import CONTROL, FIM_TOKENS, NORMAL, TEMPLATES_BY_FORMAT, Vocab, read_vocab
 
 # GGML types (gguf.GGMLQuantizationType) and llama.cpp's LLAMA_FTYPE_MOSTLY_Q4_K_M
@@ -93,8 +94,6 @@ class Shape:
 
     @property
     def vocab_size(self) -> int:
-        from converters.synthetic import CHAT_TOKENS
-
         return self.base_vocab + len(CHAT_TOKENS[self.chat])
 
     def hf_config(self, vocab_size: int | None = None) -> dict[str, Any]:
@@ -224,8 +223,6 @@ def code_corpus(max_chars: int = 16_000_000) -> list[str]:
 def stand_in_vocab(shape: Shape, corpus: Iterable[str] | None = None) -> Vocab:
     """A byte-level BPE of the shape's real size, its special and chat tokens at their real ids,
     trained on ``corpus`` (default: :func:`code_corpus`; a few seconds)."""
-    from converters.synthetic import CHAT_TOKENS, TRAIN_TEXT, train_bpe
-
     if corpus is None:
         corpus = code_corpus() or [TRAIN_TEXT]
     tok = train_bpe(shape.base_vocab, shape.specials, corpus)
@@ -246,8 +243,6 @@ def vocab_from_gguf(path: Path, shape: Shape) -> Vocab:
     shape's chat tokens appended at their real ids when it lacks them (a base model's vocabulary);
     its chat template, else the shape's. Its size sets the embedding rows."""
     from gguf import GGUFReader
-
-    from converters.synthetic import CHAT_TOKENS
 
     fields = GGUFReader(path).fields
 

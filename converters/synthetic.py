@@ -4,6 +4,7 @@
     model, tokenizer = build_checkpoint(folder, TinySpec("starcoder2", tied=True, chat="chatml"))
     convert_checkpoint(folder, tmp / "tiny.gguf", "f32")          # converters.convert
     write_wide_starcoder2(tmp / "wide", n_layer=8)                 # real layer widths, no transformers
+    tok = train_bpe(49152, "starcoder2", texts)                     # a tokenizers.Tokenizer, no transformers
 
 The tokenizer is a byte-level BPE trained with the ``tokenizers`` library using
 StarCoder's pre-tokenizer (digits split one by one, then ByteLevel without a prefix
