@@ -19,6 +19,11 @@ Tokens per second while decoding (generating) on the demo model, two ways:
   ``n_threads_batch``), ``n_ctx`` 4096, ``n_batch`` 512, otherwise llama.cpp's default
   context parameters. Timed from the first sampled token to the last: (G - 1) / seconds.
 
+``--shape starcoder2-15b`` (or another name of ``benchmarks/shapes.py --list``) runs both
+sides on a real-scale file instead: the model's real shapes with random weights (written once
+into the benchmark cache), prompted through the file's own chat template with no system
+prompt, as ``starchat ask -m FILE`` does.
+
 Both sides run in their own fresh process (model load not timed). An untimed warm-up
 run of the CLI first finds G and fills the page cache; then ``--rounds`` rounds
 (default 3) each run both sides, alternating which one goes first so neither profits
@@ -46,7 +51,7 @@ flash attention on vs off does).
 
 Timing figures are printed, never asserted on.
 
-    python benchmarks/decode.py [--rounds 3] [--max-tokens 256] [--threads T]
+    python benchmarks/decode.py [--rounds 3] [--max-tokens 256] [--threads T] [--shape NAME]
 """
 
 from __future__ import annotations
@@ -76,11 +81,16 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def rendered_prompt(prompt: str) -> str:
-    """The exact text `starchat ask -m demo` sends: ChatML with the demo's default system prompt."""
-    from starchat_cli.engine.prompting.formats import ChatMLFormat, Message
+def rendered_prompt(prompt: str, shape: str | None = None) -> str:
+    """The exact text `starchat ask` sends: for the demo, ChatML with its default system prompt;
+    for a shape's file, the file's template (the shape's format) and no system prompt."""
+    from starchat_cli.engine.prompting.formats import ChatMLFormat, Message, get_format
     from starchat_cli.models.catalog import CATALOG
 
+    if shape is not None:
+        from converters.real_shapes import SHAPES
+
+        return get_format(SHAPES[shape].prompt_format).render([Message("user", prompt)])
     system = CATALOG["demo"].default_system
     return ChatMLFormat().render([Message("system", system), Message("user", prompt)])
 
@@ -142,12 +152,12 @@ def starchat_command() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "starchat_cli"]
 
 
-def run_starchat(prompt: str, threads: int, max_tokens: int) -> dict:
+def run_starchat(prompt: str, threads: int, max_tokens: int, model: str = "demo") -> dict:
     cmd = [
         *starchat_command(),
         "ask",
         "-m",
-        "demo",
+        model,
         "-t",
         "0",
         "--threads",
@@ -179,7 +189,9 @@ def run_starchat(prompt: str, threads: int, max_tokens: int) -> dict:
 # -- raw side (runs in a subprocess: python decode.py --raw-worker ...) ----------------------
 
 
-def raw_worker(model_path: str, prompt: str, threads: int, n_generate: int, flash_attn: str) -> dict:
+def raw_worker(
+    model_path: str, prompt: str, threads: int, n_generate: int, flash_attn: str, shape: str | None
+) -> dict:
     import ctypes
 
     import llama_cpp
@@ -212,7 +224,7 @@ def raw_worker(model_path: str, prompt: str, threads: int, n_generate: int, flas
         raise SystemExit("raw: cannot create the context")
     vocab = llama_cpp.llama_model_get_vocab(model)
 
-    text = rendered_prompt(prompt).encode("utf-8")
+    text = rendered_prompt(prompt, shape).encode("utf-8")
     capacity = len(text) + 16
     tokens = (llama_cpp.llama_token * capacity)()
     n_prompt = llama_cpp.llama_tokenize(vocab, text, len(text), tokens, capacity, False, True)
@@ -273,7 +285,9 @@ def raw_worker(model_path: str, prompt: str, threads: int, n_generate: int, flas
     }
 
 
-def run_raw(model_path: str, prompt: str, threads: int, n_generate: int, flash_attn: str) -> dict:
+def run_raw(
+    model_path: str, prompt: str, threads: int, n_generate: int, flash_attn: str, shape: str | None
+) -> dict:
     cmd = [
         sys.executable,
         os.path.abspath(__file__),
@@ -288,6 +302,7 @@ def run_raw(model_path: str, prompt: str, threads: int, n_generate: int, flash_a
         str(n_generate),
         "--raw-flash-attn",
         flash_attn,
+        *(["--shape", shape] if shape else []),
     ]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -318,15 +333,23 @@ def main() -> None:
         help="flash attention on the raw side: auto (llama.cpp's default), off (what llama_cpp.Llama uses), on",
     )
     parser.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
+    from shapes import add_shape_option, path_for
+
+    add_shape_option(parser)
     args = parser.parse_args()
 
+    if args.shape and not args.raw_worker:
+        args.model = str(path_for(args.shape))
+    cli_model = args.model if args.shape else "demo"
     if args.model is None:
         from starchat_cli.models.store import demo_model_path
 
         args.model = str(demo_model_path())
 
     if args.raw_worker:
-        result = raw_worker(args.model, args.prompt, args.threads, args.max_tokens, args.raw_flash_attn)
+        result = raw_worker(
+            args.model, args.prompt, args.threads, args.max_tokens, args.raw_flash_attn, args.shape
+        )
         print(json.dumps(result))
         return
 
@@ -341,7 +364,7 @@ def main() -> None:
     )
     print(f"prompt: {args.prompt!r}")
 
-    warm = run_starchat(args.prompt, args.threads, args.max_tokens)
+    warm = run_starchat(args.prompt, args.threads, args.max_tokens, cli_model)
     n_generate = warm["generated_tokens"]
     print(
         f"warm-up (not counted): starchat generated {n_generate} tokens "
@@ -362,7 +385,7 @@ def main() -> None:
         for side in order:
             if side == "starchat":
                 meter = CpuMeter()
-                res = run_starchat(args.prompt, args.threads, args.max_tokens)
+                res = run_starchat(args.prompt, args.threads, args.max_tokens, cli_model)
                 noise, noisy = meter.stop()
                 noisy_runs += noisy
                 if res["generated_tokens"] != n_generate:
@@ -379,7 +402,9 @@ def main() -> None:
                 )
             else:
                 meter = CpuMeter()
-                res = run_raw(args.model, args.prompt, args.threads, n_generate, args.raw_flash_attn)
+                res = run_raw(
+                    args.model, args.prompt, args.threads, n_generate, args.raw_flash_attn, args.shape
+                )
                 noise, noisy = meter.stop()
                 noisy_runs += noisy
                 raw_tps.append(res["tokens_per_second"])

@@ -22,10 +22,13 @@ speedup from tokens per step and the curve:
 
 evaluated with this machine's curve. On a CUDA or Metal machine run the same script with
 ``--gpu auto --model PATH.gguf`` (e.g. StarChat2-15B Q4_K_M) to measure the curve there.
+``--shape starcoder2-15b`` (``benchmarks/shapes.py --list``) runs on a real-scale file (the
+model's shapes, random weights): its batch-cost curve is the real model's, but its text is
+noise, so the drafts' acceptance (tokens per step) says nothing there.
 Timing figures are printed, never asserted on.
 
     python benchmarks/drafts.py [--rounds 3] [--max-tokens 400] [--threads 2] [--gpu off|auto|N]
-                                [--model PATH] [--quick]
+                                [--model PATH | --shape NAME] [--quick]
 """
 
 from __future__ import annotations
@@ -148,7 +151,12 @@ def main() -> None:
     ap.add_argument("--model", help="a GGUF file instead of the demo model")
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--quick", action="store_true", help="a short smoke run: 1 round, few tokens")
+    from shapes import add_shape_option, path_for
+
+    add_shape_option(ap)
     args = ap.parse_args()
+    if args.shape:
+        args.model = str(path_for(args.shape))
     if args.quick:
         args.rounds, args.max_tokens = 1, 24
 

@@ -92,7 +92,7 @@ def _check_index(hf_dir: Path, kind: str, readers: list[Any]) -> None:
             )
 
 
-def _check_disk(out_dir: Path, needed: int) -> None:
+def check_disk(out_dir: Path, needed: int) -> None:
     try:
         free = shutil.disk_usage(out_dir).free
     except OSError:
@@ -195,7 +195,7 @@ def _convert(
     vocab_bytes = sum(len(s.encode("utf-8")) + 8 for s in vocab.tokens + vocab.merges)
     pending = PendingOutput(out)  # an unwritable folder fails here, before the free-space check
     try:
-        _check_disk(out.parent, data_bytes + vocab_bytes + 1024 * 1024)
+        check_disk(out.parent, data_bytes + vocab_bytes + 1024 * 1024)
     except BaseException:
         pending.discard()
         raise
@@ -206,7 +206,7 @@ def _convert(
     ring = Ring(workers + 2)  # jobs in flight (workers + 1) plus the chunk being written
     try:
         writer = gguf.GGUFWriter(tmp, plan.arch)
-        _write_metadata(writer, plan, vocab, outtype, name or hf.resolve().name)
+        write_metadata(writer, plan, vocab, _FILE_TYPE[outtype], name or hf.resolve().name)
         for t in tensors:
             writer.add_tensor_info(
                 t.name,
@@ -216,7 +216,7 @@ def _convert(
                 raw_dtype=gguf.GGMLQuantizationType(t.ggml_type),
             )
         writer.write_header_to_file()
-        _write_kv(writer)
+        write_kv(writer)
         writer.write_ti_data_to_file()
         assert writer.fout is not None
         fout = writer.fout[0]
@@ -283,7 +283,9 @@ def _convert(
     )
 
 
-def _write_metadata(writer: Any, plan: ArchPlan, vocab: Vocab, outtype: str, name: str) -> None:
+def write_metadata(writer: Any, plan: ArchPlan, vocab: Vocab, file_type: int, name: str) -> None:
+    """The GGUF keys of a StarCoder-family file: hyperparameters, ``general.file_type`` (a
+    LLAMA_FTYPE_* id) and the tokenizer."""
     arch = plan.arch
     writer.add_name(name)
     for kv in plan.kvs:
@@ -292,7 +294,7 @@ def _write_metadata(writer: Any, plan: ArchPlan, vocab: Vocab, outtype: str, nam
             writer.add_uint32(key, int(kv.value))
         else:
             writer.add_float32(key, float(kv.value))
-    writer.add_file_type(_FILE_TYPE[outtype])
+    writer.add_file_type(file_type)
     writer.add_quantization_version(2)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(PRE_TOKENIZER)
@@ -312,7 +314,7 @@ def _write_metadata(writer: Any, plan: ArchPlan, vocab: Vocab, outtype: str, nam
         writer.add_chat_template(vocab.chat_template)
 
 
-def _write_kv(writer: Any) -> None:
+def write_kv(writer: Any) -> None:
     """``GGUFWriter.write_kv_data_to_file`` with fast paths for the big arrays.
 
     The writer packs every token and merge through several Python calls (about a second for

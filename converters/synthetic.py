@@ -4,6 +4,7 @@
     model, tokenizer = build_checkpoint(folder, TinySpec("starcoder2", tied=True, chat="chatml"))
     convert_checkpoint(folder, tmp / "tiny.gguf", "f32")          # converters.convert
     write_wide_starcoder2(tmp / "wide", n_layer=8)                 # real layer widths, no transformers
+    tok = train_bpe(49152, "starcoder2", texts)                     # a tokenizers.Tokenizer, no transformers
 
 The tokenizer is a byte-level BPE trained with the ``tokenizers`` library using
 StarCoder's pre-tokenizer (digits split one by one, then ByteLevel without a prefix
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 TRAIN_TEXT = """\
 def fibonacci(n: int) -> int:
@@ -96,13 +97,14 @@ CHAT_TOKENS = {
 }
 
 
-def build_tokenizer(chat: str, vocab_size: int = 512, vocab: str = "base"):
-    """A PreTrainedTokenizerFast like StarCoder's, with the chat tokens of one seed model.
+def train_bpe(vocab_size: int = 512, vocab: str = "base", corpus: Iterable[str] | None = None):
+    """A byte-level BPE like StarCoder's, as a ``tokenizers.Tokenizer`` (no transformers needed).
 
     ``vocab``: which leading special tokens (a key of :data:`SPECIALS`): "base" (the FIM
-    tokens 0-4 only), or the real "starcoder" / "starcoder2" lists."""
+    tokens 0-4 only), or the real "starcoder" / "starcoder2" lists. The trainer learns merges
+    from ``corpus`` (:data:`TRAIN_TEXT` by default) until ``vocab_size`` tokens or until the
+    text has no pair left to merge, whichever comes first."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -115,9 +117,16 @@ def build_tokenizer(chat: str, vocab_size: int = 512, vocab: str = "base"):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator([TRAIN_TEXT] * 4, trainer=trainer)
+    tok.train_from_iterator([TRAIN_TEXT] * 4 if corpus is None else corpus, trainer=trainer)
+    return tok
+
+
+def build_tokenizer(chat: str, vocab_size: int = 512, vocab: str = "base"):
+    """A PreTrainedTokenizerFast like StarCoder's (:func:`train_bpe`), with the chat tokens of one seed model."""
+    from transformers import PreTrainedTokenizerFast
+
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=train_bpe(vocab_size, vocab),
         bos_token="<|endoftext|>",
         eos_token="<|endoftext|>",
         unk_token="<|endoftext|>",
