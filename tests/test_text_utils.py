@@ -7,8 +7,9 @@ import itertools
 import pytest
 
 from starchat_cli.chat.codeblocks import BlockSplitter, CodeStream, extract_code_blocks
-from starchat_cli.chat.inputs import attach, decode_text, fence_for, guess_language
+from starchat_cli.chat.inputs import decode_text, guess_language
 from starchat_cli.core.errors import InputError
+from starchat_cli.engine.prompting.attachment import attach, fence_for
 from starchat_cli.engine.prompting.stops import StopTextFilter
 
 
