@@ -15,6 +15,7 @@ from starchat_cli.cli.options import (
     Endpoint,
     Format,
     Gpu,
+    KeepAlive,
     MaxTokens,
     Model,
     Seed,
@@ -74,6 +75,7 @@ def ask(
     ctx: Ctx = None,
     threads: Threads = None,
     gpu: Gpu = None,
+    keep_alive: KeepAlive = None,
     draft: Draft = None,
     endpoint: Endpoint = None,
     api_key: ApiKey = None,
@@ -100,7 +102,7 @@ def ask(
             'nothing to ask: give a question (starchat ask "...") or pipe text in (cat file | starchat ask "...")'
         )
 
-    settings, engine = open_for(command, Use.CHAT)
+    settings, engine = open_for(command, Use.ASK)
     out = Output(raw=raw or code or json_out)
     info = load(engine, verbose=verbose)
     turn, attachment = _prompt(text_q, stdin_text, lang)

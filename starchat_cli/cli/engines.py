@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 class Use(Enum):
     """What the command needs of the model, which decides how one is chosen."""
 
-    CHAT = "chat"  # a conversation: a completion-only model is refused (ask, chat)
-    ANY = "any"  # any model the user names or the default (edit)
-    COMPLETE = "complete"  # fill-in-the-middle: a completion model first (complete)
+    ASK = "ask"  # one question: a completion-only model is refused; kept warm in a worker (ask)
+    CHAT = "chat"  # a conversation: a completion-only model is refused (chat)
+    ANY = "any"  # any model the user names or the default; kept warm in a worker (edit)
+    COMPLETE = "complete"  # fill-in-the-middle: a completion model first; kept warm (complete)
     SERVE = "serve"  # a model of this machine, never an --endpoint (serve)
 
 
@@ -50,13 +51,20 @@ def open_with(settings: Settings, explicit: bool, use: Use) -> Engine:
     """An engine for ``settings``; a note on stderr when starchat picked the model itself."""
     from starchat_cli.services import runtime
 
+    # The one-shot commands keep the model warm in a worker process for the next call; the chat
+    # and the server live long enough to keep it loaded themselves (README: Keep the model warm).
+    worker = use in (Use.ASK, Use.ANY, Use.COMPLETE)
     if use is Use.COMPLETE:
         from starchat_cli.services.completion import open_completion_engine
 
-        opened = open_completion_engine(settings, explicit)
+        opened = open_completion_engine(settings, explicit, worker=worker)
     else:
         opened = runtime.open_engine(
-            settings, explicit, chat_only=use is Use.CHAT, local_only=use is Use.SERVE
+            settings,
+            explicit,
+            chat_only=use in (Use.ASK, Use.CHAT),
+            local_only=use is Use.SERVE,
+            worker=worker,
         )
     if opened.note:
         note(opened.note)
