@@ -196,6 +196,16 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ),
     ("edit", "edit", "Let the model rewrite FILE as INSTRUCTION says; show the diff and ask before writing."),
     ("undo", "edit", "Revert the last file write of starchat (edit, or Save/insert in the chat)."),
+    (
+        "ps",
+        "workers",
+        "List the models kept loaded between calls: model, memory, context, idle time left, pid.",
+    ),
+    (
+        "stop",
+        "workers",
+        "Unload a model kept loaded between calls (its worker exits), or all of them with --all.",
+    ),
     ("completion", "completion", "Print (or --install) the Tab-completion script for bash, zsh or fish."),
     ("sessions", "chat", "Saved chat sessions (SQLite, under the data dir: `starchat paths`)."),
     (

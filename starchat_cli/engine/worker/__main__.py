@@ -1,5 +1,6 @@
-"""``python -m starchat_cli.engine.worker SPEC-JSON``: the worker process (server.py)."""
+"""``python -m starchat_cli.engine.worker KEY KEEP_ALIVE SPEC-JSON``: the worker process (server.py)."""
 
 from starchat_cli.engine.worker.server import main
 
-main()
+if __name__ == "__main__":
+    main()
