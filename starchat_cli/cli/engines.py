@@ -14,6 +14,7 @@ import sys
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Iterator
 
+import click
 import typer
 
 from starchat_cli.cli.options import setting_flags
@@ -68,6 +69,12 @@ def open_with(settings: Settings, explicit: bool, use: Use) -> Engine:
         )
     if opened.note:
         note(opened.note)
+    close = getattr(opened.engine, "close", None)
+    current = click.get_current_context(silent=True)
+    if close is not None and current is not None:
+        current.call_on_close(
+            close
+        )  # a worker's connection ends with the command (keep-alive 0: the worker too)
     return opened.engine
 
 

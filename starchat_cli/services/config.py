@@ -172,7 +172,9 @@ KeepAlive = Annotated[
         "one: 5m, 30s, 1h, 0 (unload at once), forever."
     ),
 ]
-WorkerMode = Annotated[str, BeforeValidator(lambda value: "on" if _check_auto_on_off(value) != "off" else "off")]
+WorkerMode = Annotated[
+    str, BeforeValidator(lambda value: "on" if _check_auto_on_off(value) != "off" else "off")
+]
 
 
 class Settings(BaseModel):
