@@ -184,6 +184,12 @@ def test_closing_a_generation_stops_the_worker_quickly(demo_gguf):
         assert len(list(short)) and short.stats.stop_reason is StopReason.LENGTH
         assert short.stats.cached_tokens > 0 and time.perf_counter() - t0 < 5.0
         assert engine.count_tokens(turns) == in_process().count_tokens(turns)
+        unread = engine.generate(turns, GenerationParams(temperature=0, max_tokens=1500))
+        unread.close()  # closed before its first chunk: the worker stops too, the connection stays
+        assert unread.stats.stop_reason is StopReason.CANCELLED
+        connection = engine._sock
+        assert list(engine.complete("1, 2, 3,", GenerationParams(temperature=0, max_tokens=2)))
+        assert engine._sock is connection
     finally:
         engine.close()
     assert gone(engine.pid)
@@ -247,3 +253,17 @@ def test_an_error_frame_raises_the_same_type():
     with pytest.raises(StarchatError, match="unexpected KeyError in the model worker") as caught:
         raise_error(error_frame(KeyError("x")))
     assert caught.value.exit_code == ExitCode.ERROR
+
+
+def test_a_model_larger_than_free_memory_is_said_before_it_starts(tmp_path):
+    from starchat_cli.engine.worker.registry import memory_advice
+
+    huge = tmp_path / "huge.gguf"
+    with huge.open("wb") as f:
+        f.truncate(1 << 42)  # sparse: 4 TiB on paper, nothing on disk
+    advice = memory_advice(str(huge), "huge")
+    assert advice is not None and advice.startswith("huge needs about 4.4 TB of memory and ")
+    assert memory_advice(str(tmp_path / "missing.gguf"), "x") is None
+    small = tmp_path / "small.gguf"
+    small.write_bytes(b"GGUF")
+    assert memory_advice(str(small), "small") is None

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import starchat_cli
 from starchat_cli import __version__
@@ -51,6 +51,7 @@ class WorkerEngine:
         self._key = ""
         self._ids = itertools.count(1)
         self._inflight = 0  # the id of the generation being streamed
+        self._warnings: tuple[str, ...] = ()  # the client's own (memory), said with the worker's
         self._info = EngineInfo(
             name=spec.name, location=self.spec.path, default_system=spec.system, aliases=spec.aliases
         )
@@ -61,12 +62,12 @@ class WorkerEngine:
         return self._info
 
     def load(self) -> EngineInfo:
-        self._info = wire.info_of(self._call({"op": "load"})["info"])
+        self._adopt(self._call({"op": "load"})["info"])
         return self._info
 
     def persist(self) -> None:
         if self._sock is not None:
-            self._info = wire.info_of(self._call({"op": "persist"})["info"])
+            self._adopt(self._call({"op": "persist"})["info"])
 
     def count_tokens(self, messages: Sequence[Message]) -> int | None:
         return self._call({"op": "count_tokens", "messages": wire.messages_list(list(messages))})["n"]
@@ -129,10 +130,10 @@ class WorkerEngine:
         first = self._call({**request, "id": rid, "params": params.model_dump(mode="json")}, rid=rid)
         stats = Stats()
         wire.update_stats(stats, first["stats"])
-        chunks = self._chunks(rid, stats, cancel)
+        chunks = _Chunks(self._chunks(rid, stats, cancel), lambda: self._stop(rid, stats))
         return Generation(chunks, stats, wire.fit_of(first["fit"]), prompt_text=first.get("prompt_text", ""))
 
-    def _chunks(self, rid: int, stats: Stats, cancel: threading.Event | None) -> Iterator[str]:
+    def _chunks(self, rid: int, stats: Stats, cancel: threading.Event | None) -> Generator[str, None, None]:
         watcher = _CancelWatcher(self, rid, cancel) if cancel is not None else None
         try:
             while True:
@@ -142,11 +143,10 @@ class WorkerEngine:
                 elif frame["op"] == "done":
                     self._inflight = 0
                     wire.update_stats(stats, frame["stats"])
-                    self._info = wire.info_of(frame["info"])
+                    self._adopt(frame["info"])
                     return
         except GeneratorExit:  # closed early: the worker stops, the stream is read to its end
-            self._cancel(rid)
-            self._drain(stats)
+            self._stop(rid, stats)
             raise
         except BaseException:
             if self._inflight:  # Ctrl-C mid-frame: the stream cannot be trusted, the worker sees EOF
@@ -155,6 +155,13 @@ class WorkerEngine:
         finally:
             if watcher is not None:
                 watcher.stop()
+
+    def _adopt(self, info: dict[str, Any]) -> None:
+        self._info = wire.info_of({**info, "warnings": [*self._warnings, *info.get("warnings", ())]})
+
+    def _stop(self, rid: int, stats: Stats) -> None:
+        self._cancel(rid)
+        self._drain(stats)
 
     def _cancel(self, rid: int) -> None:
         if self._sock is not None and self._inflight == rid:
@@ -170,7 +177,7 @@ class WorkerEngine:
                 if frame["op"] == "done":
                     self._inflight = 0
                     wire.update_stats(stats, frame["stats"])
-                    self._info = wire.info_of(frame["info"])
+                    self._adopt(frame["info"])
         except Exception:
             self._drop()  # a crash while stopping: closing never raises, the next call starts afresh
 
@@ -260,6 +267,8 @@ class WorkerEngine:
         if state is not None and registry.alive(state.pid):
             registry.stop_worker(state)  # alive but not answering: hung, or another version
         registry.forget(key)
+        advice = registry.memory_advice(self.spec.path, self.spec.name or Path(self.spec.path).stem)
+        self._warnings = (advice,) if advice else ()
         log = registry.file_for(key, ".log")
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         root = str(Path(starchat_cli.__file__).resolve().parent.parent)  # this very code, not another install
@@ -300,6 +309,26 @@ class WorkerEngine:
             + (f": {tail[0]}" if tail else "")
             + f" (its log: {log})"
         )
+
+
+class _Chunks:
+    """The chunks of a generation: closing it before the first chunk stops the worker too (a
+    generator's own ``close`` runs none of its code until it has started)."""
+
+    def __init__(self, chunks: Generator[str, None, None], stop: Callable[[], None]) -> None:
+        self._chunks, self._stop, self._started = chunks, stop, False
+
+    def __iter__(self) -> _Chunks:
+        return self
+
+    def __next__(self) -> str:
+        self._started = True
+        return next(self._chunks)
+
+    def close(self) -> None:
+        if not self._started:
+            self._stop()
+        self._chunks.close()
 
 
 class _CancelWatcher:

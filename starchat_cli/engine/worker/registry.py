@@ -193,6 +193,29 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def memory_advice(path: str, name: str) -> str | None:
+    """Before starting a worker for ``path``: a warning when its weights do not fit in the memory
+    free now, naming the loaded model whose ``stop`` frees the most; None when they fit."""
+    from starchat_cli.core.units import format_bytes
+
+    try:
+        need = os.path.getsize(path)
+        available = next(
+            int(line.split()[1]) * 1024
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemAvailable:")
+        )
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    if need <= available:
+        return None
+    words = f"{name} needs about {format_bytes(need)} of memory and {format_bytes(available)} is free"
+    loaded = sorted(((rss_bytes(s.pid), s.name) for s in live_workers()), reverse=True)
+    if loaded and loaded[0][0]:
+        return f"{words}: `starchat stop {loaded[0][1]}` frees {format_bytes(loaded[0][0])}"
+    return f"{words}: it may load slowly or fail"
+
+
 def stop_worker(state: WorkerState, grace: float = 5.0) -> None:
     """SIGTERM the worker (it unloads and removes its files), SIGKILL it after ``grace`` seconds."""
     with contextlib.suppress(ProcessLookupError):
@@ -215,6 +238,7 @@ __all__ = [
     "forget",
     "listen",
     "live_workers",
+    "memory_advice",
     "read_state",
     "rss_bytes",
     "runtime_folder",
