@@ -27,10 +27,14 @@ from .helpers.cli import REPO, start_starchat
 LONG_ANSWER = "Write a very long essay about the history of programming languages."
 
 
-def ask_interrupted(marker: str, delay: float) -> tuple[int, str]:
-    """Run ``ask -m demo``; SIGINT ``delay`` s after module ``marker`` was imported: (exit, stderr)."""
+def ask_interrupted(marker: str, delay: float, worker: str = "off") -> tuple[int, str]:
+    """Run ``ask -m demo``; SIGINT ``delay`` s after module ``marker`` was imported: (exit, stderr).
+    ``worker``: off, the model in the ask process; on, in its worker process (engine/worker/)."""
     proc = start_starchat(
-        ["ask", "-m", "demo", "-t", "0", LONG_ANSWER], python=("-X", "importtime"), stdout=subprocess.DEVNULL
+        ["ask", "-m", "demo", "-t", "0", LONG_ANSWER],
+        python=("-X", "importtime"),
+        stdout=subprocess.DEVNULL,
+        env={"STARCHAT_WORKER": worker},
     )
     err = b""
     deadline = time.time() + 120
@@ -71,6 +75,25 @@ def ask_interrupted(marker: str, delay: float) -> tuple[int, str]:
 )
 def test_ctrl_c_at_any_moment_of_ask_exits_130(demo_gguf, marker, delay):
     code, err = ask_interrupted(marker, delay)
+    assert code == ExitCode.INTERRUPTED, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert err.strip() in ("", "starchat: error: interrupted"), err
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("marker", "delay"),
+    [
+        ("starchat_cli.services.runtime", 0.0),
+        ("starchat_cli.engine.worker.client", 0.0),  # connecting, starting the worker
+        ("starchat_cli.engine.worker.client", 0.05),
+        ("starchat_cli.engine.worker.client", 0.2),  # the worker loading the model
+        ("starchat_cli.engine.worker.client", 0.5),  # the prompt, the first tokens
+        ("starchat_cli.engine.worker.client", 1.0),  # the reply streaming from the worker
+    ],
+)
+def test_ctrl_c_at_any_moment_of_ask_through_a_worker_exits_130(demo_gguf, marker, delay):
+    code, err = ask_interrupted(marker, delay, worker="on")
     assert code == ExitCode.INTERRUPTED, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert err.strip() in ("", "starchat: error: interrupted"), err
