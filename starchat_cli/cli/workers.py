@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
@@ -32,18 +31,20 @@ def register(app: typer.Typer) -> None:
     app.command("stop", help=STOP_HELP)(stop)
 
 
-def _row(state: WorkerState, now: float) -> dict[str, Any]:
-    from starchat_cli.engine.worker.registry import rss_bytes
+def _row(state: WorkerState) -> dict[str, Any]:
+    from starchat_cli.engine.worker.registry import rss_bytes, status
 
-    left = state.idle_left(now)
+    now = status(state) or {}
+    left = now.get("idle_left")
     return {
         "model": state.name,
         "pid": state.pid,
         "memory_bytes": rss_bytes(state.pid),
         "n_ctx": state.n_ctx,
-        "idle_left_seconds": None if left is None else round(left, 1),
-        "keep_alive_seconds": state.keep_alive,
-        "busy": state.busy,
+        "idle_left_seconds": None if left is None else round(max(0.0, left), 1),
+        "keep_alive_seconds": now.get("keep_alive", state.keep_alive),
+        "answers": bool(now),  # False: it did not answer (busy starting, or hung)
+        "busy": bool(now.get("busy")),
         "path": state.path,
         "started": round(state.started, 3),
         "last_used": round(state.last_used, 3),
@@ -53,6 +54,8 @@ def _row(state: WorkerState, now: float) -> dict[str, Any]:
 
 def _left(row: dict[str, Any]) -> str:
     left = row["idle_left_seconds"]
+    if not row["answers"]:
+        return "?"
     if row["busy"]:
         return "busy"
     if left is None:
@@ -65,8 +68,7 @@ def ps(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
     from starchat_cli.core.units import format_bytes
     from starchat_cli.engine.worker.registry import live_workers
 
-    now = time.time()
-    rows = [_row(state, now) for state in live_workers()]
+    rows = [_row(state) for state in live_workers()]
     if json_out:
         print(json.dumps({"workers": rows}, indent=2))
         return

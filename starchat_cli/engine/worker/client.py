@@ -208,7 +208,7 @@ class WorkerEngine:
 
     def _crashed(self, doing: str) -> None:
         self._drop()
-        how = "stopped"
+        how = "stopped unexpectedly"
         if self._proc is not None:
             try:
                 code = self._proc.wait(timeout=1.0)

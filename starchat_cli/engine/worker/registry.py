@@ -20,7 +20,7 @@ import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.core.fsutil import atomic_write_text
@@ -44,14 +44,6 @@ class WorkerState:
     last_used: float = 0.0
     keep_alive: float = 0.0  # seconds; -1: forever
     version: str = ""
-    busy: bool = False
-
-    def idle_left(self, now: float | None = None) -> float | None:
-        """Seconds before it exits if nothing asks it again; None: never (keep-alive forever)."""
-        if self.keep_alive < 0:
-            return None
-        now = time.time() if now is None else now
-        return max(0.0, self.keep_alive - (now - self.last_used))
 
 
 def runtime_folder(create: bool = True) -> Path:
@@ -180,6 +172,26 @@ def live_workers() -> list[WorkerState]:
             continue
         states.append(state)
     return sorted(states, key=lambda s: s.started)
+
+
+def status(state: WorkerState) -> dict[str, Any] | None:
+    """What the worker says of itself now: ``busy`` (a request running) and ``idle_left`` (seconds
+    before it exits unless asked again; None: never). None when it does not answer."""
+    from starchat_cli.engine.worker import protocol as wire
+    from starchat_cli.engine.worker.spec import PROTOCOL
+
+    sock = connect(state.key)
+    if sock is None:
+        return None
+    try:
+        with sock:
+            wire.send(sock, {"op": "hello", "protocol": PROTOCOL, "version": state.version, "key": state.key})
+            if (wire.recv(sock) or {}).get("op") != "hello":
+                return None
+            wire.send(sock, {"op": "status"})
+            return wire.recv(sock)
+    except (OSError, wire.ProtocolError):
+        return None
 
 
 def rss_bytes(pid: int) -> int:

@@ -132,7 +132,7 @@ class Worker:
         if time.time() - self.last_used >= limit:
             self.stopping.set()
 
-    def _write_state(self, busy: bool = False) -> None:
+    def _write_state(self) -> None:
         info = self.engine.info
         registry.write_state(
             registry.WorkerState(
@@ -145,7 +145,6 @@ class Worker:
                 last_used=self.last_used,
                 keep_alive=self.keep_alive,
                 version=__version__,
-                busy=busy,
             )
         )
 
@@ -195,6 +194,11 @@ class Worker:
             return
         if op == "info":
             conn.send({"op": "info", "info": wire.info_dict(self.engine.info)})
+            return
+        if op == "status":  # `starchat ps`: answered at once, busy or not
+            busy, left = self.lock.locked(), self.keep_alive - (time.time() - self.last_used)
+            idle_left = None if self.keep_alive < 0 else left
+            conn.send({"op": "status", "busy": busy, "idle_left": idle_left, "keep_alive": self.keep_alive})
             return
         with self.lock:
             try:
