@@ -109,17 +109,21 @@ class WorkerEngine:
         return self._generation({**request, "path": path, "repo": repo}, params, cancel)
 
     def close(self) -> None:
-        """Leave the worker (it exits now with keep-alive 0: this waits for that, briefly)."""
-        sock, self._sock = self._sock, None
-        if sock is None:
+        """Leave the worker; when it exits with us (keep-alive 0, no other client), wait for that."""
+        if self._sock is None:
             return
-        sock.close()
-        if self.keep_alive == 0:
-            deadline = time.monotonic() + 2.0
-            while registry.alive(self.pid) and time.monotonic() < deadline:
-                if self._proc is not None and self._proc.poll() is not None:
-                    break  # ours: reaped
-                time.sleep(0.002)
+        exiting = False
+        if not self._inflight:
+            try:
+                exiting = bool(self._call({"op": "leave"}).get("exiting"))
+            except Exception:
+                pass  # gone already
+        self._drop()
+        deadline = time.monotonic() + 2.0
+        while exiting and registry.alive(self.pid) and time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                break  # ours: reaped
+            time.sleep(0.002)
 
     # -- generations -----------------------------------------------------------------------
     def _generation(

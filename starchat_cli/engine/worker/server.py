@@ -195,6 +195,11 @@ class Worker:
         if op == "info":
             conn.send({"op": "info", "info": wire.info_dict(self.engine.info)})
             return
+        if op == "leave":  # the client's last word: will the worker exit as it goes?
+            with self._count:
+                exiting = self.clients == 1 and self.keep_alive == 0
+            conn.send({"op": "leave", "exiting": exiting and not self.lock.locked()})
+            return
         if op == "status":  # `starchat ps`: answered at once, busy or not
             busy, left = self.lock.locked(), self.keep_alive - (time.time() - self.last_used)
             idle_left = None if self.keep_alive < 0 else left
