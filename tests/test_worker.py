@@ -267,3 +267,12 @@ def test_a_model_larger_than_free_memory_is_said_before_it_starts(tmp_path):
     small = tmp_path / "small.gguf"
     small.write_bytes(b"GGUF")
     assert memory_advice(str(small), "small") is None
+
+
+def test_ask_through_a_worker_never_imports_llama_cpp_in_its_own_process(demo_gguf):
+    proc = start_starchat([*ASK, "-n", "2", "hi"], python=("-X", "importtime"))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out, err
+    imported = {line.rsplit(b"|", 1)[-1].strip() for line in err.splitlines() if b"import time:" in line}
+    assert b"starchat_cli.engine.worker.client" in imported
+    assert not {name for name in imported if name.startswith((b"llama_cpp", b"starchat_cli.engine.llamacpp"))}
