@@ -276,3 +276,21 @@ def test_ask_through_a_worker_never_imports_llama_cpp_in_its_own_process(demo_gg
     imported = {line.rsplit(b"|", 1)[-1].strip() for line in err.splitlines() if b"import time:" in line}
     assert b"starchat_cli.engine.worker.client" in imported
     assert not {name for name in imported if name.startswith((b"llama_cpp", b"starchat_cli.engine.llamacpp"))}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5m", 300.0), ("30s", 30.0), ("1h", 3600.0), ("90", 90.0), (0, 0.0), ("forever", -1.0), (-1, -1.0)],
+)
+def test_keep_alive_durations(text, seconds):
+    from starchat_cli.services.config import check_setting
+
+    assert check_setting("keep_alive", text) == seconds
+
+
+def test_a_bad_keep_alive_is_a_config_error():
+    res = run_starchat([*ASK, "--keep-alive", "5 days", "hi"])
+    assert res.returncode == 3
+    assert b"option --keep-alive must be a duration such as 5m" in res.stderr
+    res = run_starchat([*ASK, "hi"], env={"STARCHAT_KEEP_ALIVE": "-5"})
+    assert res.returncode == 3 and b"STARCHAT_KEEP_ALIVE must be a duration" in res.stderr
