@@ -143,6 +143,7 @@ class WorkerEngine:
             while True:
                 frame = self._reply()
                 if frame["op"] == "chunk":
+                    stats.generated_tokens = frame.get("n", stats.generated_tokens)  # a face's progress
                     yield frame["text"]
                 elif frame["op"] == "done":
                     self._inflight = 0

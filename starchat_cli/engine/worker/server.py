@@ -254,7 +254,7 @@ class Worker:
         )
         try:
             for chunk in gen:
-                conn.send({"op": "chunk", "text": chunk})
+                conn.send({"op": "chunk", "text": chunk, "n": gen.stats.generated_tokens})  # live counts
                 if cancel.is_set():
                     break
         finally:
