@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -92,11 +93,28 @@ def test_ctrl_c_at_any_moment_of_ask_exits_130(demo_gguf, marker, delay):
         ("starchat_cli.engine.worker.client", 1.0),  # the reply streaming from the worker
     ],
 )
-def test_ctrl_c_at_any_moment_of_ask_through_a_worker_exits_130(demo_gguf, marker, delay):
+def test_ctrl_c_at_any_moment_of_ask_through_a_worker_exits_130(demo_gguf, marker, delay, isolated_home):
     code, err = ask_interrupted(marker, delay, worker="on")
     assert code == ExitCode.INTERRUPTED, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert err.strip() in ("", "starchat: error: interrupted"), err
+    deadline = time.time() + 5  # and no worker is left (keep-alive 0), even one started as Ctrl-C came
+    while workers_of(isolated_home) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not workers_of(isolated_home)
+
+
+def workers_of(home: Path) -> list[int]:
+    """The pids of the worker processes whose settings name ``home`` (their prompt cache is in it)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"starchat_cli.engine.worker" in args and str(home).encode() in args:
+            pids.append(int(proc.name))
+    return pids
 
 
 def run_qsort(setup: str) -> subprocess.CompletedProcess[str]:

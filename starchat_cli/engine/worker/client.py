@@ -288,6 +288,7 @@ class WorkerEngine:
             key,
             str(self.keep_alive),
             self.spec.to_json(),
+            str(os.getpid()),  # if we die before connecting, the worker goes too
         ]
         try:
             self._proc = subprocess.Popen(

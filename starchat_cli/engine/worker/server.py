@@ -1,6 +1,6 @@
 """The worker: one process that owns llama.cpp for one model and serves its faces over a Unix socket.
 
-    python -m starchat_cli.engine.worker KEY KEEP_ALIVE SPEC-JSON     # started by client.py, detached
+    python -m starchat_cli.engine.worker KEY KEEP_ALIVE SPEC-JSON PID   # started by client PID, detached
 
 It listens on the key's socket in the runtime folder (registry.py), serves one request at a time
 (other clients wait on the request lock: one copy of the weights), keeps the KV of its last request
@@ -76,7 +76,7 @@ class Connection:
 
 
 class Worker:
-    def __init__(self, key: str, spec: EngineSpec, keep_alive: float) -> None:
+    def __init__(self, key: str, spec: EngineSpec, keep_alive: float, starter: int = 0) -> None:
         self.key, self.spec, self.keep_alive = key, spec, keep_alive
         self.engine: LocalEngine = local_engine(spec)
         self.lock = threading.Lock()  # one request at a time
@@ -86,6 +86,7 @@ class Worker:
         self.served = False
         self.started = self.last_used = time.time()
         self.identity = _identity(spec.path)
+        self.starter = starter  # the client that started us: if it dies before connecting, so do we
 
     # -- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
@@ -126,6 +127,9 @@ class Worker:
         if _identity(self.spec.path) != self.identity and not self.lock.locked():
             print("the model file changed: exiting", file=sys.stderr, flush=True)
             self.stopping.set()
+        if not self.served and self.starter and not registry.alive(self.starter):
+            self.stopping.set()  # the starter was interrupted (Ctrl-C) before it connected: nobody comes
+            return
         if self.clients or self.lock.locked() or self.keep_alive < 0:
             return
         limit = self.keep_alive if self.served else max(self.keep_alive, FIRST_CLIENT_GRACE)
@@ -273,8 +277,10 @@ def _identity(path: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    key, keep_alive, spec_json = (sys.argv[1:] if argv is None else argv)[:3]
-    worker = Worker(key, EngineSpec.from_json(spec_json), float(keep_alive))
+    key, keep_alive, spec_json, *starter = (sys.argv[1:] if argv is None else argv)[:4]
+    worker = Worker(
+        key, EngineSpec.from_json(spec_json), float(keep_alive), int(starter[0]) if starter else 0
+    )
 
     def stop(signum: int, frame: Any) -> None:
         worker.stopping.set()
