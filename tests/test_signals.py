@@ -105,14 +105,14 @@ def test_ctrl_c_at_any_moment_of_ask_through_a_worker_exits_130(demo_gguf, marke
 
 
 def workers_of(home: Path) -> list[int]:
-    """The pids of the worker processes whose settings name ``home`` (their prompt cache is in it)."""
+    """The pids of the worker processes started with STARCHAT_HOME=``home``."""
     pids = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            args = (proc / "cmdline").read_bytes()
+            args, env = (proc / "cmdline").read_bytes(), (proc / "environ").read_bytes()
         except OSError:
             continue
-        if b"starchat_cli.engine.worker" in args and str(home).encode() in args:
+        if b"starchat_cli.engine.worker" in args and f"STARCHAT_HOME={home}".encode() in env.split(b"\0"):
             pids.append(int(proc.name))
     return pids
 

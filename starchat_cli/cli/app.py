@@ -285,6 +285,16 @@ def _is_terminal() -> bool:
         return False
 
 
+def _start_worker_ahead() -> None:
+    """ask, edit, complete: a model worker starts importing llama.cpp now, before typer is even
+    imported here, in case the call needs a new one (engine/worker/ahead.py says when)."""
+    args = sys.argv[1:]
+    if args[:1] in (["ask"], ["edit"], ["complete"]) and not {"-h", "--help", "-e", "--endpoint"} & set(args):
+        from starchat_cli.engine.worker.ahead import start_ahead
+
+        start_ahead()
+
+
 def main() -> None:
     if os.environ.get("_STARCHAT_COMPLETE"):  # a shell asks for completions (starchat completion)
         from starchat_cli.cli.completion import enable_shell_classes
@@ -292,6 +302,7 @@ def main() -> None:
         enable_shell_classes()
     if len(sys.argv) == 1 and _is_terminal():
         sys.argv.append("chat")  # a bare `starchat` on a terminal opens the chat; piped, it prints help
+    _start_worker_ahead()
     try:
         lazy_command()(prog_name="starchat")
     except BrokenPipeError:

@@ -1,4 +1,4 @@
-"""``python -m starchat_cli.engine.worker KEY KEEP_ALIVE SPEC-JSON PID``: the worker process (server.py)."""
+"""``python -m starchat_cli.engine.worker``: the worker process (server.py); what it runs comes on stdin."""
 
 from starchat_cli.engine.worker.server import main
 

@@ -17,14 +17,12 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Generator, Sequence
 
-import starchat_cli
 from starchat_cli import __version__
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import WorkerCrashedError
@@ -32,8 +30,8 @@ from starchat_cli.engine.contract import EngineInfo, Generation, Stats
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.attachment import Attachment
 from starchat_cli.engine.prompting.formats import Message
+from starchat_cli.engine.worker import ahead, registry
 from starchat_cli.engine.worker import protocol as wire
-from starchat_cli.engine.worker import registry
 from starchat_cli.engine.worker.spec import PROTOCOL, EngineSpec
 
 START_TIMEOUT = 60.0  # seconds for a new worker to listen (it loads the model after that)
@@ -246,6 +244,7 @@ class WorkerEngine:
                     sock = self._hello(self._wait_listening(key))
         if sock is None:
             raise WorkerCrashedError(f"the model worker for {self.spec.name} does not answer")
+        ahead.release_ahead()  # warm: the worker started ahead is not needed
         self._sock = sock
         atexit.register(self.close)
 
@@ -275,27 +274,9 @@ class WorkerEngine:
         advice = registry.memory_advice(self.spec.path, self.spec.name or Path(self.spec.path).stem)
         self._warnings = (advice,) if advice else ()
         log = registry.file_for(key, ".log")
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        root = str(Path(starchat_cli.__file__).resolve().parent.parent)  # this very code, not another install
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-        }
-        args = [
-            sys.executable,
-            "-m",
-            "starchat_cli.engine.worker",
-            key,
-            str(self.keep_alive),
-            self.spec.to_json(),
-            str(os.getpid()),  # if we die before connecting, the worker goes too
-        ]
-        try:
-            self._proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd="/", env=env, start_new_session=True
-            )
-        finally:
-            os.close(fd)
+        self._proc = ahead.take_ahead(log) or ahead.spawn(log)
+        # our pid: if we die before connecting, the worker goes too
+        ahead.launch(self._proc, [key, str(self.keep_alive), self.spec.to_json(), str(os.getpid())])
         if self.keep_alive != 0:  # it outlives us; while we live, its exit is reaped (no zombie)
             threading.Thread(target=self._proc.wait, daemon=True).start()
 

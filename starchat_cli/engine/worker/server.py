@@ -1,6 +1,6 @@
 """The worker: one process that owns llama.cpp for one model and serves its faces over a Unix socket.
 
-    python -m starchat_cli.engine.worker KEY KEEP_ALIVE SPEC-JSON PID   # started by client PID, detached
+    python -m starchat_cli.engine.worker    # started by client.py, detached; the spec comes on stdin
 
 It listens on the key's socket in the runtime folder (registry.py), serves one request at a time
 (other clients wait on the request lock: one copy of the weights), keeps the KV of its last request
@@ -11,6 +11,7 @@ connection turns a ``cancel`` frame or the client's disconnect into the generati
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 
 from starchat_cli import __version__
 from starchat_cli.engine.contract import Generation
+from starchat_cli.engine.llamacpp import import_library
 from starchat_cli.engine.llamacpp.engine import LocalEngine
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.attachment import Attachment
@@ -276,11 +278,14 @@ def _identity(path: str) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def main(argv: list[str] | None = None) -> None:
-    key, keep_alive, spec_json, *starter = (sys.argv[1:] if argv is None else argv)[:4]
-    worker = Worker(
-        key, EngineSpec.from_json(spec_json), float(keep_alive), int(starter[0]) if starter else 0
-    )
+def main() -> None:
+    """Import llama.cpp, then read the launch line (ahead.py) and serve; no line: exit at once."""
+    import_library()  # while the client still resolves what to run (started ahead of need)
+    line = sys.stdin.readline()
+    if not line.strip():
+        os._exit(0)  # started ahead, not needed
+    key, keep_alive, spec_json, starter = json.loads(line)
+    worker = Worker(key, EngineSpec.from_json(spec_json), float(keep_alive), int(starter))
 
     def stop(signum: int, frame: Any) -> None:
         worker.stopping.set()
