@@ -4,7 +4,8 @@
     engine.load()                                 # connects to the model's worker, or starts one
 
 spec.py (what a worker runs: the model and its load-time settings), protocol.py (frames on a Unix
-socket), registry.py (the runtime folder: sockets, state files, the start lock), client.py (the
-Engine the faces use), server.py (the worker: ``python -m starchat_cli.engine.worker SPEC``),
-local.py (the LocalEngine a spec builds: the worker's, and the in-process path's).
+socket), registry.py (the runtime folder: sockets, state files, the start lock), ahead.py (starting
+a worker, ahead of need too), client.py (the Engine the faces use), server.py (the worker:
+``python -m starchat_cli.engine.worker``), local.py (the LocalEngine a spec builds: the worker's,
+and the in-process path's).
 """
