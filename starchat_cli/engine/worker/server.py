@@ -11,6 +11,7 @@ connection turns a ``cancel`` frame or the client's disconnect into the generati
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import queue
@@ -280,6 +281,7 @@ def _identity(path: str) -> tuple[int, ...]:
 
 def main() -> None:
     """Import llama.cpp, then read the launch line (ahead.py) and serve; no line: exit at once."""
+    faulthandler.enable()  # a native crash (SIGSEGV, abort) leaves the Python stack in KEY.log
     import_library()  # while the client still resolves what to run (started ahead of need)
     line = sys.stdin.readline()
     if not line.strip():
