@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -21,17 +22,33 @@ def amx_setting(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amx_setting: str) -> Path:
-    """Every test gets its own STARCHAT_HOME and no STARCHAT_* settings from the outside."""
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amx_setting: str) -> Iterator[Path]:
+    """Every test gets its own STARCHAT_HOME and no STARCHAT_* settings from the outside.
+
+    Model workers (engine/worker/) exit with their call (STARCHAT_KEEP_ALIVE=0) unless a test
+    says otherwise; whatever worker a test leaves in its home is stopped after it."""
     for var in list(os.environ):
         if var.startswith("STARCHAT_") or var == "NO_COLOR":
             monkeypatch.delenv(var, raising=False)
     home = tmp_path / "starchat-home"
     monkeypatch.setenv("STARCHAT_HOME", str(home))
     monkeypatch.setenv("STARCHAT_AMX", amx_setting)
+    monkeypatch.setenv("STARCHAT_KEEP_ALIVE", "0")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    return home
+    yield home
+    from starchat_cli.core.errors import StarchatError
+    from starchat_cli.engine.worker.registry import live_workers, stop_worker
+
+    monkeypatch.setenv("STARCHAT_HOME", str(home))  # a test may have moved it
+    monkeypatch.undo()  # os.getuid and the like back to themselves
+    monkeypatch.setenv("STARCHAT_HOME", str(home))
+    try:
+        states = live_workers()
+    except StarchatError:  # a test made the runtime folder unusable: no worker ran there
+        states = []
+    for state in states:
+        stop_worker(state, grace=2.0)
 
 
 @pytest.fixture(scope="session")

@@ -157,6 +157,7 @@ def test_piped_text_is_attached_in_a_fence(demo_gguf, monkeypatch):
         return real(self, messages)
 
     monkeypatch.setattr(LocalEngine, "render_tokens", spy)
+    monkeypatch.setenv("STARCHAT_WORKER", "off")  # the spy sees the engine of this process
     src = "def add(a, b):\n    return a + b\n"
     question = "What does this function do?"
     res = invoke("ask", "-m", "demo", "-t", "0", "-n", "1", "--json", question, input=src)

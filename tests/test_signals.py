@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,10 +28,14 @@ from .helpers.cli import REPO, start_starchat
 LONG_ANSWER = "Write a very long essay about the history of programming languages."
 
 
-def ask_interrupted(marker: str, delay: float) -> tuple[int, str]:
-    """Run ``ask -m demo``; SIGINT ``delay`` s after module ``marker`` was imported: (exit, stderr)."""
+def ask_interrupted(marker: str, delay: float, worker: str = "off") -> tuple[int, str]:
+    """Run ``ask -m demo``; SIGINT ``delay`` s after module ``marker`` was imported: (exit, stderr).
+    ``worker``: off, the model in the ask process; on, in its worker process (engine/worker/)."""
     proc = start_starchat(
-        ["ask", "-m", "demo", "-t", "0", LONG_ANSWER], python=("-X", "importtime"), stdout=subprocess.DEVNULL
+        ["ask", "-m", "demo", "-t", "0", LONG_ANSWER],
+        python=("-X", "importtime"),
+        stdout=subprocess.DEVNULL,
+        env={"STARCHAT_WORKER": worker},
     )
     err = b""
     deadline = time.time() + 120
@@ -74,6 +79,42 @@ def test_ctrl_c_at_any_moment_of_ask_exits_130(demo_gguf, marker, delay):
     assert code == ExitCode.INTERRUPTED, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert err.strip() in ("", "starchat: error: interrupted"), err
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("marker", "delay"),
+    [
+        ("starchat_cli.services.runtime", 0.0),
+        ("starchat_cli.engine.worker.client", 0.0),  # connecting, starting the worker
+        ("starchat_cli.engine.worker.client", 0.05),
+        ("starchat_cli.engine.worker.client", 0.2),  # the worker loading the model
+        ("starchat_cli.engine.worker.client", 0.5),  # the prompt, the first tokens
+        ("starchat_cli.engine.worker.client", 1.0),  # the reply streaming from the worker
+    ],
+)
+def test_ctrl_c_at_any_moment_of_ask_through_a_worker_exits_130(demo_gguf, marker, delay, isolated_home):
+    code, err = ask_interrupted(marker, delay, worker="on")
+    assert code == ExitCode.INTERRUPTED, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert err.strip() in ("", "starchat: error: interrupted"), err
+    deadline = time.time() + 5  # and no worker is left (keep-alive 0), even one started as Ctrl-C came
+    while workers_of(isolated_home) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not workers_of(isolated_home)
+
+
+def workers_of(home: Path) -> list[int]:
+    """The pids of the worker processes started with STARCHAT_HOME=``home``."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args, env = (proc / "cmdline").read_bytes(), (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"starchat_cli.engine.worker" in args and f"STARCHAT_HOME={home}".encode() in env.split(b"\0"):
+            pids.append(int(proc.name))
+    return pids
 
 
 def run_qsort(setup: str) -> subprocess.CompletedProcess[str]:

@@ -7,8 +7,9 @@ import itertools
 import pytest
 
 from starchat_cli.chat.codeblocks import BlockSplitter, CodeStream, extract_code_blocks
-from starchat_cli.chat.inputs import attach, decode_text, fence_for, guess_language
+from starchat_cli.chat.inputs import decode_text, guess_language
 from starchat_cli.core.errors import InputError
+from starchat_cli.engine.prompting.attachment import attach, fence_for
 from starchat_cli.engine.prompting.stops import StopTextFilter
 
 
@@ -182,3 +183,12 @@ def test_attach_uses_a_fence_longer_than_any_inside():
     msg = attach("explain", text, "markdown")
     assert msg == "````markdown\nx\n```\ninner\n```\n````\n\nexplain"
     assert extract_code_blocks(msg)[0].code == text
+
+
+def test_an_attachment_rebuilds_its_turn_around_the_part_kept():
+    from starchat_cli.engine.prompting.attachment import Attachment
+
+    a = Attachment("a = 1\nb = 2\n", "explain", "python")
+    assert a.turn(a.text) == attach("explain", a.text, "python")
+    assert a.turn("b = 2\n") == "```python\nb = 2\n```\n\nexplain"
+    assert Attachment("just this\n").turn("this\n") == "this\n"  # no question: the text is the turn

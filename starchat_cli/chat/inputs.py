@@ -178,18 +178,3 @@ def decode_text(data: bytes, source: str) -> str:
             "convert it first, e.g. iconv -t utf-8"
         ) from None
     return text.replace("\r\n", "\n")
-
-
-def fence_for(text: str) -> str:
-    """A backtick fence longer than any backtick run inside ``text``."""
-    longest = max((len(m) for m in re.findall(r"`{3,}", text)), default=2)
-    return "`" * max(3, longest + 1)
-
-
-def attach(question: str, context: str, language: str = "", label: str = "") -> str:
-    """The user message: the attached text in a fenced block, then the question."""
-    fence = fence_for(context)
-    body = context if context.endswith("\n") else context + "\n"
-    head = f"{label}\n" if label else ""
-    block = f"{head}{fence}{language}\n{body}{fence}"
-    return f"{block}\n\n{question}" if question else block

@@ -196,6 +196,16 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ),
     ("edit", "edit", "Let the model rewrite FILE as INSTRUCTION says; show the diff and ask before writing."),
     ("undo", "edit", "Revert the last file write of starchat (edit, or Save/insert in the chat)."),
+    (
+        "ps",
+        "workers",
+        "List the models kept loaded between calls: model, memory, context, idle time left, pid.",
+    ),
+    (
+        "stop",
+        "workers",
+        "Unload a model kept loaded between calls (its worker exits), or all of them with --all.",
+    ),
     ("completion", "completion", "Print (or --install) the Tab-completion script for bash, zsh or fish."),
     ("sessions", "chat", "Saved chat sessions (SQLite, under the data dir: `starchat paths`)."),
     (
@@ -275,6 +285,16 @@ def _is_terminal() -> bool:
         return False
 
 
+def _start_worker_ahead() -> None:
+    """ask, edit, complete: a model worker starts importing llama.cpp now, before typer is even
+    imported here, in case the call needs a new one (engine/worker/ahead.py says when)."""
+    args = sys.argv[1:]
+    if args[:1] in (["ask"], ["edit"], ["complete"]) and not {"-h", "--help", "-e", "--endpoint"} & set(args):
+        from starchat_cli.engine.worker.ahead import start_ahead
+
+        start_ahead()
+
+
 def main() -> None:
     if os.environ.get("_STARCHAT_COMPLETE"):  # a shell asks for completions (starchat completion)
         from starchat_cli.cli.completion import enable_shell_classes
@@ -282,6 +302,7 @@ def main() -> None:
         enable_shell_classes()
     if len(sys.argv) == 1 and _is_terminal():
         sys.argv.append("chat")  # a bare `starchat` on a terminal opens the chat; piped, it prints help
+    _start_worker_ahead()
     try:
         lazy_command()(prog_name="starchat")
     except BrokenPipeError:

@@ -15,6 +15,7 @@ from starchat_cli.cli.options import (
     Endpoint,
     Format,
     Gpu,
+    KeepAlive,
     MaxTokens,
     Model,
     Seed,
@@ -26,6 +27,7 @@ from starchat_cli.cli.options import (
 
 if TYPE_CHECKING:
     from starchat_cli.engine.contract import EngineInfo, Stats
+    from starchat_cli.engine.prompting.attachment import Attachment
     from starchat_cli.engine.prompting.formats import Message
 
 ASK_HELP = """\
@@ -73,6 +75,7 @@ def ask(
     ctx: Ctx = None,
     threads: Threads = None,
     gpu: Gpu = None,
+    keep_alive: KeepAlive = None,
     draft: Draft = None,
     endpoint: Endpoint = None,
     api_key: ApiKey = None,
@@ -99,11 +102,11 @@ def ask(
             'nothing to ask: give a question (starchat ask "...") or pipe text in (cat file | starchat ask "...")'
         )
 
-    settings, engine = open_for(command, Use.CHAT)
+    settings, engine = open_for(command, Use.ASK)
     out = Output(raw=raw or code or json_out)
     info = load(engine, verbose=verbose)
     turn, attachment = _prompt(text_q, stdin_text, lang)
-    gen = engine.generate([turn], generation_params(settings), system=settings.system, **attachment)
+    gen = engine.generate([turn], generation_params(settings), system=settings.system, attachment=attachment)
     st = gen.stats
     if st.truncated_chars:
         note(
@@ -144,20 +147,18 @@ def ask(
         say_notes(engine)
 
 
-def _prompt(question: str, piped: str, lang: str | None) -> tuple[Message, dict[str, Any]]:
+def _prompt(question: str, piped: str, lang: str | None) -> tuple[Message, Attachment | None]:
     """The user turn, and the piped text as an attachment the engine may shorten to fit the context
-    (``attach`` rebuilds the turn around what is kept)."""
-    from starchat_cli.chat.inputs import attach, guess_language
+    (its ``turn`` rebuilds the user turn around what is kept)."""
+    from starchat_cli.chat.inputs import guess_language
+    from starchat_cli.engine.prompting.attachment import Attachment
     from starchat_cli.engine.prompting.formats import Message
 
     if not piped.strip():
-        return Message("user", question), {}
+        return Message("user", question), None
     language = lang if lang is not None else guess_language(piped)
-
-    def build(kept: str) -> str:
-        return attach(question, kept, language) if question else kept
-
-    return Message("user", build(piped)), {"attachment": piped, "attach": build}
+    attachment = Attachment(piped, question, language)
+    return Message("user", attachment.turn(piped)), attachment
 
 
 def _payload(info: EngineInfo, text: str, st: Stats) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from starchat_cli.cli.options import (
     Ctx,
     Endpoint,
     Gpu,
+    KeepAlive,
     MaxTokens,
     Model,
     Seed,
@@ -103,6 +104,7 @@ def complete(
     ctx: Ctx = None,
     threads: Threads = None,
     gpu: Gpu = None,
+    keep_alive: KeepAlive = None,
     endpoint: Endpoint = None,
     api_key: ApiKey = None,
 ) -> None:

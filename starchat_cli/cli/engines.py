@@ -14,6 +14,7 @@ import sys
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Iterator
 
+import click
 import typer
 
 from starchat_cli.cli.options import setting_flags
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
 class Use(Enum):
     """What the command needs of the model, which decides how one is chosen."""
 
-    CHAT = "chat"  # a conversation: a completion-only model is refused (ask, chat)
-    ANY = "any"  # any model the user names or the default (edit)
-    COMPLETE = "complete"  # fill-in-the-middle: a completion model first (complete)
+    ASK = "ask"  # one question: a completion-only model is refused; kept warm in a worker (ask)
+    CHAT = "chat"  # a conversation: a completion-only model is refused (chat)
+    ANY = "any"  # any model the user names or the default; kept warm in a worker (edit)
+    COMPLETE = "complete"  # fill-in-the-middle: a completion model first; kept warm (complete)
     SERVE = "serve"  # a model of this machine, never an --endpoint (serve)
 
 
@@ -50,16 +52,29 @@ def open_with(settings: Settings, explicit: bool, use: Use) -> Engine:
     """An engine for ``settings``; a note on stderr when starchat picked the model itself."""
     from starchat_cli.services import runtime
 
+    # The one-shot commands keep the model warm in a worker process for the next call; the chat
+    # and the server live long enough to keep it loaded themselves (README: Keep the model warm).
+    worker = use in (Use.ASK, Use.ANY, Use.COMPLETE)
     if use is Use.COMPLETE:
         from starchat_cli.services.completion import open_completion_engine
 
-        opened = open_completion_engine(settings, explicit)
+        opened = open_completion_engine(settings, explicit, worker=worker)
     else:
         opened = runtime.open_engine(
-            settings, explicit, chat_only=use is Use.CHAT, local_only=use is Use.SERVE
+            settings,
+            explicit,
+            chat_only=use in (Use.ASK, Use.CHAT),
+            local_only=use is Use.SERVE,
+            worker=worker,
         )
     if opened.note:
         note(opened.note)
+    close = getattr(opened.engine, "close", None)
+    current = click.get_current_context(silent=True)
+    if close is not None and current is not None:
+        current.call_on_close(
+            close
+        )  # a worker's connection ends with the command (keep-alive 0: the worker too)
     return opened.engine
 
 

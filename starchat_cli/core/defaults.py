@@ -13,4 +13,5 @@ SERVE_MAX_TOKENS = 4096  # the largest max_tokens a request to `starchat serve` 
 SERVE_MAX_BODY = 1 << 20  # the largest request body `starchat serve` reads, in bytes
 PROMPT_CACHE_GB = 4.0  # disk for saved prompt states (a 7k-token prompt: ~0.6 GB at 15B, ~0.16 GB demo)
 DOCTOR_LOAD_CTX = 512  # `starchat doctor --load` loads each model with this small context
+KEEP_ALIVE = 300.0  # seconds a model worker stays loaded after its last request (Ollama's 5 minutes)
 DRAFT = "auto"  # drafted decoding: auto drafts only where the measured batch cost makes it pay

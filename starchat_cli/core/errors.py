@@ -23,6 +23,7 @@ class ExitCode:
     REMOTE = 10  # a remote endpoint cannot be reached, refuses the key, or answers an error
     NOT_APPLIED = 11  # `edit`: the rewrite was declined, refused (file changed, elided code) or not safe
     OUTPUT = 12  # a file or folder the user named cannot be written (read-only, not a folder, ...)
+    WORKER = 13  # the model's worker process died (a signal, an abort in llama.cpp) mid-load or mid-reply
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
     TERMINATED = 143  # SIGTERM during convert, quantize or pull (128 + SIGTERM), cleaned up like Ctrl-C
 
@@ -83,3 +84,10 @@ class OutputError(StarchatError):
     """A file or folder the user named cannot be written (see :func:`starchat_cli.core.fsutil.output_error`)."""
 
     exit_code = ExitCode.OUTPUT
+
+
+class WorkerCrashedError(StarchatError):
+    """The process that holds the model (engine/worker/) died while loading or replying: a native
+    crash or a kill. The next call starts a fresh worker."""
+
+    exit_code = ExitCode.WORKER

@@ -42,6 +42,15 @@ class Paths:
         return self.cache_dir / "prompt-cache"
 
     @property
+    def runtime_dir(self) -> Path:
+        """Sockets and state files of the model workers: ``$XDG_RUNTIME_DIR/starchat``, else the
+        cache dir's ``run/`` (``run/`` under ``STARCHAT_HOME`` when it is set)."""
+        if self.home is not None:
+            return self.home / "run"
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        return Path(xdg) / APP_NAME if xdg else self.cache_dir / "run"
+
+    @property
     def hf_cache(self) -> Path:
         return hf_hub_cache()
 

@@ -21,8 +21,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from starchat_cli.chat.codeblocks import CodeBlock, extract_code_blocks
-from starchat_cli.chat.inputs import fence_for, language_for_path
+from starchat_cli.chat.inputs import language_for_path
 from starchat_cli.core.errors import NoCodeError, NotAppliedError
+from starchat_cli.engine.prompting.attachment import fence_for
 
 
 class ElidedCodeError(NotAppliedError):

@@ -21,9 +21,10 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 from starchat_cli.engine.params import GenerationParams
+from starchat_cli.engine.prompting.attachment import Attachment
 from starchat_cli.engine.prompting.fit import FitResult
 from starchat_cli.engine.prompting.formats import Message
 
@@ -161,9 +162,6 @@ class EngineInfo:
     cpu_kernels: str = ""  # local models: what was done about Intel AMX, one line (for -v)
 
 
-Attach = Callable[[str], str]
-
-
 @runtime_checkable
 class Engine(Protocol):
     """A model that generates: local, remote or fake, the faces cannot tell."""
@@ -188,16 +186,15 @@ class Engine(Protocol):
         params: GenerationParams | None = None,
         *,
         system: str | None = None,
-        attachment: str | None = None,
-        attach: Attach | None = None,
+        attachment: Attachment | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
         """A reply to ``turns`` (user/assistant, ending with a user turn) in the model's format.
 
-        ``system``: None for the model's default system prompt. ``attachment`` +
-        ``attach``: long input (piped text) that may be cut from the front to fit;
-        ``attach(kept_text)`` returns the last user message's content. ``cancel``: an
-        event any thread may set to stop, even during a long prompt evaluation.
+        ``system``: None for the model's default system prompt. ``attachment``: long input
+        (piped text) that may be cut from the front to fit; ``attachment.turn(kept_text)`` is
+        then the last user message's content. ``cancel``: an event any thread may set to
+        stop, even during a long prompt evaluation.
         """
         ...
 
@@ -240,7 +237,6 @@ class Engine(Protocol):
 
 
 __all__ = [
-    "Attach",
     "CacheSource",
     "Engine",
     "EngineInfo",

@@ -11,28 +11,32 @@ from starchat_cli.core.errors import ModelNotFoundError
 from starchat_cli.models.catalog import COMPLETION_MODELS, DEFAULT_MODEL, STARCHAT_FAMILY
 from starchat_cli.models.store import Store
 from starchat_cli.services.config import Settings
-from starchat_cli.services.runtime import Opened, engine_for, open_engine
+from starchat_cli.services.runtime import Opened, engine_for, open_engine, warm_engine_for
 
 
-def open_completion_engine(settings: Settings, explicit: bool, store: Store | None = None) -> Opened:
-    """The engine ``complete`` uses (an endpoint or an explicit model as given)."""
+def open_completion_engine(
+    settings: Settings, explicit: bool, store: Store | None = None, *, worker: bool = False
+) -> Opened:
+    """The engine ``complete`` uses (an endpoint or an explicit model as given); ``worker``: a
+    local model in its worker process (services/runtime.py's ``warm_engine_for``)."""
     if settings.endpoint or explicit:
-        return open_engine(settings, explicit)
+        return open_engine(settings, explicit, worker=worker)
+    make = warm_engine_for if worker else engine_for
     store = store or Store()
     for name in COMPLETION_MODELS:  # the catalog's completion-first models, smallest first
         entry = store.available(name)
         if entry is not None:
-            return Opened(engine_for(store.resolve(entry.name), settings))
+            return Opened(make(store.resolve(entry.name), settings))
     name = settings.model or DEFAULT_MODEL
     try:
-        return Opened(engine_for(store.resolve(name), settings))
+        return Opened(make(store.resolve(name), settings))
     except ModelNotFoundError:
         pass
     for family in STARCHAT_FAMILY:
         entry = store.available(family)
         if entry is not None and family not in COMPLETION_MODELS:
             note = f"using {entry.name} for completion: no completion model is downloaded"
-            return Opened(engine_for(store.resolve(entry.name), settings), note)
+            return Opened(make(store.resolve(entry.name), settings), note)
     pull = next(iter(COMPLETION_MODELS), name)
     raise ModelNotFoundError(
         f"no model for fill-in-the-middle: run `starchat pull {pull}` or pass -m MODEL "

@@ -20,7 +20,7 @@ The file is TOML (``starchat paths`` shows where)::
 Environment: ``STARCHAT_MODEL``, ``STARCHAT_TEMPERATURE``, ``STARCHAT_TOP_P``,
 ``STARCHAT_MAX_TOKENS``, ``STARCHAT_CTX``, ``STARCHAT_THREADS``, ``STARCHAT_GPU``,
 ``STARCHAT_SYSTEM``, ``STARCHAT_SEED``, ``STARCHAT_FORMAT``, ``STARCHAT_ENDPOINT``,
-``STARCHAT_API_KEY``, ``STARCHAT_AMX``. Remote servers can be named::
+``STARCHAT_API_KEY``, ``STARCHAT_AMX``, ``STARCHAT_KEEP_ALIVE``, ``STARCHAT_WORKER``. Remote servers can be named::
 
     [endpoints.gpu-box]
     url = "http://gpu-box:8000/v1"
@@ -93,6 +93,29 @@ def _check_auto_on_off(value: Any) -> str:
     raise ValueError('must be "auto", "on" or "off"')
 
 
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _check_duration(value: Any) -> float:
+    """``keep_alive``: seconds, or a number with s/m/h (``5m``, ``90s``, ``1h``); 0: none; -1 or
+    "forever": no limit (kept as -1.0)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("forever", "-1"):
+            return -1.0
+        number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "")
+        try:
+            value = float(number) * _UNITS[unit]
+        except ValueError:
+            value = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value == -1:
+            return -1.0
+        if value >= 0 and value != float("inf"):
+            return float(value)
+    raise ValueError('must be a duration such as 5m, 30s, 1h, 0 (unload at once) or "forever"')
+
+
 def _check_format(value: Any) -> str:
     from starchat_cli.engine.prompting.formats import FORMATS
 
@@ -141,6 +164,17 @@ DraftMode = Annotated[
     ),
 ]
 AmxMode = Annotated[str, BeforeValidator(_check_auto_on_off)]
+KeepAlive = Annotated[
+    float,
+    BeforeValidator(_check_duration),
+    Field(
+        description="How long a local model stays loaded after a call (ask, edit, complete), for the next "
+        "one: 5m, 30s, 1h, 0 (unload at once), forever."
+    ),
+]
+WorkerMode = Annotated[
+    str, BeforeValidator(lambda value: "on" if _check_auto_on_off(value) != "off" else "off")
+]
 
 
 class Settings(BaseModel):
@@ -165,6 +199,8 @@ class Settings(BaseModel):
     prompt_cache: CacheSize = defaults.PROMPT_CACHE_GB  # GB of saved prompt states on disk; 0: off
     draft: DraftMode = Draft(defaults.DRAFT)  # drafted decoding: auto, on, off
     amx: AmxMode = "auto"  # Intel AMX kernels: auto (probed once per build + CPU), on, off
+    keep_alive: KeepAlive = defaults.KEEP_ALIVE  # seconds; 0: no worker left; -1: forever
+    worker: WorkerMode = "on"  # off: ask, edit and complete load the model in their own process
 
 
 def check_setting(key: str, value: Any) -> Any:

@@ -1,21 +1,29 @@
-"""Settings -> model choice -> engine: the one place the faces get an engine from."""
+"""Settings -> model choice -> engine: the one place the faces get an engine from.
+
+    opened = open_engine(settings, explicit, worker=True)   # ask/edit: the model's worker, kept warm
+    engine = engine_for(model, settings)                      # in this process (chat, serve, doctor)
+
+The llama.cpp modules are imported inside the functions: a call served by a worker never
+imports llama_cpp in the face's process.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from starchat_cli.core.errors import InputError, ModelNotFoundError
 from starchat_cli.core.paths import get_paths
 from starchat_cli.engine.contract import Engine
-from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
-from starchat_cli.engine.llamacpp.engine import LocalEngine
-from starchat_cli.engine.llamacpp.prompt_cache import PromptCache
 from starchat_cli.engine.params import GenerationParams
-from starchat_cli.engine.prompting.formats import get_format
+from starchat_cli.engine.worker.spec import EngineSpec
 from starchat_cli.models.catalog import CATALOG, DEFAULT_MODEL, STARCHAT_FAMILY, ModelSpec
 from starchat_cli.models.store import ResolvedModel, Store
 from starchat_cli.services.config import Settings, explicit_model, load_config_file, resolve_settings
+
+if TYPE_CHECKING:
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
+    from starchat_cli.engine.llamacpp.prompt_cache import PromptCache
 
 
 @dataclass(frozen=True)
@@ -65,28 +73,53 @@ def generation_params(settings: Settings) -> GenerationParams:
 
 def prompt_cache(settings: Settings) -> PromptCache:
     """The persistent prompt cache in the cache dir, capped at ``settings.prompt_cache`` GB (0: off)."""
+    from starchat_cli.engine.llamacpp.prompt_cache import PromptCache
+
     return PromptCache(get_paths().prompt_cache_dir, int(settings.prompt_cache * 1e9))
 
 
-def engine_for(model: ResolvedModel, settings: Settings) -> LocalEngine:
-    """The local engine for a resolved model: its catalog format and stops, or the file's own."""
-    backend = LlamaCppBackend(
-        model.path,
-        LoadOptions(n_ctx=settings.ctx, n_threads=settings.threads, gpu=settings.gpu, amx=settings.amx),
-        cache=prompt_cache(settings),
-        name=model.name,
-    )
+def engine_spec(model: ResolvedModel, settings: Settings) -> EngineSpec:
+    """What the engine of a resolved model loads: its catalog format and stops, or the file's own."""
     spec = model.spec
-    system = spec.default_system if spec is not None else None
     aliases = tuple(sorted({model.path.name, model.path.stem, *([spec.name] if spec else [])} - {model.name}))
     forced = settings.format
     if forced and forced != "gguf":
-        fmt = get_format(forced)
+        fmt: str | None = forced
     elif spec is not None and forced is None:
-        fmt = get_format(spec.prompt_format)
+        fmt = spec.prompt_format
     else:  # a file with no catalog entry (or --format gguf): its own template, else a guess
-        return LocalEngine(backend, None, system, forced_format=forced, name=model.name, aliases=aliases)
-    return LocalEngine(backend, fmt, system, name=model.name, aliases=aliases)
+        fmt = None
+    return EngineSpec(
+        path=str(model.path),
+        name=model.name,
+        n_ctx=settings.ctx,
+        n_threads=settings.threads,
+        gpu=settings.gpu,
+        amx=settings.amx,
+        format_name=fmt,
+        forced_format=forced,
+        system=spec.default_system if spec is not None else None,
+        aliases=aliases,
+        cache_dir=str(get_paths().prompt_cache_dir),
+        cache_bytes=int(settings.prompt_cache * 1e9),
+    )
+
+
+def engine_for(model: ResolvedModel, settings: Settings) -> LocalEngine:
+    """The local engine for a resolved model, in this process."""
+    from starchat_cli.engine.worker.local import local_engine
+
+    return local_engine(engine_spec(model, settings))
+
+
+def warm_engine_for(model: ResolvedModel, settings: Settings) -> Engine:
+    """The engine of a one-shot command (ask, edit, complete): the model's worker process, kept
+    loaded ``settings.keep_alive`` seconds for the next call; in this process with ``worker = off``."""
+    if settings.worker == "off":
+        return engine_for(model, settings)
+    from starchat_cli.engine.worker.client import WorkerEngine
+
+    return WorkerEngine(engine_spec(model, settings), keep_alive=settings.keep_alive)
 
 
 @dataclass
@@ -114,12 +147,18 @@ def refuse_completion_model(spec: ModelSpec | None, settings: Settings) -> None:
 
 
 def open_engine(
-    settings: Settings, explicit: bool, *, local_only: bool = False, chat_only: bool = False
+    settings: Settings,
+    explicit: bool,
+    *,
+    local_only: bool = False,
+    chat_only: bool = False,
+    worker: bool = False,
 ) -> Opened:
     """The one way a face gets an engine: a remote endpoint when one is set, else a local model.
 
     ``local_only``: ignore an endpoint (``starchat serve`` serves a model of this machine).
     ``chat_only``: refuse a completion-only model (``ask``, ``chat``), before any download.
+    ``worker``: a local model runs in its worker process (:func:`warm_engine_for`).
     """
     if settings.endpoint and not local_only:
         from starchat_cli.engine.remote.engine import RemoteEngine
@@ -131,4 +170,5 @@ def open_engine(
     choice = choose_model(settings, explicit)
     if chat_only:
         refuse_completion_model(choice.model.spec, settings)
-    return Opened(engine_for(choice.model, settings), choice.note)
+    make = warm_engine_for if worker else engine_for
+    return Opened(make(choice.model, settings), choice.note)

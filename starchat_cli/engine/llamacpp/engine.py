@@ -15,10 +15,11 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError
-from starchat_cli.engine.contract import Attach, EngineInfo, Generation, Stats, StopReason
+from starchat_cli.engine.contract import EngineInfo, Generation, Stats, StopReason
 from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, PromptAborted
 from starchat_cli.engine.llamacpp.file_format import format_for_backend
 from starchat_cli.engine.params import GenerationParams
+from starchat_cli.engine.prompting.attachment import Attachment
 from starchat_cli.engine.prompting.fim import FimVocab, build_fim_prompt, fim_vocab
 from starchat_cli.engine.prompting.fit import FitResult, fit_prompt
 from starchat_cli.engine.prompting.formats import Message, PromptFormat
@@ -145,14 +146,13 @@ class LocalEngine:
         params: GenerationParams | None = None,
         *,
         system: str | None = None,
-        attachment: str | None = None,
-        attach: Attach | None = None,
+        attachment: Attachment | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
         """Start generating a reply to ``turns`` (user/assistant, ending with a user turn).
 
-        ``attachment`` + ``attach``: long input (piped text) that may be cut from the
-        front to fit; ``attach(kept_text)`` returns the last user message's content.
+        ``attachment``: long input (piped text) that may be cut from the front to fit;
+        ``attachment.turn(kept_text)`` is then the last user message's content.
         ``cancel``: an event any thread may set to stop the generation, even in the
         middle of a long prompt evaluation (stop reason CANCELLED).
         """
@@ -165,8 +165,8 @@ class LocalEngine:
             list(turns),
             system,
             n_ctx - reserve,
-            attachment=attachment,
-            attach=attach,
+            attachment=attachment.text if attachment is not None else None,
+            attach=attachment.turn if attachment is not None else None,
         )
         stats.prompt_tokens = len(fit.tokens)
         stats.dropped_turns = fit.dropped_turns

@@ -15,8 +15,9 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ExitCode, StarchatError
-from starchat_cli.engine.contract import Attach, EngineInfo, Generation, Stats, StopReason
+from starchat_cli.engine.contract import EngineInfo, Generation, Stats, StopReason
 from starchat_cli.engine.params import GenerationParams
+from starchat_cli.engine.prompting.attachment import Attachment
 from starchat_cli.engine.prompting.fit import FitResult
 from starchat_cli.engine.prompting.formats import FORMATS, Message
 from starchat_cli.engine.prompting.stops import StopTextFilter, without_trailing_whitespace
@@ -141,14 +142,13 @@ class RemoteEngine:
         params: GenerationParams | None = None,
         *,
         system: str | None = None,
-        attachment: str | None = None,
-        attach: Attach | None = None,
+        attachment: Attachment | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
         params = params or GenerationParams()
         msgs = list(turns)
-        if attachment is not None and attach is not None:
-            msgs[-1] = Message(msgs[-1].role, attach(attachment))
+        if attachment is not None:
+            msgs[-1] = Message(msgs[-1].role, attachment.turn(attachment.text))
         chosen = self.default_system if system is None else system
         if chosen:
             msgs.insert(0, Message("system", chosen))
@@ -163,7 +163,9 @@ class RemoteEngine:
         chunks = self._stream("chat/completions", body, stats, stops, cancel)
         if self._rstrip:
             chunks = without_trailing_whitespace(chunks)
-        return Generation(chunks, stats, FitResult([], msgs, attachment_chars=len(attachment or "")))
+        return Generation(
+            chunks, stats, FitResult([], msgs, attachment_chars=len(attachment.text) if attachment else 0)
+        )
 
     def complete(
         self,
