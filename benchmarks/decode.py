@@ -164,6 +164,8 @@ def run_starchat(prompt: str, threads: int, max_tokens: int, model: str = "demo"
         str(threads),
         "--max-tokens",
         str(max_tokens),
+        "--keep-alive",
+        "0",  # through a model worker that ends with the call: no process left behind
         "--json",
         prompt,
     ]

@@ -44,7 +44,9 @@ def source_text(min_chars: int) -> str:
 
 
 def ask(home: str, question: str, text: str, threads: int, model: str) -> dict:
-    env = {**os.environ, "STARCHAT_HOME": home}
+    # Keep-alive 0: each ask is a process of its own that ends with its worker, so the second
+    # ask's prompt comes from the prompt cache on disk (what this measures), not a warm worker.
+    env = {**os.environ, "STARCHAT_HOME": home, "STARCHAT_KEEP_ALIVE": "0"}
     cmd = [sys.executable, "-m", "starchat_cli", "ask", "-m", model, "--ctx", "8192", "-t", "0", "-n", "8"]
     cmd += ["--threads", str(threads), "--json", question]
     started = time.perf_counter()

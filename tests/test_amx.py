@@ -55,6 +55,21 @@ def cache(tmp_path: Path) -> ProbeCache:
     return ProbeCache(tmp_path / "amx-probe.json")
 
 
+def test_a_probe_that_cannot_run_at_all_is_not_remembered(cache):
+    broken = "exit 1: /usr/bin/python: No module named starchat_cli.engine.amx_probe"
+    script = Script(default=broken, drop_amx=broken, no_extra=broken)
+    status = decide("auto", cpuinfo=AMX_CPU, system_info=AMX_BUILD, cache=cache, runner=script)
+    assert (status.state, status.load_mode) == ("avoided", "no-extra")  # the safest mode, for this run
+    assert script.asked == ["default", "drop-amx", "no-extra"]
+    assert cache.get(amx.probe_key(AMX_CPU)) is None  # nothing learnt about the machine: probe next time
+    again = Script(default="SIGSEGV", drop_amx="ok")
+    status = decide("auto", cpuinfo=AMX_CPU, system_info=AMX_BUILD, cache=cache, runner=again)
+    assert (status.state, status.load_mode) == ("avoided", "drop-amx") and again.asked == [
+        "default",
+        "drop-amx",
+    ]
+
+
 def test_cpu_and_build_flags_are_read():
     assert amx.cpu_has_amx(AMX_CPU) and not amx.cpu_has_amx(PLAIN_CPU)
     assert not amx.cpu_has_amx("flags : amx_tile avx2\n")  # tiles without int8: llama.cpp cannot use it

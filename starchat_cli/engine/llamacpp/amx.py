@@ -219,6 +219,17 @@ def probe(runner: Runner = run_child) -> dict[str, object]:
     }
 
 
+def _conclusive(verdict: dict[str, object]) -> bool:
+    """A mode ran, or the last died as native code dies (a signal, a hang); a probe that could not
+    even start or import ("exit 1: No module named ...") is not remembered: it runs again."""
+    runs = verdict.get("runs")
+    if not isinstance(runs, list) or not runs:
+        return False
+    if any(run.get("ok") for run in runs):
+        return True
+    return not str(runs[-1].get("detail", "")).startswith(("exit ", "could not start"))
+
+
 # -- remembering it --------------------------------------------------------------------------------
 
 
@@ -331,7 +342,8 @@ def decide(
     if verdict is None:
         verdict = probe(runner)
         seconds = float(verdict["seconds"])  # type: ignore[arg-type]
-        cache.put(key, verdict)
+        if _conclusive(verdict):
+            cache.put(key, verdict)
     when = str(verdict.get("measured", ""))
     if verdict["works"]:
         return AmxStatus("used", detail=str(verdict["detail"]), probe_seconds=seconds, probed_at=when)
