@@ -46,8 +46,20 @@ def doctor(
         "--load",
         help="Also load each model with llama.cpp, and probe AMX if needed (slower, thorough).",
     ),
+    forget_fallbacks: bool = typer.Option(
+        False,
+        "--forget-fallbacks",
+        help="Forget the safer settings remembered after worker crashes (the next call tries the usual ones).",
+    ),
 ) -> None:
     from starchat_cli.services.doctor import collect
+
+    if forget_fallbacks:
+        from starchat_cli.engine.worker.healing import Fallbacks
+
+        n = Fallbacks.default().forget()
+        print(f"forgot {n} remembered fallback{'s' if n != 1 else ''}")
+        return
 
     data = collect(ctx, load)
     if json_out:
@@ -79,6 +91,11 @@ def _print_report(d: dict[str, Any]) -> None:
         lines.append(f"    {amx['rebuild']}")
     if amx["probed_at"]:
         lines.append(f"    (probed {amx['probed_at']}; delete {amx['probe_file']} to probe again)")
+    for fb in d["fallbacks"]:
+        lines.append(
+            f"  {fb['model']} starts {fb['settings']}: it crashed with the usual settings "
+            f"({fb['why']}, {fb['when']}); `starchat doctor --forget-fallbacks` to try them again"
+        )
     if d["gpus"]:
         for g in d["gpus"]:
             lines.append(

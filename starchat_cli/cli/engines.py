@@ -58,7 +58,7 @@ def open_with(settings: Settings, explicit: bool, use: Use) -> Engine:
     if use is Use.COMPLETE:
         from starchat_cli.services.completion import open_completion_engine
 
-        opened = open_completion_engine(settings, explicit, worker=worker)
+        opened = open_completion_engine(settings, explicit, worker=worker, notify=note)
     else:
         opened = runtime.open_engine(
             settings,
@@ -66,6 +66,7 @@ def open_with(settings: Settings, explicit: bool, use: Use) -> Engine:
             chat_only=use in (Use.ASK, Use.CHAT),
             local_only=use is Use.SERVE,
             worker=worker,
+            notify=note,
         )
     if opened.note:
         note(opened.note)

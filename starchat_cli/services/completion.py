@@ -7,21 +7,32 @@ catalog has them), else the configured/default model, else any downloaded StarCh
 
 from __future__ import annotations
 
+from typing import Callable
+
 from starchat_cli.core.errors import ModelNotFoundError
+from starchat_cli.engine.contract import Engine
 from starchat_cli.models.catalog import COMPLETION_MODELS, DEFAULT_MODEL, STARCHAT_FAMILY
-from starchat_cli.models.store import Store
+from starchat_cli.models.store import ResolvedModel, Store
 from starchat_cli.services.config import Settings
 from starchat_cli.services.runtime import Opened, engine_for, open_engine, warm_engine_for
 
 
 def open_completion_engine(
-    settings: Settings, explicit: bool, store: Store | None = None, *, worker: bool = False
+    settings: Settings,
+    explicit: bool,
+    store: Store | None = None,
+    *,
+    worker: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> Opened:
     """The engine ``complete`` uses (an endpoint or an explicit model as given); ``worker``: a
-    local model in its worker process (services/runtime.py's ``warm_engine_for``)."""
+    local model in its worker process (services/runtime.py's ``warm_engine_for``, ``notify``)."""
     if settings.endpoint or explicit:
-        return open_engine(settings, explicit, worker=worker)
-    make = warm_engine_for if worker else engine_for
+        return open_engine(settings, explicit, worker=worker, notify=notify)
+
+    def make(model: ResolvedModel, settings: Settings) -> Engine:
+        return warm_engine_for(model, settings, notify) if worker else engine_for(model, settings)
+
     store = store or Store()
     for name in COMPLETION_MODELS:  # the catalog's completion-first models, smallest first
         entry = store.available(name)

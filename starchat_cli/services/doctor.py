@@ -114,6 +114,7 @@ def collect(ctx: int, load: bool) -> dict[str, Any]:
         },
         "llama_cpp": build.as_dict(),
         "amx": amx,
+        "fallbacks": _fallbacks(),
         "gpus": [g.__dict__ for g in gpus],
         "gpu_probes": {
             "nvml": _has_module("pynvml"),
@@ -129,6 +130,13 @@ def collect(ctx: int, load: bool) -> dict[str, Any]:
         "models": models,
         "problems": problems,
     }
+
+
+def _fallbacks() -> list[dict[str, Any]]:
+    """Safer settings a model's worker starts with since a crash (engine/worker/healing.py)."""
+    from starchat_cli.engine.worker.healing import Fallbacks
+
+    return Fallbacks.default().entries()
 
 
 def _amx(system_info: str, *, probe: bool, problems: list[str]) -> dict[str, Any]:

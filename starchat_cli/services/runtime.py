@@ -10,7 +10,7 @@ imports llama_cpp in the face's process.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from starchat_cli.core.errors import InputError, ModelNotFoundError
 from starchat_cli.core.paths import get_paths
@@ -112,14 +112,17 @@ def engine_for(model: ResolvedModel, settings: Settings) -> LocalEngine:
     return local_engine(engine_spec(model, settings))
 
 
-def warm_engine_for(model: ResolvedModel, settings: Settings) -> Engine:
+def warm_engine_for(
+    model: ResolvedModel, settings: Settings, notify: Callable[[str], None] | None = None
+) -> Engine:
     """The engine of a one-shot command (ask, edit, complete): the model's worker process, kept
-    loaded ``settings.keep_alive`` seconds for the next call; in this process with ``worker = off``."""
+    loaded ``settings.keep_alive`` seconds for the next call; in this process with ``worker = off``.
+    ``notify``: where a worker's crash and its retry are said at once."""
     if settings.worker == "off":
         return engine_for(model, settings)
     from starchat_cli.engine.worker.client import WorkerEngine
 
-    return WorkerEngine(engine_spec(model, settings), keep_alive=settings.keep_alive)
+    return WorkerEngine(engine_spec(model, settings), keep_alive=settings.keep_alive, notify=notify)
 
 
 @dataclass
@@ -153,6 +156,7 @@ def open_engine(
     local_only: bool = False,
     chat_only: bool = False,
     worker: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> Opened:
     """The one way a face gets an engine: a remote endpoint when one is set, else a local model.
 
@@ -170,5 +174,5 @@ def open_engine(
     choice = choose_model(settings, explicit)
     if chat_only:
         refuse_completion_model(choice.model.spec, settings)
-    make = warm_engine_for if worker else engine_for
-    return Opened(make(choice.model, settings), choice.note)
+    engine = warm_engine_for(choice.model, settings, notify) if worker else engine_for(choice.model, settings)
+    return Opened(engine, choice.note)

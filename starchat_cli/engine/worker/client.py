@@ -6,16 +6,20 @@
     for text in gen: ...      # gen.stats is complete once the worker says "done"
 
 Two shells starting the same worker at once share one (a flock per key). A worker that dies
-mid-load or mid-reply (a signal, an abort in llama.cpp) is one :class:`WorkerCrashedError`;
-the next call starts a fresh worker. This module never imports llama.cpp.
+mid-load or mid-reply by a native fault (a segfault, an abort in llama.cpp) is retried once with
+the next safer settings (healing.py), the request sent again and the text already handed over not
+repeated; what worked is remembered for the next call. A kill from outside, or a retry that dies
+too, is one :class:`WorkerCrashedError`; the next call starts a fresh worker. This module never
+imports llama.cpp.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import os
-import signal
+import random
 import subprocess
 import threading
 import time
@@ -32,24 +36,53 @@ from starchat_cli.engine.prompting.attachment import Attachment
 from starchat_cli.engine.prompting.formats import Message
 from starchat_cli.engine.worker import ahead, registry
 from starchat_cli.engine.worker import protocol as wire
+from starchat_cli.engine.worker.healing import STEPS as STEP_WORDS
+from starchat_cli.engine.worker.healing import Crash, Fallbacks, next_step, read_crash
 from starchat_cli.engine.worker.spec import PROTOCOL, EngineSpec
 
 START_TIMEOUT = 60.0  # seconds for a new worker to listen (it loads the model after that)
 
 
+class _Died(Exception):
+    """The worker went away mid-request: healed (a retry) or said (WorkerCrashedError) above."""
+
+    def __init__(self, crash: Crash) -> None:
+        super().__init__(crash.describe())
+        self.crash = crash
+
+
 class WorkerEngine:
     """An Engine whose model lives in a worker process kept for ``keep_alive`` seconds (-1: forever)."""
 
-    def __init__(self, spec: EngineSpec, keep_alive: float = defaults.KEEP_ALIVE) -> None:
-        self.spec = replace(spec, path=os.path.abspath(spec.path))  # the worker runs in /
+    def __init__(
+        self,
+        spec: EngineSpec,
+        keep_alive: float = defaults.KEEP_ALIVE,
+        *,
+        notify: Callable[[str], None] | None = None,
+        fallbacks: Fallbacks | None = None,
+    ) -> None:
+        """``notify``: says a crash and its retry at once (a face's stderr or log); without it the
+        line joins ``info.warnings``. ``fallbacks``: where healed settings are remembered."""
+        self.original = replace(spec, path=os.path.abspath(spec.path))  # the worker runs in /
+        self._fallbacks = fallbacks if fallbacks is not None else Fallbacks.default()
+        self.spec, self._applied = self._fallbacks.apply(self.original)  # what worked before here
         self.keep_alive = keep_alive
+        self._notify = notify
+        self._retried = False  # this request has had its retry
+        self._unsaved = ""  # a healed request's crash, remembered once the request succeeds
         self.pid = 0  # the worker's, once connected
         self._sock: Any = None
         self._proc: subprocess.Popen[bytes] | None = None  # the worker, when this process started it
         self._key = ""
         self._ids = itertools.count(1)
         self._inflight = 0  # the id of the generation being streamed
-        self._warnings: tuple[str, ...] = ()  # the client's own (memory), said with the worker's
+        self._sending = threading.Lock()  # a cancel frame from a watcher thread never splits a request
+        self._warnings: tuple[str, ...] = ()  # the client's own (memory, a retry), said with the worker's
+        self._notes: tuple[str, ...] = tuple(
+            f"started {STEP_WORDS.get(s, s)}: remembered after an earlier crash (starchat doctor)"
+            for s in self._applied
+        )
         self._info = EngineInfo(
             name=spec.name, location=self.spec.path, default_system=spec.system, aliases=spec.aliases
         )
@@ -60,15 +93,16 @@ class WorkerEngine:
         return self._info
 
     def load(self) -> EngineInfo:
-        self._adopt(self._call({"op": "load"})["info"])
+        self._adopt(self._healing({"op": "load"})["info"])
+        self._saved()
         return self._info
 
     def persist(self) -> None:
         if self._sock is not None:
-            self._adopt(self._call({"op": "persist"})["info"])
+            self._adopt(self._healing({"op": "persist"})["info"])
 
     def count_tokens(self, messages: Sequence[Message]) -> int | None:
-        return self._call({"op": "count_tokens", "messages": wire.messages_list(list(messages))})["n"]
+        return self._healing({"op": "count_tokens", "messages": wire.messages_list(list(messages))})["n"]
 
     def generate(
         self,
@@ -127,20 +161,61 @@ class WorkerEngine:
     def _generation(
         self, request: dict[str, Any], params: GenerationParams | None, cancel: threading.Event | None
     ) -> Generation:
-        rid = next(self._ids)
         params = params or GenerationParams()
-        first = self._call({**request, "id": rid, "params": params.model_dump(mode="json")}, rid=rid)
+        if params.seed is None and params.temperature > 0:  # a retry after a crash samples the same
+            params = params.model_copy(update={"seed": random.getrandbits(31)})
+        request = {**request, "params": params.model_dump(mode="json")}
         stats = Stats()
-        wire.update_stats(stats, first["stats"])
-        chunks = _Chunks(self._chunks(rid, stats, cancel), lambda: self._stop(rid, stats))
+        first = self._healing(request, stats=stats)
+        chunks = _Chunks(self._chunks(request, stats, cancel), lambda: self._stop(self._inflight, stats))
         return Generation(chunks, stats, wire.fit_of(first["fit"]), prompt_text=first.get("prompt_text", ""))
 
-    def _chunks(self, rid: int, stats: Stats, cancel: threading.Event | None) -> Generator[str, None, None]:
+    def _start_generation(self, request: dict[str, Any], stats: Stats) -> dict[str, Any]:
+        rid = next(self._ids)
+        first = self._call({**request, "id": rid}, rid=rid)
+        wire.update_stats(stats, first["stats"])
+        return first
+
+    def _chunks(
+        self, request: dict[str, Any], stats: Stats, cancel: threading.Event | None
+    ) -> Generator[str, None, None]:
+        """The reply's text. After a healed crash the request is sent again and the text the face
+        already has is skipped; a retry that writes something else ends in one error."""
+        shown = ""  # handed to the face so far
+        while True:
+            try:
+                skip = shown
+                for text in self._frames(stats, cancel, started=bool(shown)):
+                    if skip:  # a retry: what the face already has is not repeated
+                        if skip.startswith(text):
+                            skip = skip[len(text) :]
+                            continue
+                        if not text.startswith(skip):
+                            raise self._diverged()
+                        text, skip = text[len(skip) :], ""
+                    shown += text
+                    yield text
+                if skip:
+                    raise self._diverged()
+                self._saved()
+                return
+            except _Died as died:
+                self._heal(died.crash)
+                try:
+                    self._start_generation(request, stats)
+                except _Died as again:
+                    raise self._error(again.crash) from None
+
+    def _frames(
+        self, stats: Stats, cancel: threading.Event | None, *, started: bool
+    ) -> Generator[str, None, None]:
+        rid = self._inflight
         watcher = _CancelWatcher(self, rid, cancel) if cancel is not None else None
         try:
             while True:
-                frame = self._reply()
+                frame = self._reply("replying" if started else "reading the prompt")
                 if frame["op"] == "chunk":
+                    started = True
                     stats.generated_tokens = frame.get("n", stats.generated_tokens)  # a face's progress
                     yield frame["text"]
                 elif frame["op"] == "done":
@@ -151,6 +226,8 @@ class WorkerEngine:
         except GeneratorExit:  # closed early: the worker stops, the stream is read to its end
             self._stop(rid, stats)
             raise
+        except _Died:
+            raise
         except BaseException:
             if self._inflight:  # Ctrl-C mid-frame: the stream cannot be trusted, the worker sees EOF
                 self._drop()
@@ -160,16 +237,18 @@ class WorkerEngine:
                 watcher.stop()
 
     def _adopt(self, info: dict[str, Any]) -> None:
-        self._info = wire.info_of({**info, "warnings": [*self._warnings, *info.get("warnings", ())]})
+        warnings, notes = [*self._warnings, *info.get("warnings", ())], [*self._notes, *info.get("notes", ())]
+        self._info = wire.info_of({**info, "warnings": warnings, "notes": notes})
 
     def _stop(self, rid: int, stats: Stats) -> None:
         self._cancel(rid)
         self._drain(stats)
 
     def _cancel(self, rid: int) -> None:
-        if self._sock is not None and self._inflight == rid:
+        if self._sock is not None and rid and self._inflight == rid:
             try:
-                wire.send(self._sock, {"op": "cancel", "id": rid})
+                with self._sending:
+                    wire.send(self._sock, {"op": "cancel", "id": rid})
             except OSError:
                 self._drop()
 
@@ -184,45 +263,113 @@ class WorkerEngine:
         except Exception:
             self._drop()  # a crash while stopping: closing never raises, the next call starts afresh
 
+    # -- crashes -----------------------------------------------------------------------------
+    def _healing(self, request: dict[str, Any], stats: Stats | None = None) -> dict[str, Any]:
+        """Send ``request`` (a generation's when ``stats`` is given) and read its first reply; a
+        worker that dies on it by a native fault is retried once with safer settings."""
+        self._retried = False  # each request has one retry
+        doing = "loading" if request["op"] == "load" else "reading the prompt"
+        for attempt in range(2):
+            try:
+                if stats is not None:
+                    return self._start_generation(request, stats)
+                return self._call(request, doing=doing)
+            except _Died as died:
+                if attempt:
+                    raise self._error(died.crash) from None
+                self._heal(died.crash)
+        raise AssertionError("unreachable")
+
+    def _heal(self, crash: Crash) -> None:
+        """Switch to the next safer settings after ``crash``, or raise the one-line error."""
+        step = None if self._retried else next_step(self.spec, crash, self._applied)
+        if step is None:
+            raise self._error(crash) from None
+        self._retried, self._unsaved = True, crash.describe()
+        self.spec, self._applied = step.spec, (*self._applied, step.name)
+        line = f"the model worker crashed ({crash.describe()}): retrying {step.describe()}"
+        if self._notify is not None:
+            self._notify(line)
+        else:
+            self._warnings = (*self._warnings, line)
+
+    def _saved(self) -> None:
+        """A healed request succeeded: its model starts with these settings from now on."""
+        if self._unsaved:
+            self._fallbacks.remember(self.original, self._applied, self._unsaved)
+            self._unsaved = ""
+
+    def _error(self, crash: Crash) -> WorkerCrashedError:
+        name, log = self.spec.name or self.spec.path, registry.file_for(self._key, ".log")
+        if self._retried:
+            self._saved()  # the next call goes on from these settings, one step further
+            return WorkerCrashedError(
+                f"the model worker for {name} crashed again ({crash.describe()}) after retrying "
+                f"{' and '.join(STEP_WORDS[s] for s in self._applied[-1:])}: see its log {log} "
+                "(`starchat doctor` lists the fallbacks tried)"
+            )
+        how = crash.signal and f"was killed by {crash.signal}"
+        how = how or (
+            f"exited ({crash.exit_code})" if crash.exit_code is not None else "stopped unexpectedly"
+        )
+        return WorkerCrashedError(
+            f"the model worker for {name} {how} while {crash.doing}: run the command again to start "
+            f"a fresh one (its log: {log})"
+        )
+
+    def _diverged(self) -> WorkerCrashedError:
+        return WorkerCrashedError(
+            f"the model worker for {self.spec.name or self.spec.path} crashed mid-reply and the retry "
+            "wrote another reply than the text already shown: run the command again"
+        )
+
+    def _crash(self, doing: str) -> _Died:
+        """The worker is gone: how it died (its exit status when we started it, else its log)."""
+        self._drop()
+        code = None
+        if self._proc is not None:
+            try:
+                code = self._proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+        log = registry.file_for(self._key, ".log")
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            text = ""
+        self._proc = None  # a new worker is another process
+        if not (self.pid and registry.alive(self.pid)):
+            registry.forget(
+                self._key, self.pid or None
+            )  # its socket and state, not its log (named in errors)
+        return _Died(read_crash(code, text, doing))
+
     # -- the connection --------------------------------------------------------------------
-    def _call(self, request: dict[str, Any], rid: int = 0) -> dict[str, Any]:
+    def _call(
+        self, request: dict[str, Any], rid: int = 0, doing: str = "reading the prompt"
+    ) -> dict[str, Any]:
         if self._inflight:  # a generation left half-read: drop it rather than mix two streams
             self._drop()
         self._connect()
         try:
-            wire.send(self._sock, request)
+            with self._sending:
+                wire.send(self._sock, request)
         except OSError:
-            self._crashed(request["op"])
+            raise self._crash(doing) from None
         self._inflight = rid
-        return self._reply(request["op"])
+        return self._reply(doing)
 
-    def _reply(self, doing: str = "generate") -> dict[str, Any]:
+    def _reply(self, doing: str = "replying") -> dict[str, Any]:
         try:
             frame = wire.recv(self._sock)
         except (OSError, wire.ProtocolError):
             frame = None
         if frame is None:
-            self._crashed(doing)
-        assert frame is not None
+            raise self._crash(doing)
         if frame["op"] == "error":
             self._inflight = 0
             wire.raise_error(frame)
         return frame
-
-    def _crashed(self, doing: str) -> None:
-        self._drop()
-        how = "stopped unexpectedly"
-        if self._proc is not None:
-            try:
-                code = self._proc.wait(timeout=1.0)
-                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
-            except (subprocess.TimeoutExpired, ValueError):
-                pass
-        what = "loading" if doing == "load" else "replying"
-        raise WorkerCrashedError(
-            f"the model worker for {self.spec.name or self.spec.path} {how} while {what}: run the command "
-            f"again to start a fresh one (its log: {registry.file_for(self._key, '.log')})"
-        )
 
     def _drop(self) -> None:
         self._inflight = 0
@@ -243,6 +390,11 @@ class WorkerEngine:
                     self._start(key)
                     sock = self._hello(self._wait_listening(key))
         if sock is None:
+            if self._proc is not None:  # ours, and it went away between listening and hello
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=2.0)
+                if self._proc.poll() is not None:
+                    raise self._crash("loading")
             raise WorkerCrashedError(f"the model worker for {self.spec.name} does not answer")
         ahead.release_ahead()  # warm: the worker started ahead is not needed
         self._sock = sock
@@ -287,6 +439,9 @@ class WorkerEngine:
             if sock is not None:
                 return sock
             if self._proc is not None and self._proc.poll() is not None:
+                crash = self._crash("loading")
+                if crash.crash.fault:
+                    raise crash
                 break
             time.sleep(0.005)
         log = registry.file_for(key, ".log")

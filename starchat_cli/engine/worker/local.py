@@ -19,7 +19,9 @@ def local_engine(spec: EngineSpec) -> LocalEngine:
     cache = PromptCache(Path(spec.cache_dir), spec.cache_bytes) if spec.cache_dir else None
     backend = LlamaCppBackend(
         Path(spec.path),
-        LoadOptions(n_ctx=spec.n_ctx, n_threads=spec.n_threads, gpu=spec.gpu, amx=spec.amx),
+        LoadOptions(
+            n_ctx=spec.n_ctx, n_threads=spec.n_threads, gpu=spec.gpu, amx=spec.amx, flash_attn=spec.flash_attn
+        ),
         cache=cache,
         name=spec.name,
     )

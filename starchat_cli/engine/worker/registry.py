@@ -68,14 +68,15 @@ def runtime_folder(create: bool = True) -> Path:
 
 
 def file_for(key: str, suffix: str) -> Path:
-    """``KEY.sock``, ``KEY.json``, ``KEY.log``, ``KEY.lock`` in the runtime folder."""
+    """``KEY.sock``, ``KEY.json``, ``KEY.log`` in the runtime folder."""
     return get_paths().runtime_dir / f"{key}{suffix}"
 
 
 @contextlib.contextmanager
 def start_lock(key: str) -> Iterator[None]:
-    """An exclusive flock per key: whoever holds it checks for a worker and starts one if none."""
-    fd = os.open(file_for(key, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    """An exclusive flock: whoever holds it checks for ``key``'s worker and starts one if none.
+    One file for every key (held for a moment per start), so none is left behind per model."""
+    fd = os.open(get_paths().runtime_dir / "start.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -133,13 +134,14 @@ def read_state(key: str) -> WorkerState | None:
         return None
 
 
-def forget(key: str, pid: int | None = None) -> None:
-    """Remove a worker's socket and state (only if they are still ``pid``'s, when given)."""
+def forget(key: str, pid: int | None = None, *, log: bool = False) -> None:
+    """Remove a worker's socket and state (only if they are still ``pid``'s, when given), and with
+    ``log`` its log too (a clean exit; a crashed worker's log stays for the user to read)."""
     if pid is not None:
         state = read_state(key)
         if state is not None and state.pid != pid:
             return  # a newer worker already took the key
-    for suffix in (".sock", ".json"):
+    for suffix in (".sock", ".json", ".log") if log else (".sock", ".json"):
         with contextlib.suppress(FileNotFoundError):
             file_for(key, suffix).unlink()
 
@@ -238,7 +240,7 @@ def stop_worker(state: WorkerState, grace: float = 5.0) -> None:
     if alive(state.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(state.pid, signal.SIGKILL)
-    forget(state.key, state.pid)
+    forget(state.key, state.pid, log=True)
 
 
 __all__ = [

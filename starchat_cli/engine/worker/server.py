@@ -114,7 +114,7 @@ class Worker:
                 self.served = True
                 threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
         finally:
-            registry.forget(self.key, os.getpid())
+            registry.forget(self.key, os.getpid(), log=True)
             listener.close()
 
     def _preload(self) -> None:
@@ -179,7 +179,7 @@ class Worker:
                 self.clients -= 1
                 last = self.clients == 0
             if last and self.keep_alive == 0 and not self.lock.locked():
-                registry.forget(self.key, os.getpid())  # keep-alive 0: gone with the call
+                registry.forget(self.key, os.getpid(), log=True)  # keep-alive 0: gone with the call
                 os._exit(0)
 
     def _hello(self, conn: Connection, frame: dict[str, Any]) -> bool:

@@ -29,6 +29,7 @@ class EngineSpec:
     n_threads: int | None = None
     gpu: str | int = defaults.GPU
     amx: str = "auto"
+    flash_attn: bool = True  # tried first; off when the backend cannot make such a context (or after a crash)
     format_name: str | None = None  # the prompt format to use; None: the file's own template
     forced_format: str | None = None  # --format when format_name is None ("gguf")
     system: str | None = None  # the model's default system prompt
