@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sqlite3
@@ -111,3 +112,71 @@ def test_chat_in_tmux_replies_and_saves_the_session(demo_gguf, isolated_home, tm
     assert [r[0] for r in rows] == ["user", "assistant"]
     assert rows[0][1] == "Write a Python function that adds two numbers."
     assert rows[1][1].strip() and rows[1][2] == 0
+
+
+def test_a_worker_killed_mid_reply_keeps_the_chat_and_the_next_reply_works(
+    demo_gguf, isolated_home, tmp_path
+):
+    """The chat's model runs in a worker process: kill -9 it mid-reply and the chat stays up, the
+    earlier messages stay on screen and in the session, the error is one line, and the next reply
+    starts a fresh worker."""
+    import json
+    import signal
+
+    from tests.helpers.cli import run_starchat
+
+    env = {
+        "STARCHAT_HOME": str(isolated_home),
+        "STARCHAT_AMX": os.environ.get("STARCHAT_AMX", "auto"),
+        "STARCHAT_KEEP_ALIVE": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TERM": "xterm-256color",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    command = (
+        f"env {exports} {shlex.quote(sys.executable)} -m starchat_cli chat -m demo -t 0 -n 200 --ctx 2048"
+    )
+    tmux = Tmux(f"starchat-test-{os.getpid()}", "chat")
+    try:
+        tmux.start(command, tmp_path)
+        tmux.wait_for(lambda s: "Chatting with demo" in s and "ctx 0/2,048" in s, "the chat to open and load")
+        tmux.keys("-l", "Say hello.")
+        tmux.keys("Enter")
+        tmux.wait_for(lambda s: "tok/s" in s and "– tok/s" not in s, "the first reply to finish")
+        [worker] = json.loads(run_starchat(["ps", "--json"]).stdout)["workers"]
+
+        tmux.keys("-l", "Write a very long story about a dragon and a knight.")
+        tmux.keys("Enter")
+
+        def streaming(s: str) -> bool:
+            box = s[s.rfind("╭─ demo") :].split("╰", 1)[0] if s.count("╭─ demo") == 2 else ""
+            return "generating" in s and any(ch.isalnum() for ch in box.replace("demo", ""))
+
+        tmux.wait_for(streaming, "the second reply to stream")
+        os.kill(worker["pid"], signal.SIGKILL)
+        screen = tmux.wait_for(lambda s: "SIGKILL" in s, "the error to be shown")
+        assert "Say hello." in screen or "Write a very long story" in screen
+
+        tmux.keys("-l", "Say goodbye.")
+        tmux.keys("Enter")
+        finished = re.compile(r"\d tok/s")  # the status line's speed: "– tok/s" while one streams
+        screen = tmux.wait_for(
+            lambda s: s.rfind("╭─ demo") > s.rfind("Say goodbye.") > 0 and finished.search(s) is not None,
+            "the third reply to finish",
+        )
+        last = screen[screen.rfind("╭─ demo") :].split("╰", 1)[0]
+        assert any(ch.isalnum() for ch in last.replace("demo", "")), screen
+        [fresh] = json.loads(run_starchat(["ps", "--json"]).stdout)["workers"]
+        assert fresh["pid"] != worker["pid"]
+        tmux.keys("C-q")
+        tmux.wait_for(lambda s: "╭─ demo" not in s, "the app to quit")
+    finally:
+        tmux.kill()
+
+    db = sqlite3.connect(isolated_home / "sessions.sqlite3")
+    rows = db.execute("SELECT role, content FROM messages ORDER BY id").fetchall()
+    roles = [r[0] for r in rows]
+    assert roles[:2] == ["user", "assistant"] and rows[0][1] == "Say hello." and rows[1][1].strip()
+    assert rows[-2] == ("user", "Say goodbye.") and roles[-1] == "assistant" and rows[-1][1].strip()
+    assert "Write a very long story about a dragon and a knight." in [r[1] for r in rows]

@@ -427,11 +427,13 @@ async def test_model_switch_through_the_factory():
         made.append(name)
         return name, FakeEngine(f"from {name}")
 
-    app = build(FakeEngine("from first"), engine_factory=factory)
+    first = FakeEngine("from first")
+    app = build(first, engine_factory=factory)
     async with app.run_test(size=SIZE) as pilot:
         await say(pilot, "/model other")
         await settle(pilot)
         assert made == ["other"] and app.conversation.model_name == "other"
+        assert first.closed and not app.conversation.engine.closed  # the old model is let go
         await say(pilot, "hi")
         assert app.query(AssistantMessage)[-1].text == "from other"
         assert app.conversation.store.get(app.conversation.session.id).model == "other"

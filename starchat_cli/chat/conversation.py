@@ -94,6 +94,7 @@ class Conversation:
         self.context_used = 0
         self.last_tps = 0.0
         self.last_cached = 0  # prompt tokens of the last reply reused from a cache
+        self._warned: set[str] = set()  # warnings already shown (new_warnings)
 
     # -- the session ---------------------------------------------------------------------------
     def ensure_session(self) -> Session:
@@ -239,6 +240,13 @@ class Conversation:
         except Exception:  # noqa: BLE001 - a failed cache write never breaks the chat
             pass
 
+    def new_warnings(self) -> list[str]:
+        """The engine's warnings not yet returned (an out-of-memory retry at load, a worker crash
+        healed mid-reply): a face shows each once."""
+        fresh = [w for w in self.engine.info.warnings if w not in self._warned]
+        self._warned.update(fresh)
+        return fresh
+
     def load(self, engine: Engine | None = None) -> EngineInfo:
         """Load an engine (this one by default) under the engine lock; raises StarchatError."""
         with self.engine_lock:
@@ -263,6 +271,8 @@ class Conversation:
         switched = engine is not None and engine is not self.engine
         if switched:
             assert engine is not None
+            with self.engine_lock:  # the model switched from is let go (a worker idles out)
+                self.engine.close()
             self.engine = engine
             self.model_name = name
             if self.session is not None:

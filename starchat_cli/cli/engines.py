@@ -52,13 +52,14 @@ def open_with(settings: Settings, explicit: bool, use: Use) -> Engine:
     """An engine for ``settings``; a note on stderr when starchat picked the model itself."""
     from starchat_cli.services import runtime
 
-    # The one-shot commands keep the model warm in a worker process for the next call; the chat
-    # and the server live long enough to keep it loaded themselves (README: Keep the model warm).
-    worker = use in (Use.ASK, Use.ANY, Use.COMPLETE)
+    # The model runs in its worker process: warm for the next call, and a crash in llama.cpp is
+    # healed or said in one line, never the end of the chat (README: Keep the model warm).
+    worker = use in (Use.ASK, Use.ANY, Use.COMPLETE, Use.CHAT)
+    notify = None if use is Use.CHAT else note  # the chat shows the engine's warnings itself
     if use is Use.COMPLETE:
         from starchat_cli.services.completion import open_completion_engine
 
-        opened = open_completion_engine(settings, explicit, worker=worker, notify=note)
+        opened = open_completion_engine(settings, explicit, worker=worker, notify=notify)
     else:
         opened = runtime.open_engine(
             settings,
@@ -66,16 +67,13 @@ def open_with(settings: Settings, explicit: bool, use: Use) -> Engine:
             chat_only=use in (Use.ASK, Use.CHAT),
             local_only=use is Use.SERVE,
             worker=worker,
-            notify=note,
+            notify=notify,
         )
     if opened.note:
         note(opened.note)
-    close = getattr(opened.engine, "close", None)
     current = click.get_current_context(silent=True)
-    if close is not None and current is not None:
-        current.call_on_close(
-            close
-        )  # a worker's connection ends with the command (keep-alive 0: the worker too)
+    if current is not None:  # a worker's connection ends with the command (keep-alive 0: the worker too)
+        current.call_on_close(opened.engine.close)
     return opened.engine
 
 

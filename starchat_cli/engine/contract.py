@@ -175,6 +175,11 @@ class Engine(Protocol):
         """Make the engine ready (load the model, ask the server its model); idempotent."""
         ...
 
+    def close(self) -> None:
+        """Let go of the model: free a local one's memory, leave a worker (it stays for its keep-alive,
+        for the next call). Idempotent; the engine loads again if used afterwards."""
+        ...
+
     def persist(self) -> None:
         """Keep what is worth keeping (the prompt cache) now: a face calls it once the user has
         the answer, so the write never delays the text. Idempotent; a no-op where nothing is kept."""

@@ -64,7 +64,7 @@ class ModelLoading:
             return
         if surface.conversation.engine_ready(event.engine, event.name, event.n_ctx):
             surface.notify(f"model: {event.name}")
-        for warning in (event.engine or surface.conversation.engine).info.warnings:
+        for warning in surface.conversation.new_warnings():
             surface.notify(warning, severity="warning", timeout=15)  # e.g. an out-of-memory retry
         surface.update_status()
 

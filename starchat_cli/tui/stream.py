@@ -160,6 +160,8 @@ class ReplyStream:
                 await surface.transcript.mount(Note(f"✗ {outcome.error}", kind="error"))
         if outcome.error:
             surface.notify(outcome.error, severity="error", timeout=8)
+        for warning in surface.conversation.new_warnings():  # a worker crash healed mid-reply
+            surface.notify(warning, severity="warning", timeout=15)
         stop_reason = outcome.stats.stop_reason if outcome.stats is not None else None
         if stop_reason is StopReason.CONTEXT:
             await surface.transcript.mount(

@@ -72,6 +72,7 @@ class FakeEngine:
         self.name = name
         self.loads = 0  # how many times load() was called
         self.persists = 0  # how many times persist() was called
+        self.closed = False  # close() was called (a chat that switched away from it)
         self.infill_calls: list[tuple[str, str, list[tuple[str, str]], str | None]] = []
 
     @property
@@ -85,6 +86,9 @@ class FakeEngine:
             placement="in the test",
             default_system=self.default_system,
         )
+
+    def close(self) -> None:
+        self.closed = True
 
     def persist(self) -> None:
         self.persists += 1

@@ -299,6 +299,12 @@ class LlamaCppBackend:
         keystroke and never repeat it); it stays in memory for the next request's prefix."""
         self._unsaved = False
 
+    def unload(self) -> None:
+        """Free the model and its context now (the next use loads it again)."""
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.close()
+
     def persist(self) -> None:
         """Save the sequence in memory to the prompt cache, if it changed and is long enough."""
         llm = self._llm

@@ -86,6 +86,10 @@ class LocalEngine:
         with self.backend.lock:
             self.backend.persist()
 
+    def close(self) -> None:
+        with self.backend.lock:
+            self.backend.unload()
+
     def load(self) -> EngineInfo:
         self.backend.load()
         self.prompt_format  # noqa: B018 - a file's own template is read (and checked) at load

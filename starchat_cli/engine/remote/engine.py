@@ -66,6 +66,9 @@ class RemoteEngine:
             default_system=self.default_system,
         )
 
+    def close(self) -> None:
+        pass  # a client per request: nothing is held between them
+
     def persist(self) -> None:
         """Nothing is kept on this side: the server has its own prompt cache."""
 
