@@ -53,8 +53,9 @@ def open_with(settings: Settings, explicit: bool, use: Use) -> Engine:
     from starchat_cli.services import runtime
 
     # The model runs in its worker process: warm for the next call, and a crash in llama.cpp is
-    # healed or said in one line, never the end of the chat (README: Keep the model warm).
-    worker = use in (Use.ASK, Use.ANY, Use.COMPLETE, Use.CHAT)
+    # healed or said in one line, never the end of the chat or of the server's other requests
+    # (README: Keep the model warm).
+    worker = use in (Use.ASK, Use.ANY, Use.COMPLETE, Use.CHAT, Use.SERVE)
     notify = None if use is Use.CHAT else note  # the chat shows the engine's warnings itself
     if use is Use.COMPLETE:
         from starchat_cli.services.completion import open_completion_engine

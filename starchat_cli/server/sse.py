@@ -2,7 +2,8 @@
 
 Chat replies are ``chat.completion`` objects (streamed as ``chat.completion.chunk``
 deltas, opened by a role chunk); text replies are ``text_completion`` objects. A stream
-ends with a finish chunk, an optional usage chunk and ``data: [DONE]``.
+ends with a finish chunk, an optional usage chunk and ``data: [DONE]``; one the engine fails
+mid-way (its worker died) ends with an ``{"error": ...}`` event instead.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, AsyncIterator
 
 from starlette.responses import StreamingResponse
 
+from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import Generation, StopReason
 
 from .requests import Kind
@@ -133,6 +135,11 @@ async def sse_events(
                     gen = item
         except StopAsyncIteration:
             pass
+        except StarchatError as exc:  # mid-stream (the model's worker died): an error event, as
+            # OpenAI and llama-server send one (the openai client raises it), and no [DONE]
+            error = {"message": exc.message, "type": "server_error", "code": None, "param": None}
+            yield _event({"error": error})
+            return
         yield chunk(None, finish_reason(gen))
         if include_usage and gen is not None:
             yield _event({**head.fields(obj), "choices": [], "usage": usage(gen)})

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Generator, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 from starchat_cli import __version__
 from starchat_cli.core import defaults
@@ -78,6 +78,9 @@ class WorkerEngine:
         self._ids = itertools.count(1)
         self._inflight = 0  # the id of the generation being streamed
         self._sending = threading.Lock()  # a cancel frame from a watcher thread never splits a request
+        self._busy = threading.Lock()  # one request on the socket at a time (serve's threads queue here)
+        self._owner: int | None = None  # the thread holding _busy
+        self._holder: object | None = None  # the request holding it (a generation: until it ends)
         self._warnings: tuple[str, ...] = ()  # the client's own (memory, a retry), said with the worker's
         self._notes: tuple[str, ...] = tuple(
             f"started {STEP_WORDS.get(s, s)}: remembered after an earlier crash (starchat doctor)"
@@ -93,16 +96,19 @@ class WorkerEngine:
         return self._info
 
     def load(self) -> EngineInfo:
-        self._adopt(self._healing({"op": "load"})["info"])
-        self._saved()
+        with self._turn():
+            self._adopt(self._healing({"op": "load"})["info"])
+            self._saved()
         return self._info
 
     def persist(self) -> None:
-        if self._sock is not None:
-            self._adopt(self._healing({"op": "persist"})["info"])
+        with self._turn():
+            if self._sock is not None:
+                self._adopt(self._healing({"op": "persist"})["info"])
 
     def count_tokens(self, messages: Sequence[Message]) -> int | None:
-        return self._healing({"op": "count_tokens", "messages": wire.messages_list(list(messages))})["n"]
+        with self._turn():
+            return self._healing({"op": "count_tokens", "messages": wire.messages_list(list(messages))})["n"]
 
     def generate(
         self,
@@ -166,8 +172,17 @@ class WorkerEngine:
             params = params.model_copy(update={"seed": random.getrandbits(31)})
         request = {**request, "params": params.model_dump(mode="json")}
         stats = Stats()
-        first = self._healing(request, stats=stats)
-        chunks = _Chunks(self._chunks(request, stats, cancel), lambda: self._stop(self._inflight, stats))
+        token = self._acquire()  # held until the generation ends: one stream on the socket at a time
+        try:
+            first = self._healing(request, stats=stats)
+        except BaseException:
+            self._release(token)
+            raise
+        chunks = _Chunks(
+            self._chunks(request, stats, cancel, token),
+            lambda: self._stop(self._inflight, stats),
+            lambda: self._release(token),
+        )
         return Generation(chunks, stats, wire.fit_of(first["fit"]), prompt_text=first.get("prompt_text", ""))
 
     def _start_generation(self, request: dict[str, Any], stats: Stats) -> dict[str, Any]:
@@ -177,10 +192,18 @@ class WorkerEngine:
         return first
 
     def _chunks(
-        self, request: dict[str, Any], stats: Stats, cancel: threading.Event | None
+        self, request: dict[str, Any], stats: Stats, cancel: threading.Event | None, token: object
     ) -> Generator[str, None, None]:
         """The reply's text. After a healed crash the request is sent again and the text the face
         already has is skipped; a retry that writes something else ends in one error."""
+        try:
+            yield from self._healed_chunks(request, stats, cancel)
+        finally:
+            self._release(token)
+
+    def _healed_chunks(
+        self, request: dict[str, Any], stats: Stats, cancel: threading.Event | None
+    ) -> Generator[str, None, None]:
         shown = ""  # handed to the face so far
         while True:
             try:
@@ -262,6 +285,32 @@ class WorkerEngine:
                     self._adopt(frame["info"])
         except Exception:
             self._drop()  # a crash while stopping: closing never raises, the next call starts afresh
+
+    # -- taking turns on the one connection ----------------------------------------------------
+    def _acquire(self) -> object:
+        """Wait for the connection (another thread's request to end); a token to release it with.
+        A thread that left its own generation half-read takes over (that stream is dropped)."""
+        me = threading.get_ident()
+        if self._owner != me:
+            self._busy.acquire()
+            self._owner = me
+        elif self._inflight:
+            self._drop()
+        token = self._holder = object()
+        return token
+
+    def _release(self, token: object) -> None:
+        if self._holder is token:
+            self._holder = self._owner = None
+            self._busy.release()
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        token = self._acquire()
+        try:
+            yield
+        finally:
+            self._release(token)
 
     # -- crashes -----------------------------------------------------------------------------
     def _healing(self, request: dict[str, Any], stats: Stats | None = None) -> dict[str, Any]:
@@ -457,8 +506,10 @@ class _Chunks:
     """The chunks of a generation: closing it before the first chunk stops the worker too (a
     generator's own ``close`` runs none of its code until it has started)."""
 
-    def __init__(self, chunks: Generator[str, None, None], stop: Callable[[], None]) -> None:
-        self._chunks, self._stop, self._started = chunks, stop, False
+    def __init__(
+        self, chunks: Generator[str, None, None], stop: Callable[[], None], release: Callable[[], None]
+    ) -> None:
+        self._chunks, self._stop, self._release, self._started = chunks, stop, release, False
 
     def __iter__(self) -> _Chunks:
         return self
@@ -471,6 +522,7 @@ class _Chunks:
         if not self._started:
             self._stop()
         self._chunks.close()
+        self._release()  # a generation never started runs none of its own finally
 
 
 class _CancelWatcher:
