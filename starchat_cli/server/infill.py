@@ -196,7 +196,7 @@ def limit_lines(gen: Generation, n_indent: int, t_max_predict_ms: float) -> Gene
         finally:
             gen.close(StopReason.LENGTH if limited else None)
 
-    return Generation(chunks(), gen.stats, gen.fit, prompt_text=gen.prompt_text)
+    return Generation(chunks(), gen.stats, gen.fit, prompt_text=gen.prompt_text, logprobs=gen.logprobs)
 
 
 def _timings(gen: Generation) -> dict[str, Any]:

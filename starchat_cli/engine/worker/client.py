@@ -26,7 +26,7 @@ from typing import Any, Callable, Generator, Sequence
 from starchat_cli import __version__
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import WorkerCrashedError
-from starchat_cli.engine.contract import EngineInfo, Generation, Stats
+from starchat_cli.engine.contract import EngineInfo, Generation, Stats, TokenLogprob
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.attachment import Attachment
 from starchat_cli.engine.prompting.formats import Message
@@ -132,14 +132,19 @@ class WorkerEngine:
         first = self._call({**request, "id": rid, "params": params.model_dump(mode="json")}, rid=rid)
         stats = Stats()
         wire.update_stats(stats, first["stats"])
-        chunks = _Chunks(self._chunks(rid, stats, cancel), lambda: self._stop(rid, stats))
-        return Generation(chunks, stats, wire.fit_of(first["fit"]), prompt_text=first.get("prompt_text", ""))
+        record: list[TokenLogprob] = []  # filled from the frames, before their text is handed out
+        chunks = _Chunks(self._chunks(rid, stats, cancel, record), lambda: self._stop(rid, stats))
+        fit, prompt_text = wire.fit_of(first["fit"]), first.get("prompt_text", "")
+        return Generation(chunks, stats, fit, prompt_text=prompt_text, logprobs=record)
 
-    def _chunks(self, rid: int, stats: Stats, cancel: threading.Event | None) -> Generator[str, None, None]:
+    def _chunks(
+        self, rid: int, stats: Stats, cancel: threading.Event | None, record: list[TokenLogprob]
+    ) -> Generator[str, None, None]:
         watcher = _CancelWatcher(self, rid, cancel) if cancel is not None else None
         try:
             while True:
                 frame = self._reply()
+                record.extend(wire.logprobs_of(frame.get("logprobs") or []))
                 if frame["op"] == "chunk":
                     stats.generated_tokens = frame.get("n", stats.generated_tokens)  # a face's progress
                     yield frame["text"]
