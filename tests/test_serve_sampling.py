@@ -261,3 +261,19 @@ def test_ollama_format_logprobs_and_penalty_options(server):
         cli.generate(model="demo", prompt="Hi", options={"repeat_penalty": 0})
     with pytest.raises(ollama.ResponseError, match="format"):
         cli.generate(model="demo", prompt="Hi", format={"type": "string", "pattern": "a"})
+
+
+def test_infill_takes_a_grammar_a_schema_and_penalties():
+    from starchat_cli.server.app import ServerConfig
+    from starchat_cli.server.errors import APIError
+    from starchat_cli.server.infill import parse_infill
+
+    config = ServerConfig(model_name="fake")
+    req = parse_infill({"input_prefix": "x = ", "grammar": "root ::= [0-9]+", "repeat_penalty": 1.3}, config)
+    assert req.params.grammar == "root ::= [0-9]+" and req.params.repeat_penalty == 1.3
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    assert "integer" in parse_infill({"json_schema": schema}, config).params.grammar
+    for body, param in [({"json_schema": {"pattern": "a"}}, "json_schema"), ({"n_probs": 3}, "n_probs")]:
+        with pytest.raises(APIError) as err:
+            parse_infill(body, config)
+        assert err.value.param == param and param in err.value.message
