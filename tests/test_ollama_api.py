@@ -189,7 +189,7 @@ def test_wrong_types_are_400_naming_the_field(server: str, body: dict, field: st
 def test_refused_features_say_why(server: str) -> None:
     cases = [
         ("/api/generate", {"prompt": "hi", "images": ["aGk="]}, "images"),
-        ("/api/generate", {"prompt": "hi", "format": "json"}, "format"),
+        ("/api/generate", {"prompt": "hi", "format": "yaml"}, "format"),  # "json" or a schema only
         ("/api/generate", {"prompt": "hi", "template": "{{ .Prompt }}"}, "template"),
         (
             "/api/chat",

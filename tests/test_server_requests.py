@@ -373,7 +373,12 @@ def test_a_whole_chat_reply_and_a_whole_text_reply():
     assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
     assert body["model"] == "fake"
     assert body["choices"] == [
-        {"index": 0, "message": {"role": "assistant", "content": "one two three"}, "finish_reason": "stop"}
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "one two three"},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
     ]
     assert body["usage"]["completion_tokens"] == 3
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + 3

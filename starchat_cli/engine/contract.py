@@ -9,6 +9,7 @@
     if gen.stats.stop_reason is StopReason.LENGTH: ...   # faces compare; only engines write it
     gen = engine.infill(prefix, suffix, params, extra=[(path, text)], path="src/app.py")
     gen.prompt_text                       # the FIM prompt with its special tokens written out
+    gen.take_logprobs()                   # params.logprobs set: TokenLogprobs of the tokens since the last take
     engine.count_tokens(messages)         # the prompt's tokens in the model's tokenizer, None: unknown
 
 Backends: :class:`~starchat_cli.engine.llamacpp.engine.LocalEngine` (llama.cpp) and
@@ -100,6 +101,18 @@ class Stats:
         return out
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token as OpenAI's logprobs report it: its text, its UTF-8 bytes (a token may
+    hold part of a character), its log-probability under the model, and the most likely
+    alternatives at its position (``top``: entries without alternatives of their own)."""
+
+    token: str
+    bytes: tuple[int, ...]
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+
 class Generation:
     """An iterator of text chunks; ``stats`` and ``text`` are complete once it is exhausted.
 
@@ -107,16 +120,33 @@ class Generation:
     stop reason is then CANCELLED. ``fit`` says what the prompt became (tokens, the
     messages kept, how much of an attachment was cut). ``prompt_text``: the prompt as
     text with its special tokens written out, where the engine knows it (infill), else "".
+    ``logprobs``: with ``params.logprobs`` set, one :class:`TokenLogprob` per generated token,
+    appended by the engine as it goes (a text chunk's tokens are in before the chunk is yielded);
+    :meth:`take_logprobs` hands out the entries not taken yet, for a stream.
     """
 
     def __init__(
-        self, chunks: Iterator[str], stats: Stats, fit: FitResult | None = None, *, prompt_text: str = ""
+        self,
+        chunks: Iterator[str],
+        stats: Stats,
+        fit: FitResult | None = None,
+        *,
+        prompt_text: str = "",
+        logprobs: list[TokenLogprob] | None = None,
     ) -> None:
         self._chunks = chunks
         self.stats = stats
         self.fit = fit if fit is not None else FitResult(tokens=[], messages=[])
         self.prompt_text = prompt_text
+        self.logprobs: list[TokenLogprob] = logprobs if logprobs is not None else []
+        self._taken = 0
         self._parts: list[str] = []
+
+    def take_logprobs(self) -> list[TokenLogprob]:
+        """The logprob entries added since the last call (all of them, the first time)."""
+        new = self.logprobs[self._taken :]
+        self._taken += len(new)
+        return new
 
     def __iter__(self) -> Generation:
         return self
@@ -248,4 +278,5 @@ __all__ = [
     "Generation",
     "Stats",
     "StopReason",
+    "TokenLogprob",
 ]

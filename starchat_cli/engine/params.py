@@ -4,7 +4,8 @@
     params = params.model_copy(update={"prediction": text})                     # frozen: copy
     check(Temperature, 9)          # raises Invalid: lo 0.0, hi 5.0 (each face words it its way)
 
-The field types (:data:`Temperature`, :data:`TopP`, :data:`MaxTokens`, :data:`Seed`) are the
+The field types (:data:`Temperature`, :data:`TopP`, :data:`MaxTokens`, :data:`Seed`, the penalties,
+:data:`LogitBias`, :data:`TopLogprobs`, :data:`Choices`) are the
 one place a range is written: the settings model (services/config.py), the CLI's options
 (cli/options.py) and the server's three request dialects read them from here.
 """
@@ -44,6 +45,21 @@ MaxTokens = Annotated[int, Field(ge=1, description="Stop after this many tokens.
 Seed = Annotated[int, Field(ge=0, description="Random seed, for repeatable sampling.")]
 # A request's seed on the wire (OpenAI, llama.cpp's /infill): a 32-bit unsigned number.
 WireSeed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+# The sampler chain's extras (llama.cpp's samplers; OpenAI's and llama.cpp's names and ranges).
+PresencePenalty = Annotated[float, Field(ge=-2.0, le=2.0, description="Lower tokens already seen; 0 = off.")]
+FrequencyPenalty = Annotated[
+    float, Field(ge=-2.0, le=2.0, description="Lower tokens by their count; 0 = off.")
+]
+RepeatPenalty = Annotated[
+    float, Field(ge=0.1, le=10.0, description="Divide repeated tokens' logits; 1 = off.")
+]
+LogitBias = Annotated[
+    float, Field(ge=-100.0, le=100.0, description="Added to a token's logit; -100 bans it.")
+]
+TopLogprobs = Annotated[int, Field(ge=0, le=20, description="Alternatives reported per token with logprobs.")]
+# How many choices one request may ask for (OpenAI's n): generated one after another.
+Choices = Annotated[int, Field(ge=1, le=8, description="Choices per request.")]
+PENALTY_LAST_N = 64  # the penalties look at this many latest tokens (llama.cpp's default)
 
 
 class GenerationParams(BaseModel):
@@ -58,6 +74,26 @@ class GenerationParams(BaseModel):
     stop: tuple[str, ...] = ()  # extra plain-text stops (e.g. an API request's "stop")
     draft: Draft = Draft.OFF  # the engine's default; settings default to defaults.DRAFT
     prediction: Optional[str] = None  # text the reply is expected to copy (the file under edit)
+    grammar: Optional[str] = None  # GBNF the reply must match (llama.cpp's grammar sampler)
+    logprobs: Optional[TopLogprobs] = None  # record each token's logprob and this many alternatives
+    presence_penalty: PresencePenalty = 0.0
+    frequency_penalty: FrequencyPenalty = 0.0
+    repeat_penalty: RepeatPenalty = 1.0
+    logit_bias: tuple[tuple[int, LogitBias], ...] = ()  # (token id, bias) pairs
+
+    @property
+    def penalized(self) -> bool:
+        """Whether a penalty is on (they look at the latest tokens, the prompt's included)."""
+        return bool(self.presence_penalty or self.frequency_penalty or self.repeat_penalty != 1.0)
+
+    @property
+    def plain_decoding(self) -> bool:
+        """Whether this reply needs one token per step through llama.cpp's sampler chain: a grammar,
+        a penalty or a logit bias changes what the chain picks, which drafted verification (numpy
+        over the raw logits) does not model, and logprobs are read per step. Drafting is off then."""
+        return (
+            self.grammar is not None or self.logprobs is not None or self.penalized or bool(self.logit_bias)
+        )
 
 
 class Invalid(ValueError):
@@ -144,7 +180,14 @@ def check(spec: Any, value: Any) -> Any:
 
 
 __all__ = [
+    "PENALTY_LAST_N",
+    "Choices",
     "Draft",
+    "FrequencyPenalty",
+    "LogitBias",
+    "PresencePenalty",
+    "RepeatPenalty",
+    "TopLogprobs",
     "GenerationParams",
     "Invalid",
     "MaxTokens",

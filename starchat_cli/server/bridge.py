@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
-from starchat_cli.engine.contract import Generation, StopReason
+from starchat_cli.engine.contract import Generation, StopReason, TokenLogprob
 
 Start = Callable[[], Generation]  # starts a generation (engine.generate or engine.complete)
 
 _END = object()  # the worker thread is done: nothing more will be queued
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A text chunk with the logprob entries of its tokens (a stream that asked for logprobs)."""
+
+    text: str
+    logprobs: list[TokenLogprob]
 
 
 class Bridge:
@@ -81,12 +90,15 @@ class Bridge:
         except Exception:  # noqa: BLE001 - a failed cache write never breaks serving
             pass
 
-    def stream_chunks(self, start: Start) -> tuple[AsyncIterator[str | Generation], threading.Event]:
+    def stream_chunks(
+        self, start: Start, *, logprobs: bool = False
+    ) -> tuple[AsyncIterator[Any], threading.Event]:
         """Run a generation in a thread and hand its chunks to the event loop as they come.
 
         The iterator yields text chunks, then the finished :class:`Generation`; an error
         in the thread is raised from it. Setting the returned event (or closing the
-        iterator) stops the generation at its next token.
+        iterator) stops the generation at its next token. With ``logprobs`` each chunk is
+        a :class:`Piece` carrying its tokens' entries (the last one may have no text).
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -101,10 +113,13 @@ class Bridge:
             try:
                 gen = start()
                 for chunk in gen:
-                    put(chunk)
+                    put(Piece(chunk, gen.take_logprobs()) if logprobs else chunk)
                     if cancel.is_set() or self.shutting_down.is_set():
                         break
                 gen.close()
+                rest = gen.take_logprobs() if logprobs else []
+                if rest:  # tokens with no text of their own (held back, then cut by a stop)
+                    put(Piece("", rest))
                 put(gen)
             except BaseException as exc:  # handed to the event loop, raised there
                 if gen is not None:
@@ -119,7 +134,7 @@ class Bridge:
 
         threading.Thread(target=work, name="starchat-generate", daemon=True).start()
 
-        async def items() -> AsyncIterator[str | Generation]:
+        async def items() -> AsyncIterator[Any]:
             try:
                 while True:
                     item = await queue.get()
@@ -134,4 +149,4 @@ class Bridge:
         return items(), cancel
 
 
-__all__ = ["Bridge", "Start"]
+__all__ = ["Bridge", "Piece", "Start"]

@@ -5,7 +5,9 @@ typed as strictly as on the OpenAI routes, from :data:`FIELD_TYPES`):
 ``input_prefix``, ``input_suffix``, ``input_extra`` (``[{"filename", "text"}]``, repository
 context), ``prompt`` (text at the cursor, placed after the prefix), ``n_predict`` (-1: up to the
 server's limit), ``temperature``, ``top_p``, ``top_k`` (accepted, not applied), ``stop``,
-``seed``, ``t_max_predict_ms`` (after that long, stop at the next newline), ``n_indent`` (stop
+``seed``, ``grammar`` (GBNF) or ``json_schema`` (the middle is sampled under it),
+``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``, ``n_probs`` (0 only: per-token
+probabilities are on the OpenAI routes), ``t_max_predict_ms`` (after that long, stop at the next newline), ``n_indent`` (stop
 at a later line indented less, an empty one included, that line left out), ``cache_prompt`` (always on: the KV prefix
 in memory is reused), ``stream``, ``response_fields`` (answer only these, nested ones as
 ``"timings/prompt_n"`` keys, as llama.cpp does).
@@ -48,6 +50,7 @@ from .requests import (
     check_type,
     sampling_params,
 )
+from .sampling import PENALTIES, extras
 from .sse import first_item
 
 # The engine's stop reasons as llama.cpp's stop types.
@@ -76,6 +79,12 @@ FIELD_TYPES: dict[str, tuple[str, ...]] = {
     "cache_prompt": (BOOLEAN,),
     "stream": (BOOLEAN,),
     "response_fields": (ARRAY,),
+    "grammar": (STRING,),
+    "json_schema": (OBJECT,),
+    "repeat_penalty": (NUMBER,),
+    "presence_penalty": (NUMBER,),
+    "frequency_penalty": (NUMBER,),
+    "n_probs": (INTEGER,),
 }
 EXTRA_TYPES: dict[str, tuple[str, ...]] = {"filename": (STRING,), "text": (STRING,)}  # input_extra[i]
 # llama.cpp's own fields (the sampling ones are engine/params.py's, through sampling_params).
@@ -122,6 +131,12 @@ def parse_infill(data: dict[str, Any], config: ServerConfig) -> InfillRequest:
     mapped = {key: data.get(key) for key in ("temperature", "top_p", "seed", "stop")}
     mapped["max_tokens"] = None if n_predict is None or n_predict < 0 else max(1, n_predict)
     params = sampling_params(mapped, config)
+    if data.get("n_probs"):
+        raise APIError(
+            400, "'n_probs' is not supported on /infill: ask /v1/completions with 'logprobs'", param="n_probs"
+        )
+    steering = {key: data.get(key) for key in ("grammar", "json_schema", *PENALTIES)}
+    params = params.model_copy(update=extras(steering, chat=False))
     _number(data, "top_k", 0, TopK)  # checked, not applied (the sampler has no top-k)
     n_indent = _number(data, "n_indent", 0, NIndent)
     t_max = _number(data, "t_max_predict_ms", 0.0, TMaxPredictMs)
@@ -196,7 +211,7 @@ def limit_lines(gen: Generation, n_indent: int, t_max_predict_ms: float) -> Gene
         finally:
             gen.close(StopReason.LENGTH if limited else None)
 
-    return Generation(chunks(), gen.stats, gen.fit, prompt_text=gen.prompt_text)
+    return Generation(chunks(), gen.stats, gen.fit, prompt_text=gen.prompt_text, logprobs=gen.logprobs)
 
 
 def _timings(gen: Generation) -> dict[str, Any]:

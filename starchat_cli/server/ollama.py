@@ -32,9 +32,10 @@ from starchat_cli.engine.prompting.formats import Message
 
 from .auth import key_required
 from .body import read_json
-from .bridge import Bridge
+from .bridge import Bridge, Piece
 from .config import ServerConfig
 from .errors import OllamaError
+from .logprobs import token_entries
 from .ollama_model import ServedModel, rfc3339
 from .ollama_requests import ChatRequest, GenerateRequest, check_model, parse_chat, parse_generate
 from .sse import finish_reason, first_item
@@ -162,11 +163,14 @@ class OllamaEndpoints:
         if req.load_only:  # Ollama's way to preload a model: nothing to generate
             return JSONResponse({**self._head(req), **shape(""), "done": True, "done_reason": "load"})
         start = self._start(req)
+        logprobs = req.params.logprobs is not None
         if not req.stream:
             text, gen = await self.bridge.run_blocking(start)
             body = {**self._head(req), **shape(text), "done": True, **final_fields(gen, started)}
+            if logprobs:
+                body["logprobs"] = token_entries(gen.logprobs)
             return JSONResponse(body)
-        items, cancel = self.bridge.stream_chunks(start)
+        items, cancel = self.bridge.stream_chunks(start, logprobs=logprobs)
         first = await first_item(items)  # an engine error here is an HTTP error, not a broken stream
         return StreamingResponse(
             self._lines(req, shape, first, items, cancel, started),
@@ -178,8 +182,8 @@ class OllamaEndpoints:
         self,
         req: GenerateRequest | ChatRequest,
         shape: Shape,
-        first: str | Generation | None,
-        items: AsyncIterator[str | Generation],
+        first: Any,
+        items: AsyncIterator[Any],
         cancel: threading.Event,
         started: int,
     ) -> AsyncIterator[bytes]:
@@ -201,7 +205,11 @@ class OllamaEndpoints:
                     return
                 if item is None:
                     break
-                if isinstance(item, str):
+                if isinstance(item, Piece):  # logprobs asked for: each line carries its tokens'
+                    extra = {"logprobs": token_entries(item.logprobs)} if item.logprobs else {}
+                    if item.text or extra:
+                        yield line({**self._head(req), **shape(item.text), "done": False, **extra})
+                elif isinstance(item, str):
                     if item:
                         yield line({**self._head(req), **shape(item), "done": False})
                 else:

@@ -5,11 +5,14 @@ an :class:`OllamaError` (400) naming the field, in Ollama's ``{"error": "..."}``
 Model names are Ollama-style: the served model's name, with or without a ``:tag``
 (``latest`` or the served quantization); another model is a 404 ``model 'x' not found``.
 
-Options honoured: ``temperature``, ``top_p``, ``num_predict``, ``stop``, ``seed``. Accepted
+Options honoured: ``temperature``, ``top_p``, ``num_predict``, ``stop``, ``seed``,
+``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``. Accepted
 and ignored: ``top_k`` (the engine samples with top_p only), ``num_ctx`` (the context is
-fixed when ``serve`` starts: ``--ctx``), and every other Ollama option. Refused with a 400:
-``images``, ``template``, ``format`` and ``think``, and ``tools`` on ``/api/chat``; starchat
-cannot honour them, and silently ignoring them would give wrong answers.
+fixed when ``serve`` starts: ``--ctx``), and every other Ollama option. Honoured too:
+``format`` (``"json"`` or a JSON schema: the reply is sampled under its grammar) and
+``logprobs``/``top_logprobs``. Refused with a 400: ``images``, ``template`` and ``think``, and
+``tools`` on ``/api/chat`` (with the OpenAI route's words); starchat cannot honour them, and
+silently ignoring them would give wrong answers.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from starchat_cli.engine.prompting.formats import Message
 from .config import ServerConfig
 from .errors import APIError, OllamaError
 from .requests import chat_turns
+from .sampling import chat_logprobs, ollama_format_grammar, penalties, tools_message
 
 # Editors send many stops for completion (Continue: one per language construct); Ollama has no limit.
 MAX_STOPS = 64
@@ -115,13 +119,29 @@ def options(data: dict[str, Any], config: ServerConfig) -> GenerationParams:
         stop = [stop]
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > MAX_STOPS:
         raise _bad("options.stop", f"a list of up to {MAX_STOPS} strings")
+    try:
+        extra = penalties(opts, "options.")
+    except APIError as exc:
+        raise OllamaError.of(exc) from None
     return GenerationParams(
         max_tokens=predict,
         temperature=config.default_temperature if temperature is None else temperature,
         top_p=config.default_top_p if top_p is None else top_p,
         seed=None if seed is None or seed < 0 else seed % 2**32,  # -1: a random seed, as in Ollama
         stop=tuple(s for s in stop if s),
-    )
+    ).model_copy(update=extra)
+
+
+def _steering(data: dict[str, Any], params: GenerationParams) -> GenerationParams:
+    """``params`` with ``format`` (a grammar) and ``logprobs``/``top_logprobs`` applied."""
+    try:
+        grammar = ollama_format_grammar(data.get("format"))
+        logprobs = chat_logprobs({"logprobs": data.get("logprobs"), "top_logprobs": data.get("top_logprobs")})
+    except APIError as exc:
+        raise OllamaError.of(exc) from None
+    if data.get("logprobs") not in (None, True, False):
+        raise _bad("logprobs", "true or false")
+    return params.model_copy(update={"grammar": grammar, "logprobs": logprobs})
 
 
 def _common(data: dict[str, Any]) -> bool:
@@ -132,9 +152,6 @@ def _common(data: dict[str, Any]) -> bool:
         isinstance(keep_alive, bool) or not isinstance(keep_alive, (int, float, str))
     ):
         raise _bad("keep_alive", 'a duration ("5m") or a number of seconds')
-    fmt = data.get("format")
-    if fmt not in (None, ""):
-        raise OllamaError(400, "'format' (JSON output) is not supported by starchat serve: leave it out")
     think = data.get("think")
     if think not in (None, False):
         raise OllamaError(400, "'think' is not supported: this model does not think")
@@ -185,7 +202,8 @@ def parse_generate(data: dict[str, Any], config: ServerConfig, quant: str) -> Ge
         raise _bad("context", "a list of token ids")
     _no_images(data.get("images"), "images")
     stream = _common(data)
-    return GenerateRequest(model, options(data, config), prompt, suffix or None, system, raw, stream)
+    params = _steering(data, options(data, config))
+    return GenerateRequest(model, params, prompt, suffix or None, system, raw, stream)
 
 
 @dataclass(frozen=True)
@@ -205,9 +223,9 @@ def parse_chat(data: dict[str, Any], config: ServerConfig, quant: str) -> ChatRe
     model = check_model(data, config, quant)
     tools = data.get("tools")
     if tools not in (None, []):
-        raise OllamaError(400, f"model '{model}' does not support tools")
+        raise OllamaError(400, tools_message(model, "tools"))
     stream = _common(data)
-    params = options(data, config)
+    params = _steering(data, options(data, config))
     messages = data.get("messages")
     if messages is None or messages == []:
         return ChatRequest(model, params, stream=stream)  # load the model, as Ollama does
@@ -217,7 +235,7 @@ def parse_chat(data: dict[str, Any], config: ServerConfig, quant: str) -> ChatRe
         if isinstance(msg, dict):
             _no_images(msg.get("images"), f"messages[{i}].images")
             if msg.get("tool_calls"):
-                raise OllamaError(400, f"model '{model}' does not support tools")
+                raise OllamaError(400, tools_message(model, f"messages[{i}].tool_calls"))
     try:
         turns, system = chat_turns({"messages": messages})
     except APIError as exc:

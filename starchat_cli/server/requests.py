@@ -12,7 +12,9 @@ OpenAI's API checks them: a boolean must be a JSON boolean (``"stream": "false"`
 400 naming ``stream``), a number a JSON number (not a string, not a boolean), an integer
 a number with no fraction (``3.0`` passes, as in JSON Schema, which OpenAI validates
 with; ``3.5`` does not), and ``null`` is "not given". Fields not in the table are
-ignored. A new field is one line in the table.
+ignored. A new field is one line in the table. The fields that steer sampling beyond
+temperature and top_p (structured output, penalties, logit_bias, logprobs, n, tools) are read
+in :mod:`.sampling`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from starchat_cli.engine.prompting.formats import Message, merge_turns
 from .body import parse_json, read_json
 from .config import ServerConfig
 from .errors import APIError
+from .sampling import choices, extras, refuse_tools
 
 Kind = Literal["chat", "text"]  # /v1/chat/completions or /v1/completions
 
@@ -60,17 +63,23 @@ COMMON_TYPES: dict[str, tuple[str, ...]] = {
     "frequency_penalty": (NUMBER,),
     "logit_bias": (OBJECT,),
     "user": (STRING,),
+    # llama.cpp's own: structured output and its penalty (llama-server takes them on both routes)
+    "response_format": (OBJECT,),
+    "json_schema": (OBJECT,),
+    "grammar": (STRING,),
+    "repeat_penalty": (NUMBER,),
 }
 FIELD_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
     "chat": {
         **COMMON_TYPES,
         "messages": (ARRAY,),
         "max_completion_tokens": (INTEGER,),
-        "response_format": (OBJECT,),
         "logprobs": (BOOLEAN,),
         "top_logprobs": (INTEGER,),
         "tools": (ARRAY,),
         "tool_choice": (STRING, OBJECT),
+        "functions": (ARRAY,),
+        "function_call": (STRING, OBJECT),
         "parallel_tool_calls": (BOOLEAN,),
         "prediction": (OBJECT,),
         "metadata": (OBJECT,),
@@ -88,7 +97,7 @@ FIELD_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
 # Fields inside the nested objects above, named "outer.inner" in errors.
 NESTED_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
     "stream_options": {"include_usage": (BOOLEAN,)},
-    "response_format": {"type": (STRING,), "json_schema": (OBJECT,)},
+    "response_format": {"type": (STRING,), "json_schema": (OBJECT,), "schema": (OBJECT,)},
     "prediction": {"type": (STRING,), "content": (STRING, ARRAY)},
 }
 # Each chat message's fields (messages[i].name in errors).
@@ -315,13 +324,28 @@ class CompletionRequest:
     suffix: str | None = None  # text: the text after the middle (fill-in-the-middle)
     stream: bool = False
     include_usage: bool = False  # streaming: end with a usage chunk
+    n: int = 1  # choices, generated one after another (seeds seed, seed + 1, ...)
+    echo: bool = False  # text: the prompt goes before each choice's text
 
 
 def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> CompletionRequest:
-    """Check a completion body in a fixed order (types, model, sampling, messages or prompt)."""
+    """Check a completion body in a fixed order (types, model, tools, sampling, messages or prompt)."""
     check_types(data, kind)
     check_model(data, config)
+    refuse_tools(data, config.model_name)
     params = sampling_params(data, config)
+    params = params.model_copy(update=extras(data, chat=kind == "chat"))
+    n = choices(data)
+    echo = data.get("echo") is True
+    best_of = data.get("best_of")
+    if best_of is not None and best_of != n:
+        raise APIError(
+            400, "'best_of' is not supported: leave it out or make it equal to 'n'", param="best_of"
+        )
+    if echo and params.logprobs is not None:
+        raise APIError(
+            400, "'echo' with 'logprobs' is not supported (no logprobs for prompt tokens)", param="echo"
+        )
     turns: tuple[Message, ...] = ()
     system: str | None = None
     prompt = ""
@@ -345,6 +369,8 @@ def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> 
         suffix=suffix,
         stream=data.get("stream") is True,
         include_usage=(data.get("stream_options") or {}).get("include_usage") is True,
+        n=n,
+        echo=echo,
     )
 
 

@@ -9,6 +9,10 @@ engine error on the way is the response, from the app's exception handlers (:mod
 
 from __future__ import annotations
 
+import functools
+import threading
+from typing import Any, AsyncIterator
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,7 +25,7 @@ from .bridge import Bridge
 from .config import ServerConfig
 from .infill import InfillEndpoint
 from .requests import CompletionRequest, Kind, parse_completion
-from .sse import ReplyHead, completion_body, first_item, sse_response
+from .sse import ReplyHead, Shape, completion_body, first_item, sse_response
 
 
 class Endpoints:
@@ -64,20 +68,44 @@ class Endpoints:
     async def _completion(self, request: Request, kind: Kind) -> Response:
         req = parse_completion(await read_json(request, self.config.max_body_bytes), self.config, kind)
         head = ReplyHead.new(kind, self.config.model_name)
+        shape = Shape(logprobs=req.params.logprobs is not None, prefix=req.prompt if req.echo else "")
         if not req.stream:
-            text, gen = await self.bridge.run_blocking(lambda: self._start(req))
-            return JSONResponse(completion_body(head, text, gen))
-        items, cancel = self.bridge.stream_chunks(lambda: self._start(req))
+            results = [
+                await self.bridge.run_blocking(functools.partial(self._start, req, i)) for i in range(req.n)
+            ]
+            return JSONResponse(completion_body(head, results, shape))
+        cancel = threading.Event()
+        items = self._choices(req, cancel)
         first = await first_item(items)  # an engine error here is an HTTP error, not a broken stream
-        return sse_response(head, first, items, req.include_usage, cancel)
+        return sse_response(head, first, items, req.include_usage, cancel, shape)
 
-    def _start(self, req: CompletionRequest) -> Generation:
-        """Start the generation ``req`` asks for (in the worker thread)."""
+    async def _choices(
+        self, req: CompletionRequest, cancel: threading.Event
+    ) -> AsyncIterator[tuple[int, Any]]:
+        """The ``n`` choices' streams one after another, as ``(index, item)``; ``cancel`` stops them."""
+        for i in range(req.n):
+            if cancel.is_set():
+                return
+            logprobs = req.params.logprobs is not None
+            items, stop = self.bridge.stream_chunks(functools.partial(self._start, req, i), logprobs=logprobs)
+            try:
+                async for item in items:
+                    yield i, item
+            finally:
+                stop.set()
+                await items.aclose()  # type: ignore[attr-defined]
+
+    def _start(self, req: CompletionRequest, index: int = 0) -> Generation:
+        """Start the generation of choice ``index`` (in the worker thread): its seed is the
+        request's plus the index, so choices differ when sampled and repeat with the seed."""
+        params = req.params
+        if index and params.seed is not None:
+            params = params.model_copy(update={"seed": (params.seed + index) % 2**32})
         if req.kind == "chat":
-            return self.engine.generate(list(req.turns), req.params, system=req.system)
+            return self.engine.generate(list(req.turns), params, system=req.system)
         if req.suffix is not None:  # OpenAI's legacy FIM field: the prompt is the prefix
-            return self.engine.infill(req.prompt, req.suffix, req.params)
-        return self.engine.complete(req.prompt, req.params)
+            return self.engine.infill(req.prompt, req.suffix, params)
+        return self.engine.complete(req.prompt, params)
 
 
 __all__ = ["Endpoints"]

@@ -20,6 +20,8 @@ from starlette.responses import StreamingResponse
 from starchat_cli.core.errors import StarchatError
 from starchat_cli.engine.contract import Generation, StopReason
 
+from .bridge import Piece
+from .logprobs import TextLogprobs, chat_logprobs
 from .requests import Kind
 
 # The engine's stop reasons as OpenAI finish reasons.
@@ -35,21 +37,25 @@ def finish_reason(gen: Generation | None) -> str:
     return FINISH.get(gen.stats.stop_reason, "stop") if gen is not None else "stop"
 
 
-def usage(gen: Generation) -> dict[str, Any]:
-    """OpenAI's usage object; ``prompt_tokens_details.cached_tokens`` counts the reused prefix,
+def usage(*gens: Generation) -> dict[str, Any]:
+    """OpenAI's usage object over a reply's choices (the prompt counted once, as OpenAI does; the
+    completions summed); ``prompt_tokens_details.cached_tokens`` counts the reused prefix,
     ``completion_tokens_details`` the drafted tokens kept and rejected (OpenAI's names for a
     ``prediction``), plus starchat's ``decode_steps`` (forward passes while decoding)."""
-    st = gen.stats
+    first = gens[0].stats
+    generated = sum(g.stats.generated_tokens for g in gens)
+    accepted = sum(g.stats.accepted_tokens for g in gens)
+    drafted = sum(g.stats.drafted_tokens for g in gens)
     return {
-        "prompt_tokens": st.prompt_tokens,
-        "completion_tokens": st.generated_tokens,
-        "total_tokens": st.prompt_tokens + st.generated_tokens,
-        "prompt_tokens_details": {"cached_tokens": st.cached_tokens},
+        "prompt_tokens": first.prompt_tokens,
+        "completion_tokens": generated,
+        "total_tokens": first.prompt_tokens + generated,
+        "prompt_tokens_details": {"cached_tokens": first.cached_tokens},
         "completion_tokens_details": {
-            "accepted_prediction_tokens": st.accepted_tokens,
-            "rejected_prediction_tokens": max(0, st.drafted_tokens - st.accepted_tokens),
+            "accepted_prediction_tokens": accepted,
+            "rejected_prediction_tokens": max(0, drafted - accepted),
         },
-        "decode_steps": st.decode_steps,
+        "decode_steps": sum(g.stats.decode_steps for g in gens),
     }
 
 
@@ -71,16 +77,30 @@ class ReplyHead:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
 
-def completion_body(head: ReplyHead, text: str, gen: Generation) -> dict[str, Any]:
-    """A whole (non-streamed) reply."""
-    finish = finish_reason(gen)
-    if head.kind == "chat":
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-        obj = "chat.completion"
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-        obj = "text_completion"
-    return {**head.fields(obj), "choices": [choice], "usage": usage(gen)}
+@dataclass(frozen=True)
+class Shape:
+    """How a reply's choices read: logprobs asked for, and the echoed prompt (text completions)."""
+
+    logprobs: bool = False
+    prefix: str = ""
+
+
+def completion_body(head: ReplyHead, results: list[tuple[str, Generation]], shape: Shape) -> dict[str, Any]:
+    """A whole (non-streamed) reply: one choice per ``(text, generation)``."""
+    choices = []
+    for i, (text, gen) in enumerate(results):
+        finish = finish_reason(gen)
+        if head.kind == "chat":
+            logprobs = chat_logprobs(gen.logprobs) if shape.logprobs else None
+            message = {"role": "assistant", "content": text}
+            choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
+        else:
+            logprobs = TextLogprobs(len(shape.prefix)).add(gen.logprobs) if shape.logprobs else None
+            choices.append(
+                {"index": i, "text": shape.prefix + text, "logprobs": logprobs, "finish_reason": finish}
+            )
+    obj = "chat.completion" if head.kind == "chat" else "text_completion"
+    return {**head.fields(obj), "choices": choices, "usage": usage(*(gen for _, gen in results))}
 
 
 async def first_item(items: AsyncIterator[Any]) -> Any:
@@ -98,68 +118,97 @@ def _event(payload: dict[str, Any]) -> bytes:
 
 async def sse_events(
     head: ReplyHead,
-    first: str | Generation | None,
-    items: AsyncIterator[str | Generation],
+    first: Any,
+    items: AsyncIterator[Any],
     include_usage: bool,
     cancel: threading.Event,
+    shape: Shape = Shape(),
 ) -> AsyncIterator[bytes]:
-    """The stream's events: ``first`` (already taken from ``items``), then the rest of ``items``."""
+    """The stream's events: ``first`` (already taken from ``items``), then the rest of ``items``:
+    ``(choice index, item)`` pairs, the items a text chunk, a :class:`~.bridge.Piece` or the
+    choice's finished Generation; each choice opens (a role chunk; the echoed prompt) and ends
+    (its finish chunk) in turn."""
     chat = head.kind == "chat"
     obj = "chat.completion.chunk" if chat else "text_completion"
+    offsets: dict[int, TextLogprobs] = {}
 
-    def chunk(text: str | None, finish: str | None, role: bool = False) -> bytes:
+    def chunk(i: int, text: str | None, finish: str | None, entries: Any = None, role: bool = False) -> bytes:
+        logprobs = None
         if chat:
-            delta: dict[str, Any] = (
-                {"role": "assistant", "content": ""}
-                if role
-                else ({"content": text} if text is not None else {})
-            )
-            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+            if text is not None and not role:
+                delta["content"] = text
+            if entries is not None:
+                logprobs = chat_logprobs(entries)
+            choice = {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            if entries is not None:
+                logprobs = offsets.setdefault(i, TextLogprobs(len(shape.prefix))).add(entries)
+            choice = {"index": i, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
         return _event({**head.fields(obj), "choices": [choice]})
 
-    gen = None
+    gens: list[Generation] = []
+    opened = -1
     pending = [first]
     try:
-        if chat:
-            yield chunk(None, None, role=True)
-        try:
-            while True:
+        while True:
+            try:
                 item = pending.pop() if pending else await items.__anext__()
-                if item is None:
-                    break
-                if isinstance(item, str):
-                    yield chunk(item, None)
-                else:  # the finished Generation
-                    gen = item
-        except StopAsyncIteration:
-            pass
-        except StarchatError as exc:  # mid-stream (the model's worker died): an error event, as
-            # OpenAI and llama-server send one (the openai client raises it), and no [DONE]
-            error = {"message": exc.message, "type": "server_error", "code": None, "param": None}
-            yield _event({"error": error})
-            return
-        yield chunk(None, finish_reason(gen))
-        if include_usage and gen is not None:
-            yield _event({**head.fields(obj), "choices": [], "usage": usage(gen)})
+            except StopAsyncIteration:
+                break
+            except StarchatError as exc:  # mid-stream (the model's worker died): an error event, as
+                # OpenAI and llama-server send one (the openai client raises it), and no [DONE]
+                error = {"message": exc.message, "type": "server_error", "code": None, "param": None}
+                yield _event({"error": error})
+                return
+            if item is None:
+                break
+            i, part = item
+            if i > opened:  # a choice begins
+                opened = i
+                if chat:
+                    yield chunk(i, None, None, role=True)
+                elif shape.prefix:
+                    yield chunk(i, shape.prefix, None)
+            if isinstance(part, str):
+                yield chunk(i, part, None)
+            elif isinstance(part, Piece):
+                yield chunk(i, part.text, None, part.logprobs if shape.logprobs else None)
+            else:  # the choice's finished Generation
+                gens.append(part)
+                yield chunk(i, None, finish_reason(part))
+        if include_usage and gens:
+            yield _event({**head.fields(obj), "choices": [], "usage": usage(*gens)})
         yield b"data: [DONE]\n\n"
     finally:
         cancel.set()  # a client that went away stops its generation at the next token
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            await close()  # the choices' own streams stop too
 
 
 def sse_response(
     head: ReplyHead,
-    first: str | Generation | None,
-    items: AsyncIterator[str | Generation],
+    first: Any,
+    items: AsyncIterator[Any],
     include_usage: bool,
     cancel: threading.Event,
+    shape: Shape = Shape(),
 ) -> StreamingResponse:
     return StreamingResponse(
-        sse_events(head, first, items, include_usage, cancel),
+        sse_events(head, first, items, include_usage, cancel, shape),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-__all__ = ["FINISH", "ReplyHead", "completion_body", "first_item", "sse_events", "sse_response", "usage"]
+__all__ = [
+    "FINISH",
+    "ReplyHead",
+    "Shape",
+    "completion_body",
+    "first_item",
+    "sse_events",
+    "sse_response",
+    "usage",
+]

@@ -319,19 +319,11 @@ class LlamaCppBackend:
             self._key(), tokens, lambda path: save_state(llm, path, tokens), exact=min(self._exact, n)
         )
 
-    def make_sampler(self, params: GenerationParams):
-        import llama_cpp
+    def make_sampler(self, params: GenerationParams, history: Sequence[int] = ()):
+        """The sampler chain for ``params`` (sampler.py); ``history``: the prompt, for the penalties."""
+        from starchat_cli.engine.llamacpp.sampler import build_chain
 
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        if params.temperature <= 0:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-        else:
-            if params.top_p < 1.0:
-                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-            seed = params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        return chain
+        return build_chain(self._vocab, self._loaded().n_vocab(), params, history)
 
     def free_sampler(self, chain) -> None:
         import llama_cpp

@@ -15,9 +15,10 @@ import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError
-from starchat_cli.engine.contract import EngineInfo, Generation, Stats, StopReason
+from starchat_cli.engine.contract import EngineInfo, Generation, Stats, StopReason, TokenLogprob
 from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, PromptAborted
 from starchat_cli.engine.llamacpp.file_format import format_for_backend
+from starchat_cli.engine.llamacpp.sampler import token_logprob
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.attachment import Attachment
 from starchat_cli.engine.prompting.fim import FimVocab, build_fim_prompt, fim_vocab
@@ -175,10 +176,11 @@ class LocalEngine:
         stats.prompt_tokens = len(fit.tokens)
         stats.dropped_turns = fit.dropped_turns
         stats.truncated_chars = fit.truncated_chars
-        chunks = self._run(fit.tokens, params, stats, started, n_ctx, cancel=cancel)
+        record: list[TokenLogprob] = []
+        chunks = self._run(fit.tokens, params, stats, started, n_ctx, cancel=cancel, record=record)
         if self.prompt_format.strip_trailing_whitespace:
             chunks = without_trailing_whitespace(chunks)
-        return Generation(chunks, stats, fit)
+        return Generation(chunks, stats, fit, logprobs=record)
 
     def _begin(self) -> tuple[float, Stats, int]:
         """Start a request: the clock, the model loaded, fresh stats, the context size."""
@@ -212,8 +214,9 @@ class LocalEngine:
                 f"the prompt needs {len(tokens)} tokens but the context holds {n_ctx}: shorten it or raise --ctx"
             )
         stats.prompt_tokens = len(tokens)
-        chunks = self._run(tokens, params, stats, started, n_ctx, chat=False, cancel=cancel)
-        return Generation(chunks, stats, FitResult(tokens, []))
+        record: list[TokenLogprob] = []
+        chunks = self._run(tokens, params, stats, started, n_ctx, chat=False, cancel=cancel, record=record)
+        return Generation(chunks, stats, FitResult(tokens, []), logprobs=record)
 
     def fim_vocab(self) -> FimVocab:
         """The model's FIM token ids (FimUnsupportedError when it has none)."""
@@ -259,9 +262,8 @@ class LocalEngine:
         stats.prompt_tokens = len(prompt.tokens)
         stats.truncated_chars = max(0, prompt.cut_chars)
         stop_ids = vocab.stop_ids | ({backend.eos_id} if backend.eos_id >= 0 else set())
-        chunks = self._run(
-            prompt.tokens, params, stats, started, n_ctx, chat=False, cancel=cancel, stop_ids=stop_ids
-        )
+        record: list[TokenLogprob] = []
+        chunks = self._run(prompt.tokens, params, stats, started, n_ctx, False, cancel, stop_ids, record)
 
         def run() -> Iterator[str]:
             try:
@@ -270,7 +272,8 @@ class LocalEngine:
                 with backend.lock:
                     backend.skip_persist()
 
-        return Generation(run(), stats, FitResult(prompt.tokens, []), prompt_text=prompt.text)
+        fit = FitResult(prompt.tokens, [])
+        return Generation(run(), stats, fit, prompt_text=prompt.text, logprobs=record)
 
     def _run(
         self,
@@ -282,8 +285,11 @@ class LocalEngine:
         chat: bool = True,
         cancel: threading.Event | None = None,
         stop_ids: frozenset[int] | None = None,
+        record: list[TokenLogprob] | None = None,
     ) -> Iterator[str]:
+        """The decode loop; with ``params.logprobs`` each counted token's entry goes to ``record``."""
         backend = self.backend
+        top = params.logprobs if record is not None else None
         if stop_ids is None:
             stop_ids, extra_texts = self._stops()
             strip_newline = self.prompt_format.strip_leading_newline and chat
@@ -294,7 +300,7 @@ class LocalEngine:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         limit = params.max_tokens
         with backend.lock:
-            chain = backend.make_sampler(params)
+            chain = backend.make_sampler(params, tokens)
             try:
                 t0 = time.perf_counter()
                 try:
@@ -314,6 +320,8 @@ class LocalEngine:
                         stats.stop_reason = StopReason.STOP
                         break
                     stats.generated_tokens += 1
+                    if top is not None and record is not None:  # plain decoding: these logits chose it
+                        record.append(token_logprob(backend.last_logits(), token, top, backend.piece))
                     stats.accepted_tokens += drafted
                     stats.decode_seconds = now - first_at  # spans generated_tokens - 1 decode steps
                     text = decoder.decode(backend.piece(token))
@@ -346,7 +354,7 @@ class LocalEngine:
     def _source(self, tokens, params, stats, n_ctx, chain, cancel):
         """The decode loop's token source for ``params.draft`` (see speculative/decoding.py)."""
         backend = self.backend
-        mode = params.draft
+        mode = "off" if params.plain_decoding else params.draft  # see GenerationParams.plain_decoding
         if mode == "off":
             return plain_source(backend, chain, stats, n_ctx, cancel)
         first = None

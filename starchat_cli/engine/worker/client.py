@@ -30,7 +30,7 @@ from typing import Any, Callable, Generator, Iterator, Sequence
 from starchat_cli import __version__
 from starchat_cli.core import defaults
 from starchat_cli.core.errors import WorkerCrashedError
-from starchat_cli.engine.contract import EngineInfo, Generation, Stats
+from starchat_cli.engine.contract import EngineInfo, Generation, Stats, TokenLogprob
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.attachment import Attachment
 from starchat_cli.engine.prompting.formats import Message
@@ -178,12 +178,14 @@ class WorkerEngine:
         except BaseException:
             self._release(token)
             raise
+        record: list[TokenLogprob] = []  # filled from the frames, before their text is handed out
         chunks = _Chunks(
-            self._chunks(request, stats, cancel, token),
+            self._chunks(request, stats, cancel, token, record),
             lambda: self._stop(self._inflight, stats),
             lambda: self._release(token),
         )
-        return Generation(chunks, stats, wire.fit_of(first["fit"]), prompt_text=first.get("prompt_text", ""))
+        fit, prompt_text = wire.fit_of(first["fit"]), first.get("prompt_text", "")
+        return Generation(chunks, stats, fit, prompt_text=prompt_text, logprobs=record)
 
     def _start_generation(self, request: dict[str, Any], stats: Stats) -> dict[str, Any]:
         rid = next(self._ids)
@@ -192,32 +194,43 @@ class WorkerEngine:
         return first
 
     def _chunks(
-        self, request: dict[str, Any], stats: Stats, cancel: threading.Event | None, token: object
+        self,
+        request: dict[str, Any],
+        stats: Stats,
+        cancel: threading.Event | None,
+        token: object,
+        record: list[TokenLogprob],
     ) -> Generator[str, None, None]:
         """The reply's text. After a healed crash the request is sent again and the text the face
         already has is skipped; a retry that writes something else ends in one error."""
         try:
-            yield from self._healed_chunks(request, stats, cancel)
+            yield from self._healed_chunks(request, stats, cancel, record)
         finally:
             self._release(token)
 
     def _healed_chunks(
-        self, request: dict[str, Any], stats: Stats, cancel: threading.Event | None
+        self,
+        request: dict[str, Any],
+        stats: Stats,
+        cancel: threading.Event | None,
+        record: list[TokenLogprob],
     ) -> Generator[str, None, None]:
         shown = ""  # handed to the face so far
         while True:
             try:
                 skip = shown
-                for text in self._frames(stats, cancel, started=bool(shown)):
+                for text, logprobs in self._frames(stats, cancel, started=bool(shown)):
                     if skip:  # a retry: what the face already has is not repeated
                         if skip.startswith(text):
                             skip = skip[len(text) :]
-                            continue
+                            continue  # its tokens' logprobs were recorded the first time
                         if not text.startswith(skip):
                             raise self._diverged()
                         text, skip = text[len(skip) :], ""
-                    shown += text
-                    yield text
+                    record.extend(logprobs)
+                    if text:
+                        shown += text
+                        yield text
                 if skip:
                     raise self._diverged()
                 self._saved()
@@ -231,20 +244,23 @@ class WorkerEngine:
 
     def _frames(
         self, stats: Stats, cancel: threading.Event | None, *, started: bool
-    ) -> Generator[str, None, None]:
+    ) -> Generator[tuple[str, list[TokenLogprob]], None, None]:
         rid = self._inflight
         watcher = _CancelWatcher(self, rid, cancel) if cancel is not None else None
         try:
             while True:
                 frame = self._reply("replying" if started else "reading the prompt")
+                logprobs = wire.logprobs_of(frame.get("logprobs") or [])
                 if frame["op"] == "chunk":
                     started = True
                     stats.generated_tokens = frame.get("n", stats.generated_tokens)  # a face's progress
-                    yield frame["text"]
+                    yield frame["text"], logprobs
                 elif frame["op"] == "done":
                     self._inflight = 0
                     wire.update_stats(stats, frame["stats"])
                     self._adopt(frame["info"])
+                    if logprobs:  # tokens held back at the end (a stop string's start)
+                        yield "", logprobs
                     return
         except GeneratorExit:  # closed early: the worker stops, the stream is read to its end
             self._stop(rid, stats)

@@ -7,7 +7,8 @@ Requests (client -> worker): ``hello`` (protocol, version, key), ``load``, ``inf
 ``complete``, ``infill``, ``count_tokens``, ``persist``, ``cancel`` (no reply), ``status``
 (``starchat ps``), ``leave`` (will the worker exit with this client?), ``shutdown``.
 Replies: ``hello``, ``info``, ``status``, ``leave``, ``started`` (stats, fit, prompt_text: what ``generate`` returns at
-once), ``chunk`` (text, tokens so far), ``done`` (final stats, info), ``count``, ``ok``, ``error`` (a StarchatError's
+once), ``chunk`` (text, tokens so far, the new logprob entries when asked for), ``done`` (final stats, info,
+the last logprob entries), ``count``, ``ok``, ``error`` (a StarchatError's
 class name, message and exit code: :func:`raise_error` raises the same type on the client side).
 A frame over :data:`MAX_FRAME`, cut short or not a JSON object is a :class:`ProtocolError`.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 from starchat_cli.core import errors
 from starchat_cli.core.errors import StarchatError
-from starchat_cli.engine.contract import CacheSource, EngineInfo, Stats, StopReason
+from starchat_cli.engine.contract import CacheSource, EngineInfo, Stats, StopReason, TokenLogprob
 from starchat_cli.engine.prompting.fit import FitResult
 from starchat_cli.engine.prompting.formats import Message
 
@@ -140,6 +141,21 @@ def fit_of(data: dict[str, Any]) -> FitResult:
     return FitResult(**{**data, "messages": messages_of(data.get("messages", []))})
 
 
+def logprobs_list(entries: list[TokenLogprob]) -> list[list[Any]]:
+    """Logprob entries as compact JSON: ``[token, bytes, logprob, [[token, bytes, logprob], ...]]``."""
+    return [
+        [e.token, list(e.bytes), e.logprob, [[t.token, list(t.bytes), t.logprob] for t in e.top]]
+        for e in entries
+    ]
+
+
+def logprobs_of(data: list[list[Any]]) -> list[TokenLogprob]:
+    return [
+        TokenLogprob(token, tuple(raw), logprob, tuple(TokenLogprob(t, tuple(b), lp) for t, b, lp in top))
+        for token, raw, logprob, top in data
+    ]
+
+
 def info_dict(info: EngineInfo) -> dict[str, Any]:
     return asdict(info)
 
@@ -158,6 +174,8 @@ __all__ = [
     "fit_of",
     "info_dict",
     "info_of",
+    "logprobs_list",
+    "logprobs_of",
     "messages_list",
     "messages_of",
     "peer_uid",

@@ -261,14 +261,15 @@ class Worker:
         )
         try:
             for chunk in gen:
-                conn.send({"op": "chunk", "text": chunk, "n": gen.stats.generated_tokens})  # live counts
+                frame = {"op": "chunk", "text": chunk, "n": gen.stats.generated_tokens}  # live counts
+                entries = gen.take_logprobs()
+                conn.send({**frame, "logprobs": wire.logprobs_list(entries)} if entries else frame)
                 if cancel.is_set():
                     break
         finally:
             gen.close(None)
-        conn.send(
-            {"op": "done", "stats": wire.stats_dict(gen.stats), "info": wire.info_dict(self.engine.info)}
-        )
+        done = {"op": "done", "stats": wire.stats_dict(gen.stats), "info": wire.info_dict(self.engine.info)}
+        conn.send({**done, "logprobs": wire.logprobs_list(gen.take_logprobs())})
 
 
 def _identity(path: str) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ from typing import Any
 from starchat_cli import __version__
 from starchat_cli.core import defaults
 
-PROTOCOL = 1  # the frames' version (protocol.py); part of the key, checked at hello
+PROTOCOL = 2  # the frames' version (protocol.py); part of the key, checked at hello
 
 
 @dataclass(frozen=True)
