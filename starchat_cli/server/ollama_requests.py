@@ -24,7 +24,7 @@ from starchat_cli.engine.prompting.formats import Message
 
 from .config import ServerConfig
 from .errors import APIError, OllamaError
-from .requests import chat_turns
+from .messages import chat_turns
 
 # Editors send many stops for completion (Continue: one per language construct); Ollama has no limit.
 MAX_STOPS = 64

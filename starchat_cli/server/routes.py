@@ -17,7 +17,8 @@ from starchat_cli.engine.contract import Engine, Generation
 
 from .auth import key_required
 from .body import read_json
-from .bridge import Bridge
+from .bridge import Bridge, Start
+from .choices import choices_body, sse_choices, whole_choices
 from .config import ServerConfig
 from .infill import InfillEndpoint
 from .requests import CompletionRequest, Kind, parse_completion
@@ -64,6 +65,13 @@ class Endpoints:
     async def _completion(self, request: Request, kind: Kind) -> Response:
         req = parse_completion(await read_json(request, self.config.max_body_bytes), self.config, kind)
         head = ReplyHead.new(kind, self.config.model_name)
+        if len(req.prompts) > 1:  # a list of prompts: one choice each (choices.py)
+            starts = [self._starter(req, prompt) for prompt in req.prompts]
+            if not req.stream:
+                return JSONResponse(choices_body(head, await whole_choices(self.bridge, starts)))
+            items, cancel = self.bridge.stream_chunks(starts[0])
+            first = await first_item(items)
+            return sse_choices(head, self.bridge, starts, (first, items, cancel), req.include_usage)
         if not req.stream:
             text, gen = await self.bridge.run_blocking(lambda: self._start(req))
             return JSONResponse(completion_body(head, text, gen))
@@ -75,9 +83,14 @@ class Endpoints:
         """Start the generation ``req`` asks for (in the worker thread)."""
         if req.kind == "chat":
             return self.engine.generate(list(req.turns), req.params, system=req.system)
-        if req.suffix is not None:  # OpenAI's legacy FIM field: the prompt is the prefix
-            return self.engine.infill(req.prompt, req.suffix, req.params)
-        return self.engine.complete(req.prompt, req.params)
+        return self._starter(req, req.prompts[0])()
+
+    def _starter(self, req: CompletionRequest, prompt: str | tuple[int, ...]) -> Start:
+        """What starts a text completion of ``prompt`` (text, or token ids as given)."""
+        if req.suffix is not None and isinstance(prompt, str):  # OpenAI's legacy FIM field: the prefix
+            suffix = req.suffix
+            return lambda: self.engine.infill(prompt, suffix, req.params)
+        return lambda: self.engine.complete(prompt, req.params)
 
 
 __all__ = ["Endpoints"]
