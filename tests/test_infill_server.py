@@ -139,7 +139,11 @@ def test_unknown_fields_are_ignored_and_bad_ones_refused(tiny_server):
     for body, param in (
         ({"input_prefix": "x", "input_extra": "not a list"}, "input_extra"),
         ({"input_prefix": "x", "input_extra": [{"text": 3}]}, "input_extra"),
-        ({"input_prefix": "x", "input_extra": [{"filename": "ok"}]}, "input_extra"),  # llama.cpp's test
+        (
+            {"input_prefix": "x", "input_extra": [{}]},
+            "input_extra",
+        ),  # llama.cpp's test_invalid_input_extra_req
+        ({"input_prefix": "x", "input_extra": [{"filename": "ok"}]}, "input_extra"),
         ({"input_prefix": "x", "input_extra": [{"filename": 123, "text": "t"}]}, "input_extra"),
         ({"input_prefix": 5}, "input_prefix"),
         ({"input_prefix": "x", "n_predict": "many"}, "n_predict"),

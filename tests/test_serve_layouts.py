@@ -188,6 +188,8 @@ def test_token_id_prompts_are_evaluated_as_given(client, demo_backend):
     assert raw(client, ids) == by_text
     many = client.completions.create(model="demo", prompt=[ids, ids[:3]], max_tokens=MAX, temperature=0)
     assert many.choices[0].text == by_text and len(many.choices) == 2
+    mixed = client.completions.create(model="demo", prompt=[ids, text], max_tokens=MAX, temperature=0)  # type: ignore[arg-type]
+    assert [c.text for c in mixed.choices] == [by_text, by_text]  # as llama-server takes a mixed list
     with pytest.raises(openai.BadRequestError) as err:
         raw(client, [ids[0], demo_backend.n_vocab + 5])
     assert "outside the vocabulary" in err.value.message

@@ -222,6 +222,7 @@ def test_chat_turns_keep_late_system_messages_in_place_and_a_final_assistant_tur
             "must start with a user",
         ),
         ([{"role": "system", "content": "x"}], "needs a user message"),
+        ([*U, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}], "two assistant"),
     ],
 )
 def test_bad_messages_are_400s(messages, words):
@@ -235,7 +236,8 @@ def test_completion_prompts_take_every_form_openai_takes():
     assert completion_prompts({"prompt": ["a", "b"]}) == ("a", "b")
     assert completion_prompts({"prompt": [3, 0, 7]}) == ((3, 0, 7),)
     assert completion_prompts({"prompt": [[3], [4, 5]]}) == ((3,), (4, 5))
-    bads = (None, 3, [], ["a", 3], [-1], [1.5], [True], [[1], []], [[1], "a"], [[-2]], ["a"] * 65)
+    assert completion_prompts({"prompt": [[3], "a"]}) == ((3,), "a")
+    bads = (None, 3, [], ["a", 3], [-1], [1.5], [True], [[1], []], [[1, "a"]], [[-2]], ["a"] * 65)
     for bad in bads:
         err = api_error(completion_prompts, {"prompt": bad})
         assert err.status == 400 and err.param == "prompt"

@@ -80,7 +80,7 @@ def chat_turns(data: dict[str, Any]) -> tuple[list[Message], str | None]:
     Leading system (or developer) messages are the system prompt, joined a blank line apart;
     a later one stays in its place as a system note, which the model's prompt format places
     (engine/prompting/formats.py). Runs of one role are merged. The conversation starts with
-    a user message and ends with a user message, a system note, or an assistant message the
+    a user message and ends with a user message, a system note, or one assistant message the
     reply continues (a prefill). An assistant's ``content: null`` is empty; content given as
     text parts is joined.
     """
@@ -106,6 +106,13 @@ def chat_turns(data: dict[str, Any]) -> tuple[list[Message], str | None]:
             system = content if system is None else f"{system}\n\n{content}"
         else:
             turns.append(Message(role, content))  # type: ignore[arg-type]  # checked by _role
+    if len(turns) > 1 and turns[-1].role == turns[-2].role == "assistant":  # as llama-server refuses it
+        raise APIError(
+            400,
+            f"messages[{len(messages) - 1}]: the conversation ends with two assistant messages; "
+            "a prefill (the reply's start, which the model continues) is one message",
+            param="messages",
+        )
     turns = merge_turns(turns)
     if not turns:
         raise APIError(
@@ -130,17 +137,16 @@ def _token_ids(value: Any) -> bool:
 
 def completion_prompts(data: dict[str, Any]) -> tuple[str | tuple[int, ...], ...]:
     """A /v1/completions prompt as OpenAI takes it: a string, a list of strings, a list of token
-    ids, or a list of lists of token ids; one choice is generated per prompt."""
+    ids, or a list of lists of token ids (strings and id lists mixed, as llama-server takes
+    them); one choice is generated per prompt."""
     prompt = data.get("prompt")
     prompts: list[str | tuple[int, ...]] | None = None
     if isinstance(prompt, str):
         prompts = [prompt]
     elif _token_ids(prompt):
         prompts = [tuple(prompt)]  # type: ignore[arg-type]
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        prompts = list(prompt)
-    elif isinstance(prompt, list) and prompt and all(_token_ids(p) for p in prompt):
-        prompts = [tuple(p) for p in prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) or _token_ids(p) for p in prompt):
+        prompts = [p if isinstance(p, str) else tuple(p) for p in prompt]  # mixed, as llama-server takes
     if prompts is None:
         raise APIError(
             400,
