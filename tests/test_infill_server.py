@@ -97,6 +97,10 @@ def test_the_whole_answer_and_the_rendered_prompt(tiny_server):
     )
     assert data["stop"] is True and data["stop_type"] in ("eos", "limit")
     assert 0 < data["tokens_predicted"] <= 16 and data["tokens_evaluated"] > 30
+    # llama.cpp's tokens_cached: the context at the end, prompt and reply, the last sampled token
+    # left out unless it was fed back (an end-of-text token ends the reply and is not counted)
+    fed_back = data["tokens_predicted"] - (data["stop_type"] != "eos")
+    assert data["tokens_cached"] == data["tokens_evaluated"] + fed_back
     t = data["timings"]
     assert t["prompt_n"] + t["cache_n"] == data["tokens_evaluated"]
     assert t["predicted_n"] == data["tokens_predicted"] and t["prompt_ms"] > 0
@@ -135,12 +139,20 @@ def test_unknown_fields_are_ignored_and_bad_ones_refused(tiny_server):
     for body, param in (
         ({"input_prefix": "x", "input_extra": "not a list"}, "input_extra"),
         ({"input_prefix": "x", "input_extra": [{"text": 3}]}, "input_extra"),
+        (
+            {"input_prefix": "x", "input_extra": [{}]},
+            "input_extra",
+        ),  # llama.cpp's test_invalid_input_extra_req
+        ({"input_prefix": "x", "input_extra": [{"filename": "ok"}]}, "input_extra"),
+        ({"input_prefix": "x", "input_extra": [{"filename": 123, "text": "t"}]}, "input_extra"),
         ({"input_prefix": 5}, "input_prefix"),
         ({"input_prefix": "x", "n_predict": "many"}, "n_predict"),
         ({"input_prefix": "x", "n_indent": -1}, "n_indent"),
     ):
         res = infill(tiny_server, body)
         assert res.status_code == 400 and res.json()["error"]["param"] == param, (body, res.text)
+    no_text = infill(tiny_server, {"input_prefix": "x", "input_extra": [{"text": "a"}, {"filename": "ok"}]})
+    assert "input_extra[1].text is required" in no_text.json()["error"]["message"]
 
 
 def test_completions_with_suffix_through_the_openai_client(tiny_server):

@@ -26,7 +26,7 @@ from starchat_cli.server.errors import APIError, error_response, from_engine_err
 from starchat_cli.server.requests import (
     chat_turns,
     check_model,
-    completion_prompt,
+    completion_prompts,
     parse_completion,
     parse_json,
     sampling_params,
@@ -167,6 +167,30 @@ def test_chat_turns_split_the_system_prompt_and_merge_runs():
     assert chat_turns({"messages": U}) == ([Message("user", "hi")], None)
 
 
+def test_chat_turns_keep_late_system_messages_in_place_and_a_final_assistant_turn():
+    """aider's layout (a trailing system reminder) and a prefill: the engine's format places them."""
+    messages = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": None},  # an earlier turn that only called tools: empty
+        {"role": "developer", "content": "N1"},
+        {"role": "system", "content": "N2"},
+        {"role": "user", "content": "b"},
+        {"role": "system", "content": "reminder"},
+        {"role": "assistant", "content": [{"type": "text", "text": "```"}, {"type": "text", "text": "py"}]},
+    ]
+    turns, system = chat_turns({"messages": messages})
+    assert system == "S"
+    assert turns == [
+        Message("user", "a"),
+        Message("assistant", ""),
+        Message("system", "N1\n\nN2"),
+        Message("user", "b"),
+        Message("system", "reminder"),
+        Message("assistant", "```py"),
+    ]
+
+
 @pytest.mark.parametrize(
     "messages, words",
     [
@@ -175,9 +199,12 @@ def test_chat_turns_split_the_system_prompt_and_merge_runs():
         ("hi", "non-empty list"),
         (["hi"], "messages[0] must be an object"),
         ([{"role": "user", "content": 3}], "Invalid type for 'messages[0].content'"),
-        ([{"role": "user"}], "messages[0].content must be a string"),
-        ([*U, {"role": "system", "content": "late"}], "system messages must come first"),
-        ([{"role": "tool", "content": "x"}], "messages[0].role 'tool' is not supported"),
+        ([{"role": "user"}], "messages[0].content must be a string or a list of text parts"),
+        ([{"role": "system", "content": None}], "messages[0].content must be a string"),
+        ([*U, {"role": "tool", "content": "x"}], "messages[1].role 'tool' is not supported: StarChat models"),
+        ([*U, {"role": "function", "content": None}], "messages[1].role 'function' is not supported"),
+        ([*U, {"role": "critic", "content": "x"}], "messages[1].role 'critic' is not supported (system"),
+        ([{"content": "x"}], "messages[0].role is required"),
         ([{"role": 1, "content": "x"}], "Invalid type for 'messages[0].role'"),
         ([{"role": "user", "content": "x", "name": 5}], "Invalid type for 'messages[0].name'"),
         ([{"role": "user", "content": {"text": "x"}}], "Invalid type for 'messages[0].content'"),
@@ -185,10 +212,17 @@ def test_chat_turns_split_the_system_prompt_and_merge_runs():
         ([{"role": "user", "content": [None]}], "messages[0].content[0] must be an object"),
         ([{"role": "user", "content": [{"type": 1}]}], "Invalid type for 'messages[0].content[0].type'"),
         ([{"role": "user", "content": [{"type": "text", "text": 2}]}], "'messages[0].content[0].text'"),
-        ([{"role": "user", "content": [{"type": "image_url"}]}], "'image_url' is not supported"),
-        ([{"role": "assistant", "content": "x"}], "start and end with a user message"),
-        ([*U, {"role": "assistant", "content": "x"}], "start and end with a user message"),
-        ([{"role": "system", "content": "x"}], "start and end with a user message"),
+        (
+            [*U, {"role": "user", "content": [{"type": "text", "text": "x"}, {"type": "image_url"}]}],
+            "messages[1].content[1].type 'image_url' is not supported",
+        ),
+        ([{"role": "assistant", "content": "x"}], "must start with a user message"),
+        (
+            [{"role": "system", "content": "S"}, {"role": "assistant", "content": "x"}],
+            "must start with a user",
+        ),
+        ([{"role": "system", "content": "x"}], "needs a user message"),
+        ([*U, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}], "two assistant"),
     ],
 )
 def test_bad_messages_are_400s(messages, words):
@@ -196,11 +230,16 @@ def test_bad_messages_are_400s(messages, words):
     assert err.status == 400 and err.param == "messages" and words in err.message
 
 
-def test_completion_prompt():
-    assert completion_prompt({"prompt": "def f():"}) == "def f():"
-    assert completion_prompt({"prompt": ["def f():"]}) == "def f():"
-    for bad in (None, 3, ["a", "b"], [3]):
-        err = api_error(completion_prompt, {"prompt": bad})
+def test_completion_prompts_take_every_form_openai_takes():
+    assert completion_prompts({"prompt": "def f():"}) == ("def f():",)
+    assert completion_prompts({"prompt": ["def f():"]}) == ("def f():",)
+    assert completion_prompts({"prompt": ["a", "b"]}) == ("a", "b")
+    assert completion_prompts({"prompt": [3, 0, 7]}) == ((3, 0, 7),)
+    assert completion_prompts({"prompt": [[3], [4, 5]]}) == ((3,), (4, 5))
+    assert completion_prompts({"prompt": [[3], "a"]}) == ((3,), "a")
+    bads = (None, 3, [], ["a", 3], [-1], [1.5], [True], [[1], []], [[1, "a"]], [[-2]], ["a"] * 65)
+    for bad in bads:
+        err = api_error(completion_prompts, {"prompt": bad})
         assert err.status == 400 and err.param == "prompt"
 
 
@@ -224,7 +263,19 @@ def test_parse_completion_checks_in_order_and_reads_the_flags():
     assert req.kind == "chat" and req.turns == (Message("user", "hi"),) and req.system is None
     assert req.stream is True and req.include_usage is True
     text = parse_completion({"prompt": "p", "messages": "ignored"}, config(), "text")
-    assert text.prompt == "p" and text.turns == () and not text.stream and not text.include_usage
+    assert text.prompts == ("p",) and text.turns == () and not text.stream and not text.include_usage
+
+
+def test_max_tokens_defaults_to_openais_16_on_completions_only():
+    """OpenAI's documented default for the legacy completions endpoint; chat runs to its end of turn."""
+    assert parse_completion({"prompt": "p"}, config(), "text").params.max_tokens == 16
+    assert parse_completion({"prompt": "p", "max_tokens": 40}, config(), "text").params.max_tokens == 40
+    assert parse_completion({"prompt": "p"}, config(max_tokens_limit=10), "text").params.max_tokens == 10
+    assert parse_completion({"prompt": "p"}, config(default_max_tokens=50), "text").params.max_tokens == 50
+    chat = parse_completion({"messages": U}, config(max_tokens_limit=3000), "chat")
+    assert chat.params.max_tokens == 3000  # the limit only: the end of the turn or the context stops it
+    err = api_error(parse_completion, {"prompt": [1], "suffix": "s"}, config(), "text")
+    assert err.param == "suffix" and "text prompt" in err.message
 
 
 @pytest.mark.parametrize(
@@ -629,4 +680,6 @@ def test_right_types_pass_and_null_is_not_given():
         "chat",
     )
     assert req.params.max_tokens == 3 and req.stream is False and req.include_usage is False
-    assert parse_completion({"prompt": ["p"], "stream": None, "echo": False}, config(), "text").prompt == "p"
+    assert parse_completion({"prompt": ["p"], "stream": None, "echo": False}, config(), "text").prompts == (
+        "p",
+    )

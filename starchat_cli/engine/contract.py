@@ -8,7 +8,7 @@
     gen.stats                             # prompt/generated tokens, time to first token, stop reason
     if gen.stats.stop_reason is StopReason.LENGTH: ...   # faces compare; only engines write it
     gen = engine.infill(prefix, suffix, params, extra=[(path, text)], path="src/app.py")
-    gen.prompt_text                       # the FIM prompt with its special tokens written out
+    gen.prompt_text                       # the prompt (chat or FIM) with its special tokens written out
     gen.take_logprobs()                   # params.logprobs set: TokenLogprobs of the tokens since the last take
     engine.count_tokens(messages)         # the prompt's tokens in the model's tokenizer, None: unknown
 
@@ -76,6 +76,10 @@ class Stats:
     accepted_tokens: int = 0  # drafted tokens the model confirmed (kept in the reply)
     decode_steps: int = 0  # forward passes while decoding (one per token without drafts)
     draft_stopped_at: int = 0  # context position from which a batch would not equal one-token steps here
+    # Tokens in the model's context when the reply ended: the prompt and the reply tokens fed
+    # back to the model (the last one sampled is not, unless decoding went on); 0: not known.
+    # llama.cpp's server reports this as ``tokens_cached``.
+    context_tokens: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -119,7 +123,8 @@ class Generation:
     ``close()`` (or breaking out of the loop and closing) cancels the generation; the
     stop reason is then CANCELLED. ``fit`` says what the prompt became (tokens, the
     messages kept, how much of an attachment was cut). ``prompt_text``: the prompt as
-    text with its special tokens written out, where the engine knows it (infill), else "".
+    text with its special tokens written out, where the engine knows it (a local model's
+    chat or infill prompt), else "".
     ``logprobs``: with ``params.logprobs`` set, one :class:`TokenLogprob` per generated token,
     appended by the engine as it goes (a text chunk's tokens are in before the chunk is yielded);
     :meth:`take_logprobs` hands out the entries not taken yet, for a stream.
@@ -224,7 +229,10 @@ class Engine(Protocol):
         attachment: Attachment | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        """A reply to ``turns`` (user/assistant, ending with a user turn) in the model's format.
+        """A reply to ``turns`` in the model's format: user/assistant turns starting with a user
+        turn, ending with a user turn, or with an assistant turn the reply continues (a prefill:
+        the reply holds only the continuation); system messages among them are notes the
+        prompt format places (engine/prompting/formats.py).
 
         ``system``: None for the model's default system prompt. ``attachment``: long input
         (piped text) that may be cut from the front to fit; ``attachment.turn(kept_text)`` is
@@ -235,12 +243,15 @@ class Engine(Protocol):
 
     def complete(
         self,
-        prompt: str,
+        prompt: str | Sequence[int],
         params: GenerationParams | None = None,
         *,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        """A raw continuation of ``prompt`` (no chat template): the /v1/completions path."""
+        """A raw continuation of ``prompt`` (no chat template): the /v1/completions path.
+
+        ``prompt``: text, or token ids evaluated as given (an id outside the vocabulary is an
+        :class:`~starchat_cli.core.errors.InputError`)."""
         ...
 
     def count_tokens(self, messages: Sequence[Message]) -> int | None:

@@ -3,7 +3,7 @@
 Request fields (llama.cpp's names; unknown fields are accepted and ignored; known ones are
 typed as strictly as on the OpenAI routes, from :data:`FIELD_TYPES`):
 ``input_prefix``, ``input_suffix``, ``input_extra`` (``[{"filename", "text"}]``, repository
-context), ``prompt`` (text at the cursor, placed after the prefix), ``n_predict`` (-1: up to the
+context; a chunk without ``text`` is a 400, as in llama.cpp), ``prompt`` (text at the cursor, placed after the prefix), ``n_predict`` (-1: up to the
 server's limit), ``temperature``, ``top_p``, ``top_k`` (accepted, not applied), ``stop``,
 ``seed``, ``grammar`` (GBNF) or ``json_schema`` (the middle is sampled under it),
 ``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``, ``n_probs`` (0 only: per-token
@@ -13,7 +13,8 @@ in memory is reused), ``stream``, ``response_fields`` (answer only these, nested
 ``"timings/prompt_n"`` keys, as llama.cpp does).
 
 The answer is llama.cpp's: ``content``, ``stop``, ``stop_type``, ``tokens_predicted``,
-``tokens_evaluated``, ``tokens_cached``, ``truncated``, ``timings``
+``tokens_evaluated``, ``tokens_cached`` (as llama.cpp counts it: the tokens in the context at the
+end, prompt and reply, the last sampled token left out unless it was fed back), ``truncated``, ``timings``
 (``prompt_n`` = tokens evaluated, ``cache_n`` = reused, ``prompt_ms``, ``predicted_n``,
 ``predicted_ms``, per-token and per-second figures) and ``prompt``, the rendered FIM prompt
 with its special tokens written out. Streaming sends ``data: {...}`` chunks with ``stop: false``,
@@ -116,7 +117,13 @@ def _extra(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         for key, allowed in EXTRA_TYPES.items():
             check_type(chunk.get(key), allowed, f"input_extra[{i}].{key}", "input_extra")
         filename, text = chunk.get("filename"), chunk.get("text")
-        out.append(("tmp" if filename is None else filename, text or ""))
+        if text is None:  # as llama.cpp's server: a chunk is its text
+            raise APIError(
+                400,
+                f"input_extra[{i}].text is required: each chunk is {{filename, text}}",
+                param="input_extra",
+            )
+        out.append(("tmp" if filename is None else filename, text))
     return tuple(out)
 
 
@@ -245,7 +252,9 @@ def infill_body(req: InfillRequest, text: str, gen: Generation, model: str) -> d
         "model": model,
         "tokens_predicted": st.generated_tokens,
         "tokens_evaluated": st.prompt_tokens,
-        "tokens_cached": st.prompt_tokens + st.generated_tokens,
+        # llama.cpp's meaning: the tokens in the context at the end (prompt and reply fed back),
+        # not the prompt tokens reused (that is timings.cache_n)
+        "tokens_cached": st.context_tokens or st.prompt_tokens + st.generated_tokens,
         "generation_settings": req.settings,
         "prompt": gen.prompt_text,
         "has_new_line": "\n" in text,

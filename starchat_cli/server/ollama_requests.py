@@ -27,7 +27,7 @@ from starchat_cli.engine.prompting.formats import Message
 
 from .config import ServerConfig
 from .errors import APIError, OllamaError
-from .requests import chat_turns
+from .messages import chat_turns
 from .sampling import chat_logprobs, ollama_format_grammar, penalties, tools_message
 
 # Editors send many stops for completion (Continue: one per language construct); Ollama has no limit.

@@ -8,13 +8,11 @@ messages as engine turns plus a system prompt (or the raw prompt). Every bad val
 checked against ``engine/params.py``'s field types (their ranges are written there only).
 
 Types come first, from one table (:data:`FIELD_TYPES`, :data:`NESTED_TYPES`), as
-OpenAI's API checks them: a boolean must be a JSON boolean (``"stream": "false"`` is a
-400 naming ``stream``), a number a JSON number (not a string, not a boolean), an integer
-a number with no fraction (``3.0`` passes, as in JSON Schema, which OpenAI validates
-with; ``3.5`` does not), and ``null`` is "not given". Fields not in the table are
-ignored. A new field is one line in the table. The fields that steer sampling beyond
-temperature and top_p (structured output, penalties, logit_bias, logprobs, n, tools) are read
-in :mod:`.sampling`.
+OpenAI's API checks them (:mod:`.jsontypes`): ``"stream": "false"`` is a 400 naming
+``stream``, and ``null`` is "not given". Fields not in the table are ignored. A new field
+is one line in the table. The messages and prompts are read by :mod:`.messages`; the fields
+that steer sampling beyond temperature and top_p (structured output, penalties, logit_bias,
+logprobs, n, tools) by :mod:`.sampling`.
 """
 
 from __future__ import annotations
@@ -32,19 +30,21 @@ from starchat_cli.engine.params import (
     capped,
     wire_number,
 )
-from starchat_cli.engine.prompting.formats import Message, merge_turns
+from starchat_cli.engine.prompting.formats import Message
 
 from .body import parse_json, read_json
 from .config import ServerConfig
 from .errors import APIError
+from .jsontypes import ARRAY, BOOLEAN, INTEGER, NUMBER, OBJECT, STRING, check_type
+from .messages import MAX_PROMPTS, chat_turns, completion_prompts
 from .sampling import choices, extras, refuse_tools
 
 Kind = Literal["chat", "text"]  # /v1/chat/completions or /v1/completions
 
 MAX_STOPS = 8
+# OpenAI's documented default for the legacy /v1/completions endpoint's max_tokens.
+COMPLETIONS_MAX_TOKENS = 16
 
-# JSON types, named as in OpenAI's errors.
-BOOLEAN, INTEGER, NUMBER, STRING, ARRAY, OBJECT = "boolean", "integer", "number", "string", "array", "object"
 
 # Every field a completion body may have, per endpoint, with its allowed JSON types
 # (null is always allowed: "not given"). Fields we accept but do not act on are typed
@@ -100,56 +100,6 @@ NESTED_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
     "response_format": {"type": (STRING,), "json_schema": (OBJECT,), "schema": (OBJECT,)},
     "prediction": {"type": (STRING,), "content": (STRING, ARRAY)},
 }
-# Each chat message's fields (messages[i].name in errors).
-MESSAGE_TYPES: dict[str, tuple[str, ...]] = {
-    "role": (STRING,),
-    "content": (STRING, ARRAY),
-    "name": (STRING,),
-}
-
-_ARTICLE = {INTEGER: "an integer", ARRAY: "an array", OBJECT: "an object"}
-
-
-def json_type(value: Any) -> str:
-    """The JSON type of a decoded value; integral floats count as integers too (see below)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return BOOLEAN
-    if isinstance(value, int):
-        return INTEGER
-    if isinstance(value, float):
-        return "decimal number"
-    if isinstance(value, str):
-        return STRING
-    if isinstance(value, list):
-        return ARRAY
-    return OBJECT
-
-
-def _fits(value: Any, allowed: tuple[str, ...]) -> bool:
-    got = json_type(value)
-    if got == "null" or got in allowed:
-        return True
-    if got == INTEGER and NUMBER in allowed:
-        return True
-    if got == "decimal number":
-        return NUMBER in allowed or (INTEGER in allowed and float(value).is_integer())
-    return False
-
-
-def check_type(value: Any, allowed: tuple[str, ...], name: str, param: str | None = None) -> None:
-    """A 400 naming ``name`` unless ``value`` is null or one of the ``allowed`` JSON types."""
-    if _fits(value, allowed):
-        return
-    expected = " or ".join(_ARTICLE.get(t, f"a {t}") for t in allowed)
-    got = json_type(value)
-    raise APIError(
-        400,
-        f"Invalid type for '{name}': expected {expected}, but got {_ARTICLE.get(got, f'a {got}')} instead.",
-        code="invalid_type",
-        param=param or name,
-    )
 
 
 def check_types(data: dict[str, Any], kind: Kind) -> None:
@@ -198,8 +148,13 @@ def _number(data: dict[str, Any], key: str, default: Any, spec: Any) -> Any:
         raise APIError(400, f"'{key}' must be a number from {exc.lo} to {exc.hi}", param=key) from None
 
 
-def sampling_params(data: dict[str, Any], config: ServerConfig) -> GenerationParams:
-    """max_tokens (or max_completion_tokens), temperature, top_p, seed and stop, range-checked."""
+def sampling_params(
+    data: dict[str, Any], config: ServerConfig, default_max: int | None = None
+) -> GenerationParams:
+    """max_tokens (or max_completion_tokens), temperature, top_p, seed and stop, range-checked.
+
+    Without max_tokens: the config's default when set, else ``default_max`` (/v1/completions:
+    OpenAI's 16), else up to the server's limit (the reply ends at its end of turn or the context)."""
     data = {**data, "max_tokens": data.get("max_completion_tokens", data.get("max_tokens"))}
     stop = data.get("stop") or ()
     if isinstance(stop, str):
@@ -212,35 +167,17 @@ def sampling_params(data: dict[str, Any], config: ServerConfig) -> GenerationPar
         raise APIError(400, f"'stop' must be a string or a list of up to {MAX_STOPS} strings", param="stop")
     limit = config.max_tokens_limit
     return GenerationParams(
-        max_tokens=_number(data, "max_tokens", config.default_max_tokens or limit, capped(MaxTokens, limit)),
+        max_tokens=_number(
+            data,
+            "max_tokens",
+            min(config.default_max_tokens or default_max or limit, limit),
+            capped(MaxTokens, limit),
+        ),
         temperature=_number(data, "temperature", config.default_temperature, Temperature),
         top_p=_number(data, "top_p", config.default_top_p, TopP),
         seed=_number(data, "seed", None, WireSeed),
         stop=tuple(stop),
     )
-
-
-def _text(content: Any, i: int) -> Any:
-    """A message's content: a string, or its text parts joined (other parts are a 400)."""
-    if not isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-        return content
-    texts: list[str] = []
-    for j, part in enumerate(content):
-        name = f"messages[{i}].content[{j}]"
-        check_type(part, (OBJECT,), name, "messages")
-        if not isinstance(part, dict):  # null
-            raise APIError(400, f"{name} must be an object", param="messages")
-        check_type(part.get("type"), (STRING,), f"{name}.type", "messages")
-        if part.get("type") != "text":
-            raise APIError(
-                400,
-                f"{name}.type {part.get('type')!r} is not supported: this model reads text parts only",
-                param="messages",
-            )
-        text = part.get("text")
-        check_type(text, (STRING,), f"{name}.text", "messages")
-        texts.append(text or "")
-    return "".join(texts)
 
 
 def prediction_text(data: dict[str, Any]) -> str | None:
@@ -265,53 +202,6 @@ def prediction_text(data: dict[str, Any]) -> str | None:
     return content or None
 
 
-def chat_turns(data: dict[str, Any]) -> tuple[list[Message], str | None]:
-    """The messages as user/assistant turns (runs of one role merged) and the system prompt.
-
-    System (or developer) messages must come first and are joined into one; the
-    conversation must start and end with a user message.
-    """
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise APIError(400, "'messages' must be a non-empty list", param="messages")
-    system: str | None = None
-    turns: list[Message] = []
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            raise APIError(400, f"messages[{i}] must be an object", param="messages")
-        for key, allowed in MESSAGE_TYPES.items():
-            check_type(msg.get(key), allowed, f"messages[{i}].{key}", "messages")
-        role, content = msg.get("role"), _text(msg.get("content"), i)
-        if not isinstance(content, str):
-            raise APIError(400, f"messages[{i}].content must be a string", param="messages")
-        if role in ("system", "developer"):
-            if turns:
-                raise APIError(400, "system messages must come first", param="messages")
-            system = content if system is None else f"{system}\n\n{content}"
-        elif role in ("user", "assistant"):
-            turns.append(Message(role, content))
-        else:
-            raise APIError(
-                400,
-                f"messages[{i}].role {role!r} is not supported (system, user, assistant)",
-                param="messages",
-            )
-    turns = merge_turns(turns)
-    if not turns or turns[0].role != "user" or turns[-1].role != "user":
-        raise APIError(400, "the conversation must start and end with a user message", param="messages")
-    return turns, system
-
-
-def completion_prompt(data: dict[str, Any]) -> str:
-    """A /v1/completions prompt: a string, or a list holding one string."""
-    prompt = data.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise APIError(400, "'prompt' must be a string", param="prompt")
-    return prompt
-
-
 @dataclass(frozen=True)
 class CompletionRequest:
     """A checked completion request: what to generate, with what, and how to answer."""
@@ -320,7 +210,7 @@ class CompletionRequest:
     params: GenerationParams
     turns: tuple[Message, ...] = ()  # chat
     system: str | None = None  # chat
-    prompt: str = ""  # text
+    prompts: tuple[str | tuple[int, ...], ...] = ()  # text: one choice each (text or token ids)
     suffix: str | None = None  # text: the text after the middle (fill-in-the-middle)
     stream: bool = False
     include_usage: bool = False  # streaming: end with a usage chunk
@@ -333,7 +223,7 @@ def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> 
     check_types(data, kind)
     check_model(data, config)
     refuse_tools(data, config.model_name)
-    params = sampling_params(data, config)
+    params = sampling_params(data, config, COMPLETIONS_MAX_TOKENS if kind == "text" else None)
     params = params.model_copy(update=extras(data, chat=kind == "chat"))
     n = choices(data)
     echo = data.get("echo") is True
@@ -348,16 +238,26 @@ def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> 
         )
     turns: tuple[Message, ...] = ()
     system: str | None = None
-    prompt = ""
+    prompts: tuple[str | tuple[int, ...], ...] = ()
     suffix = None
     if kind == "chat":
         chat, system = chat_turns(data)
         turns = tuple(chat)
     else:
-        prompt = completion_prompt(data)
+        prompts = completion_prompts(data)
         suffix = data.get("suffix")
         if suffix is not None and not isinstance(suffix, str):
             raise APIError(400, "'suffix' must be a string", param="suffix")
+        if suffix is not None and not all(isinstance(p, str) for p in prompts):
+            raise APIError(400, "'suffix' needs a text prompt, not token ids", param="suffix")
+        if echo and not all(isinstance(p, str) for p in prompts):
+            raise APIError(400, "'echo' needs a text prompt, not token ids", param="echo")
+        if len(prompts) * n > MAX_PROMPTS:
+            raise APIError(
+                400,
+                f"{len(prompts)} prompts times n={n} is more than {MAX_PROMPTS} choices: send fewer",
+                param="n",
+            )
     prediction = prediction_text(data) if kind == "chat" else None
     params = params.model_copy(update={"draft": config.draft, "prediction": prediction})
     return CompletionRequest(
@@ -365,7 +265,7 @@ def parse_completion(data: dict[str, Any], config: ServerConfig, kind: Kind) -> 
         params=params,
         turns=turns,
         system=system,
-        prompt=prompt,
+        prompts=prompts,
         suffix=suffix,
         stream=data.get("stream") is True,
         include_usage=(data.get("stream_options") or {}).get("include_usage") is True,
@@ -384,7 +284,7 @@ __all__ = [
     "check_model",
     "check_type",
     "check_types",
-    "completion_prompt",
+    "completion_prompts",
     "parse_completion",
     "parse_json",
     "read_json",

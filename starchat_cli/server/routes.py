@@ -68,22 +68,24 @@ class Endpoints:
     async def _completion(self, request: Request, kind: Kind) -> Response:
         req = parse_completion(await read_json(request, self.config.max_body_bytes), self.config, kind)
         head = ReplyHead.new(kind, self.config.model_name)
-        shape = Shape(logprobs=req.params.logprobs is not None, prefix=req.prompt if req.echo else "")
+        echoed = tuple(p for p in req.prompts if isinstance(p, str)) if req.echo else ()
+        shape = Shape(logprobs=req.params.logprobs is not None, prefixes=echoed, n=req.n)
+        count = max(1, len(req.prompts)) * req.n  # choice i: prompt i // n, its (i % n)-th sample
         if not req.stream:
             results = [
-                await self.bridge.run_blocking(functools.partial(self._start, req, i)) for i in range(req.n)
+                await self.bridge.run_blocking(functools.partial(self._start, req, i)) for i in range(count)
             ]
             return JSONResponse(completion_body(head, results, shape))
         cancel = threading.Event()
-        items = self._choices(req, cancel)
+        items = self._choices(req, count, cancel)
         first = await first_item(items)  # an engine error here is an HTTP error, not a broken stream
         return sse_response(head, first, items, req.include_usage, cancel, shape)
 
     async def _choices(
-        self, req: CompletionRequest, cancel: threading.Event
+        self, req: CompletionRequest, count: int, cancel: threading.Event
     ) -> AsyncIterator[tuple[int, Any]]:
-        """The ``n`` choices' streams one after another, as ``(index, item)``; ``cancel`` stops them."""
-        for i in range(req.n):
+        """The ``count`` choices' streams one after another, as ``(index, item)``; ``cancel`` stops them."""
+        for i in range(count):
             if cancel.is_set():
                 return
             logprobs = req.params.logprobs is not None
@@ -96,16 +98,19 @@ class Endpoints:
                 await items.aclose()  # type: ignore[attr-defined]
 
     def _start(self, req: CompletionRequest, index: int = 0) -> Generation:
-        """Start the generation of choice ``index`` (in the worker thread): its seed is the
-        request's plus the index, so choices differ when sampled and repeat with the seed."""
+        """Start the generation of choice ``index`` (in the worker thread): prompt ``index // n``
+        (text completions), sampled with the request's seed plus ``index % n``, so a prompt's
+        choices differ when sampled and repeat with the seed."""
         params = req.params
-        if index and params.seed is not None:
-            params = params.model_copy(update={"seed": (params.seed + index) % 2**32})
+        sample = index % req.n
+        if sample and params.seed is not None:
+            params = params.model_copy(update={"seed": (params.seed + sample) % 2**32})
         if req.kind == "chat":
             return self.engine.generate(list(req.turns), params, system=req.system)
-        if req.suffix is not None:  # OpenAI's legacy FIM field: the prompt is the prefix
-            return self.engine.infill(req.prompt, req.suffix, params)
-        return self.engine.complete(req.prompt, params)
+        prompt = req.prompts[index // req.n]
+        if req.suffix is not None and isinstance(prompt, str):  # OpenAI's legacy FIM field: the prefix
+            return self.engine.infill(prompt, req.suffix, params)
+        return self.engine.complete(prompt, params)
 
 
 __all__ = ["Endpoints"]

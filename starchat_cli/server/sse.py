@@ -37,20 +37,21 @@ def finish_reason(gen: Generation | None) -> str:
     return FINISH.get(gen.stats.stop_reason, "stop") if gen is not None else "stop"
 
 
-def usage(*gens: Generation) -> dict[str, Any]:
-    """OpenAI's usage object over a reply's choices (the prompt counted once, as OpenAI does; the
-    completions summed); ``prompt_tokens_details.cached_tokens`` counts the reused prefix,
+def usage(*gens: Generation, n: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object over a reply's choices, ``n`` per prompt (0: all of one prompt): each
+    prompt counted once, as OpenAI does, the completions summed; ``prompt_tokens_details.cached_tokens`` counts the reused prefix,
     ``completion_tokens_details`` the drafted tokens kept and rejected (OpenAI's names for a
     ``prediction``), plus starchat's ``decode_steps`` (forward passes while decoding)."""
-    first = gens[0].stats
+    firsts = [g.stats for g in gens[:: n or len(gens)]]
+    prompt_tokens = sum(s.prompt_tokens for s in firsts)
     generated = sum(g.stats.generated_tokens for g in gens)
     accepted = sum(g.stats.accepted_tokens for g in gens)
     drafted = sum(g.stats.drafted_tokens for g in gens)
     return {
-        "prompt_tokens": first.prompt_tokens,
+        "prompt_tokens": prompt_tokens,
         "completion_tokens": generated,
-        "total_tokens": first.prompt_tokens + generated,
-        "prompt_tokens_details": {"cached_tokens": first.cached_tokens},
+        "total_tokens": prompt_tokens + generated,
+        "prompt_tokens_details": {"cached_tokens": sum(s.cached_tokens for s in firsts)},
         "completion_tokens_details": {
             "accepted_prediction_tokens": accepted,
             "rejected_prediction_tokens": max(0, drafted - accepted),
@@ -79,10 +80,16 @@ class ReplyHead:
 
 @dataclass(frozen=True)
 class Shape:
-    """How a reply's choices read: logprobs asked for, and the echoed prompt (text completions)."""
+    """How a reply's choices read: logprobs asked for, the echoed prompts (text completions),
+    and the choices per prompt (choice ``i`` belongs to prompt ``i // n``)."""
 
     logprobs: bool = False
-    prefix: str = ""
+    prefixes: tuple[str, ...] = ()
+    n: int = 1
+
+    def prefix(self, i: int) -> str:
+        """What goes before choice ``i``'s text: its prompt when echoed, else nothing."""
+        return self.prefixes[i // self.n] if self.prefixes else ""
 
 
 def completion_body(head: ReplyHead, results: list[tuple[str, Generation]], shape: Shape) -> dict[str, Any]:
@@ -95,12 +102,11 @@ def completion_body(head: ReplyHead, results: list[tuple[str, Generation]], shap
             message = {"role": "assistant", "content": text}
             choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
         else:
-            logprobs = TextLogprobs(len(shape.prefix)).add(gen.logprobs) if shape.logprobs else None
-            choices.append(
-                {"index": i, "text": shape.prefix + text, "logprobs": logprobs, "finish_reason": finish}
-            )
+            prefix = shape.prefix(i)
+            logprobs = TextLogprobs(len(prefix)).add(gen.logprobs) if shape.logprobs else None
+            choices.append({"index": i, "text": prefix + text, "logprobs": logprobs, "finish_reason": finish})
     obj = "chat.completion" if head.kind == "chat" else "text_completion"
-    return {**head.fields(obj), "choices": choices, "usage": usage(*(gen for _, gen in results))}
+    return {**head.fields(obj), "choices": choices, "usage": usage(*(gen for _, gen in results), n=shape.n)}
 
 
 async def first_item(items: AsyncIterator[Any]) -> Any:
@@ -143,7 +149,7 @@ async def sse_events(
             choice = {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         else:
             if entries is not None:
-                logprobs = offsets.setdefault(i, TextLogprobs(len(shape.prefix))).add(entries)
+                logprobs = offsets.setdefault(i, TextLogprobs(len(shape.prefix(i)))).add(entries)
             choice = {"index": i, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
         return _event({**head.fields(obj), "choices": [choice]})
 
@@ -168,8 +174,8 @@ async def sse_events(
                 opened = i
                 if chat:
                     yield chunk(i, None, None, role=True)
-                elif shape.prefix:
-                    yield chunk(i, shape.prefix, None)
+                elif shape.prefix(i):
+                    yield chunk(i, shape.prefix(i), None)
             if isinstance(part, str):
                 yield chunk(i, part, None)
             elif isinstance(part, Piece):
@@ -178,7 +184,7 @@ async def sse_events(
                 gens.append(part)
                 yield chunk(i, None, finish_reason(part))
         if include_usage and gens:
-            yield _event({**head.fields(obj), "choices": [], "usage": usage(*gens)})
+            yield _event({**head.fields(obj), "choices": [], "usage": usage(*gens, n=shape.n)})
         yield b"data: [DONE]\n\n"
     finally:
         cancel.set()  # a client that went away stops its generation at the next token

@@ -126,10 +126,12 @@ class FakeEngine:
         return FakeGeneration(self._run(chunks, stats, limit), stats)
 
     def complete(
-        self, prompt: str, params: GenerationParams | None = None, *, cancel: object = None
+        self, prompt: str | Sequence[int], params: GenerationParams | None = None, *, cancel: object = None
     ) -> FakeGeneration:
-        """The raw path: the reply (a function of one user turn holding the prompt), chunk by chunk."""
-        return self.generate([Message("user", prompt)], params)
+        """The raw path: the reply (a function of one user turn holding the prompt), chunk by chunk;
+        token ids stand as their numbers, space-separated."""
+        text = prompt if isinstance(prompt, str) else " ".join(str(t) for t in prompt)
+        return self.generate([Message("user", text)], params)
 
     def count_tokens(self, messages: Sequence[Message]) -> None:
         """No tokenizer here: the faces estimate, as for a remote server."""

@@ -137,7 +137,7 @@ class LocalEngine:
         return len(self.render_tokens(kept))
 
     def render_tokens(self, messages: Sequence[Message]) -> list[int]:
-        text = self.prompt_format.render(messages)
+        text = self.prompt_format.prompt(messages)
         add_bos = self.backend.add_bos
         bos = self.backend.bos_id
         tokens = self.backend.tokenize(text)
@@ -154,9 +154,10 @@ class LocalEngine:
         attachment: Attachment | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        """Start generating a reply to ``turns`` (user/assistant, ending with a user turn).
+        """Start generating a reply to ``turns`` (user/assistant, system notes among them).
 
-        ``attachment``: long input (piped text) that may be cut from the front to fit;
+        Turns ending with an assistant turn are a prefill: the reply continues it (and holds
+        only the continuation; see formats.py). ``attachment``: long input (piped text) that may be cut from the front to fit;
         ``attachment.turn(kept_text)`` is then the last user message's content.
         ``cancel``: an event any thread may set to stop the generation, even in the
         middle of a long prompt evaluation (stop reason CANCELLED).
@@ -176,11 +177,16 @@ class LocalEngine:
         stats.prompt_tokens = len(fit.tokens)
         stats.dropped_turns = fit.dropped_turns
         stats.truncated_chars = fit.truncated_chars
+        # A prefill's continuation keeps its first newline: the prefilled text already began the reply.
+        prefilled = bool(turns) and turns[-1].role == "assistant" and bool(turns[-1].content)
         record: list[TokenLogprob] = []
-        chunks = self._run(fit.tokens, params, stats, started, n_ctx, cancel=cancel, record=record)
+        chunks = self._run(
+            fit.tokens, params, stats, started, n_ctx, cancel=cancel, record=record, continues=prefilled
+        )
         if self.prompt_format.strip_trailing_whitespace:
             chunks = without_trailing_whitespace(chunks)
-        return Generation(chunks, stats, fit, logprobs=record)
+        prompt_text = self.prompt_format.prompt(fit.messages)
+        return Generation(chunks, stats, fit, prompt_text=prompt_text, logprobs=record)
 
     def _begin(self) -> tuple[float, Stats, int]:
         """Start a request: the clock, the model loaded, fresh stats, the context size."""
@@ -191,22 +197,26 @@ class LocalEngine:
 
     def complete(
         self,
-        prompt: str,
+        prompt: str | Sequence[int],
         params: GenerationParams | None = None,
         *,
         cancel: threading.Event | None = None,
     ) -> Generation:
         """Continue raw ``prompt`` text (no chat template): the /v1/completions path.
 
-        Stops at end-of-generation tokens, ``params.stop`` and ``max_tokens``; a prompt
-        that leaves no room in the context is a :class:`ContextOverflowError`.
+        ``prompt`` may be token ids: evaluated as given (no BOS added), each checked against
+        the vocabulary. Stops at end-of-generation tokens, ``params.stop`` and ``max_tokens``;
+        a prompt that leaves no room in the context is a :class:`ContextOverflowError`.
         """
         params = params or GenerationParams()
         started, stats, n_ctx = self._begin()
-        tokens = self.backend.tokenize(prompt)
-        bos = self.backend.bos_id
-        if self.backend.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
-            tokens.insert(0, bos)
+        if isinstance(prompt, str):
+            tokens = self.backend.tokenize(prompt)
+            bos = self.backend.bos_id
+            if self.backend.add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
+                tokens.insert(0, bos)
+        else:
+            tokens = self._checked_ids(prompt)
         if not tokens:
             raise InputError("the prompt is empty")
         if len(tokens) >= n_ctx:
@@ -217,6 +227,14 @@ class LocalEngine:
         record: list[TokenLogprob] = []
         chunks = self._run(tokens, params, stats, started, n_ctx, chat=False, cancel=cancel, record=record)
         return Generation(chunks, stats, FitResult(tokens, []), logprobs=record)
+
+    def _checked_ids(self, ids: Sequence[int]) -> list[int]:
+        """Token ids from a client, each inside the vocabulary (llama.cpp would crash on one past it)."""
+        n_vocab = self.backend.n_vocab
+        for i, tok in enumerate(ids):
+            if not 0 <= tok < n_vocab:
+                raise InputError(f"prompt token {i} is {tok}, outside the vocabulary (0 to {n_vocab - 1})")
+        return list(ids)
 
     def fim_vocab(self) -> FimVocab:
         """The model's FIM token ids (FimUnsupportedError when it has none)."""
@@ -286,13 +304,14 @@ class LocalEngine:
         cancel: threading.Event | None = None,
         stop_ids: frozenset[int] | None = None,
         record: list[TokenLogprob] | None = None,
+        continues: bool = False,
     ) -> Iterator[str]:
         """The decode loop; with ``params.logprobs`` each counted token's entry goes to ``record``."""
         backend = self.backend
         top = params.logprobs if record is not None else None
         if stop_ids is None:
             stop_ids, extra_texts = self._stops()
-            strip_newline = self.prompt_format.strip_leading_newline and chat
+            strip_newline = self.prompt_format.strip_leading_newline and chat and not continues
         else:  # infill: its own stop ids, no chat format involved
             extra_texts, strip_newline = (), False
         texts = (*extra_texts, *params.stop) if chat else tuple(params.stop)
@@ -348,6 +367,7 @@ class LocalEngine:
                         yield tail
             finally:
                 backend.free_sampler(chain)
+                stats.context_tokens = min(backend.n_past, len(tokens) + stats.generated_tokens)
                 if not stats.stop_reason:
                     stats.stop_reason = StopReason.CANCELLED
 

@@ -5,6 +5,10 @@ turn always stay), then cut attached input (piped text) from the front, keeping 
 newest part and starting at a line boundary. When even the latest turn alone does not
 fit, that is an error the user must act on. What was dropped is reported in the result
 so the face can say so.
+
+A pair is a user turn and what follows it up to the next user turn: its reply, and system
+notes (formats.py) just before the next user turn belong to that next one. The latest
+"turn" is the last user turn with whatever follows it (an assistant prefill, a note).
 """
 
 from __future__ import annotations
@@ -36,6 +40,19 @@ def _first_true(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     return lo
 
 
+def _starts(turns: Sequence[Message]) -> list[int]:
+    """Where the kept part of a conversation may begin: at each user turn, with the system
+    notes right before it (the first always at 0, so nothing before the first user is lost)."""
+    out: list[int] = []
+    for i, msg in enumerate(turns):
+        if msg.role == "user":
+            start = i
+            while start > 0 and turns[start - 1].role == "system":
+                start -= 1
+            out.append(0 if not out else start)
+    return out
+
+
 def fit_prompt(
     render_tokens: Callable[[list[Message]], list[int]],
     build_messages: Callable[[Sequence[Message], str | None], list[Message]],
@@ -46,15 +63,18 @@ def fit_prompt(
     attachment: str | None = None,
     attach: Callable[[str], str] | None = None,
 ) -> FitResult:
-    if not turns or turns[-1].role != "user":
-        raise ValueError("the conversation must end with a user turn")
+    starts = _starts(turns)
+    if not starts:
+        raise ValueError("the conversation needs a user turn")
     if attachment is not None and attach is None:
         raise ValueError("attachment needs attach()")
+    last_user = max(i for i, m in enumerate(turns) if m.role == "user")
 
     def messages_for(start: int, cut: int) -> list[Message]:
-        kept = turns[start:]
-        if attachment is not None and attach is not None:
-            kept = [*kept[:-1], replace(kept[-1], content=attach(attachment[cut:]))]
+        kept = list(turns[start:])
+        if attachment is not None and attach is not None:  # the attachment is the last user turn's
+            at = last_user - start
+            kept[at] = replace(kept[at], content=attach(attachment[cut:]))
         return build_messages(kept, system)
 
     cache: dict[tuple[int, int], list[int]] = {}
@@ -72,13 +92,13 @@ def fit_prompt(
         return FitResult(tokens_for(0, 0), messages_for(0, 0), attachment_chars=len(attachment or ""))
 
     # 1. Drop whole user/assistant pairs from the oldest, as few as needed.
-    pairs = (len(turns) - 1) // 2
-    last_start = 2 * pairs
+    pairs = len(starts) - 1
+    last_start = starts[-1]
     if pairs and fits(last_start, 0):
-        dropped = _first_true(0, pairs, lambda n: fits(2 * n, 0))
+        dropped = _first_true(0, pairs, lambda n: fits(starts[n], 0))
         return FitResult(
-            tokens_for(2 * dropped, 0),
-            messages_for(2 * dropped, 0),
+            tokens_for(starts[dropped], 0),
+            messages_for(starts[dropped], 0),
             dropped_turns=dropped,
             attachment_chars=len(attachment or ""),
         )

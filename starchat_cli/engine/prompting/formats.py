@@ -1,10 +1,24 @@
 """Prompt formats of the StarChat family, rendered byte for byte as the models were trained.
 
 Each format turns a list of messages (an optional leading system message, then
-alternating user / assistant turns ending with a user turn) into the exact prompt
+alternating user / assistant turns starting with a user turn) into the exact prompt
 text, and names what ends a reply: control tokens (matched by id by the engine) and
 plain-text stops (matched in the text stream, see :mod:`starchat_cli.engine.prompting.stops`).
 Facts come from ../shared/MODELS.md.
+
+    fmt.prompt([Message("user", "Sort a list."), Message("assistant", "```python\n")])
+
+Message layouts clients send (:meth:`PromptFormat.prompt`):
+
+- **Assistant prefill**: a conversation that ends with an assistant message is continued:
+  the prompt is the generation prompt followed by that message's text, with no end-of-turn,
+  so the reply carries on from it (the reply holds only the continuation).
+- **A system message after the first turn** (a "system note", e.g. a client's trailing
+  reminder): ChatML (StarChat2) and a GGUF's own template keep it in place, as StarChat2's
+  template renders a system turn anywhere; StarChat-alpha/beta (one ``<|system|>`` block, at
+  the start) and StarCoder2-Instruct (no system role) read it as a user message, so it joins
+  the user turn next to it, :data:`NOTE_SEPARATOR` (a blank line) between them, or stands as
+  a user turn of its own after an assistant turn.
 """
 
 from __future__ import annotations
@@ -39,21 +53,50 @@ def merge_turns(turns: Iterable[Message], *, from_first_user: bool = False) -> l
     return out
 
 
+NOTE_SEPARATOR = "\n\n"  # between a user turn and a system note folded into it
+
+
 def split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]]:
-    """Return (system text or None, the user/assistant turns), checking the turn order."""
+    """Return (system text or None, the turns after it), checking the turn order.
+
+    The turns start with a user turn and two turns of one role never follow each other;
+    system notes may stand anywhere among them (each format places them, see the module).
+    """
     msgs = list(messages)
     system = None
     if msgs and msgs[0].role == "system":
         system = msgs[0].content
         msgs = msgs[1:]
+    last: str | None = None
     for i, msg in enumerate(msgs):
-        expected = "user" if i % 2 == 0 else "assistant"
-        if msg.role != expected:
+        if msg.role == "system":
+            continue
+        if (last is None and msg.role != "user") or msg.role == last:
             raise ValueError(
-                f"message {i} has role {msg.role!r}; turns must alternate user/assistant "
-                "after an optional leading system message"
+                f"message {i} has role {msg.role!r}; turns must alternate user/assistant, "
+                "starting with a user turn, after an optional leading system message"
             )
+        last = msg.role
     return system, msgs
+
+
+def notes_as_user(messages: Sequence[Message]) -> list[Message]:
+    """The messages with every system note (a system message after the first message) read as
+    a user message: joined to the user turn before or after it (:data:`NOTE_SEPARATOR` between),
+    else a user turn of its own. For formats with no system turn inside a conversation; the
+    leading system message stays."""
+    msgs = list(messages)
+    head = msgs[:1] if msgs and msgs[0].role == "system" else []
+    out: list[Message] = []
+    after_note = False  # out[-1] is, or ends with, a note
+    for msg in msgs[len(head) :]:
+        note = msg.role == "system"
+        if out and out[-1].role == "user" and (note or (msg.role == "user" and after_note)):
+            out[-1] = Message("user", f"{out[-1].content}{NOTE_SEPARATOR}{msg.content}")
+        else:
+            out.append(Message("user", msg.content) if note else msg)
+        after_note = note
+    return [*head, *out]
 
 
 @dataclass(frozen=True)
@@ -75,6 +118,15 @@ class PromptFormat:
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
         raise NotImplementedError
 
+    def prompt(self, messages: Sequence[Message]) -> str:
+        """The text a reply continues: the messages and the generation prompt; when the last
+        message is an assistant turn (a prefill), its text follows the generation prompt with
+        no end-of-turn, so the reply continues it (as llama-server renders a prefill)."""
+        msgs = list(messages)
+        if len(msgs) > 1 and msgs[-1].role == "assistant":
+            return self.render(msgs[:-1]) + msgs[-1].content
+        return self.render(msgs)
+
     def clean_reply(self, text: str) -> str:
         """Tidy a finished reply (the engine strips the leading newline while streaming too)."""
         if self.strip_leading_newline and text.startswith("\n"):
@@ -88,7 +140,8 @@ class PromptFormat:
 class StarChatFormat(PromptFormat):
     """StarChat-alpha / StarChat-beta: ``<|system|>``, ``<|user|>``, ``<|assistant|>``, ``<|end|>``.
 
-    The model card always opens with a system block, empty when there is no system prompt.
+    The model card always opens with a system block, empty when there is no system prompt;
+    a later system message is read as a user message (see the module).
     """
 
     name: str = "starchat"
@@ -98,7 +151,7 @@ class StarChatFormat(PromptFormat):
     turn_tokens: tuple[str, ...] = ("<|system|>", "<|user|>", "<|assistant|>")
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
-        system, turns = split_system(messages)
+        system, turns = split_system(notes_as_user(messages))
         out = [f"<|system|>\n{system or ''}<|end|>\n"]
         for msg in turns:
             out.append(f"<|{msg.role}|>\n{msg.content}<|end|>\n")
@@ -113,6 +166,7 @@ class ChatMLFormat(PromptFormat):
 
     An empty system prompt (``--system ""``) renders the empty block
     ``<|im_start|>system\\n<|im_end|>\\n``, as the alignment-handbook recipe trained StarChat2.
+    A later system message is a system turn in place, as StarChat2's template renders it.
     """
 
     name: str = "chatml"
@@ -145,7 +199,7 @@ class StarCoder2InstructFormat(PromptFormat):
 
     The model has no system role. A system prompt is folded into the first instruction
     of the window, separated from it by a blank line, so the trained preamble stays
-    untouched. Replies end at ``<|endoftext|>`` or at the text ``###``, and lose their
+    untouched; a later system message is read as a user message (see the module). Replies end at ``<|endoftext|>`` or at the text ``###``, and lose their
     trailing whitespace, as the model card's ``split("###")[0].rstrip()``.
     """
 
@@ -160,7 +214,7 @@ class StarCoder2InstructFormat(PromptFormat):
     preamble: str = STARCODER2_INSTRUCT_PREAMBLE
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
-        system, turns = split_system(messages)
+        system, turns = split_system(notes_as_user(messages))
         out = [f"{self.bos}{self.preamble}\n\n"]
         for i, msg in enumerate(turns):
             if msg.role == "user":
@@ -192,22 +246,33 @@ class JinjaFormat(PromptFormat):
     eos_token: str = ""
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+        """System notes go to the template in place; a template that refuses them (many raise
+        on a system message after the first) gets them read as user messages instead."""
         split_system(messages)  # validates the order
         from jinja2.exceptions import TemplateError
 
         try:
-            return _compile_template(self.template).render(
-                messages=[{"role": m.role, "content": m.content} for m in messages],
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-            )
+            return self._apply(messages, add_generation_prompt)
         except TemplateError as exc:
+            folded = notes_as_user(messages)
+            try:
+                if folded != list(messages):
+                    return self._apply(folded, add_generation_prompt)
+            except TemplateError:
+                pass
             from starchat_cli.core.errors import ModelLoadError
 
             raise ModelLoadError(
                 f"the model's chat template failed: {exc} (choose a format with --format)"
             ) from exc
+
+    def _apply(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+        return _compile_template(self.template).render(
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+        )
 
 
 @functools.lru_cache(maxsize=8)

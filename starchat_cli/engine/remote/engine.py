@@ -172,14 +172,15 @@ class RemoteEngine:
 
     def complete(
         self,
-        prompt: str,
+        prompt: str | Sequence[int],
         params: GenerationParams | None = None,
         *,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        """Raw continuation through the server's ``/v1/completions``."""
+        """Raw continuation through the server's ``/v1/completions`` (token ids go as they are)."""
         params = params or GenerationParams()
-        body = self._sampling(params, {"model": self.model, "prompt": prompt})
+        wire_prompt = prompt if isinstance(prompt, str) else list(prompt)
+        body = self._sampling(params, {"model": self.model, "prompt": wire_prompt})
         if params.stop:
             body["stop"] = list(dict.fromkeys(params.stop))[:4]
         stats = Stats()

@@ -128,9 +128,14 @@ class WorkerEngine:
         return self._generation(request, params, cancel)
 
     def complete(
-        self, prompt: str, params: GenerationParams | None = None, *, cancel: threading.Event | None = None
+        self,
+        prompt: str | Sequence[int],
+        params: GenerationParams | None = None,
+        *,
+        cancel: threading.Event | None = None,
     ) -> Generation:
-        return self._generation({"op": "complete", "prompt": prompt}, params, cancel)
+        wire_prompt = prompt if isinstance(prompt, str) else list(prompt)  # token ids: a JSON list
+        return self._generation({"op": "complete", "prompt": wire_prompt}, params, cancel)
 
     def infill(
         self,
