@@ -88,6 +88,12 @@ def serve(
         help="Also answer requests with this Host name (repeatable; * any). [env: STARCHAT_ALLOW_HOST, comma-separated]",
         show_default=False,
     ),
+    strict_model: bool = typer.Option(
+        False,
+        "--strict-model",
+        help="Refuse (404) a request whose 'model' is not this model's name or alias; by default any "
+        "name gets the served model, as llama-server does.",
+    ),
     allow_origin: Optional[list[str]] = typer.Option(
         None,
         "--allow-origin",
@@ -139,6 +145,8 @@ def serve(
         allow_hosts=hosts,
         allow_origins=origins,
         draft=settings.draft,
+        strict_model=strict_model,
+        notify=note,
     )
     app = make_app(engine, config)
     shown = f"[{host}]" if ":" in host else host

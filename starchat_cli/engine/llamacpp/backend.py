@@ -177,6 +177,10 @@ class LlamaCppBackend:
     def n_ctx(self) -> int:
         return self.load().n_ctx()
 
+    @property
+    def n_vocab(self) -> int:
+        return self.load().n_vocab()
+
     def tokenize(self, text: str, add_bos: bool = False, special: bool = True) -> list[int]:
         """Text to ids; ``special=False`` reads special-token strings as plain text (user files)."""
         return self.load().tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)

@@ -70,6 +70,16 @@ class WorkerEngine:
     def count_tokens(self, messages: Sequence[Message]) -> int | None:
         return self._call({"op": "count_tokens", "messages": wire.messages_list(list(messages))})["n"]
 
+    def tokenize(
+        self, text: str, *, add_special: bool = False, parse_special: bool = True
+    ) -> list[int] | None:
+        request = {"op": "tokenize", "text": text, "add_special": add_special, "parse_special": parse_special}
+        return self._call(request)["tokens"]
+
+    def token_pieces(self, tokens: Sequence[int]) -> list[bytes] | None:
+        pieces = self._call({"op": "token_pieces", "tokens": list(tokens)})["pieces"]
+        return None if pieces is None else [bytes.fromhex(p) for p in pieces]
+
     def generate(
         self,
         turns: Sequence[Message],
