@@ -22,7 +22,9 @@ Serve a model over an OpenAI-compatible HTTP API (for editors, scripts, other to
 
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions (stream or not),
 POST /v1/completions, and Ollama's API for editors (http://127.0.0.1:8080 as an Ollama
-host: /api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version). It binds to loopback by default; binding any other address
+host: /api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version), and llama.cpp's
+POST /infill, /tokenize, /detokenize, GET /props. Any model name gets the served model
+(--strict-model: a 404). It binds to loopback by default; binding any other address
 requires --api-key (clients then send "Authorization: Bearer KEY"). Ctrl-C stops it.
 
 Web pages cannot use it: only loopback Host names are answered (--allow-host adds
