@@ -20,7 +20,7 @@ plugin (written next to them) that replaces ``ServerProcess.start`` with one tha
 The presets' Hub downloads are skipped (``ServerPreset.load_all`` does nothing; ``wget`` is
 stubbed when it is not installed). Each test file runs in its own pytest process; the script
 prints, per file, how many tests passed, failed and were skipped, and the failure reasons
-grouped (the first line of each failure's message, numbers folded). Needs pytest, requests and
+grouped (the first line of each failure's message, ids and timings blanked). Needs pytest, requests and
 openai (the test extra has them). Not part of the test suite: it needs the llama.cpp sources.
 """
 
@@ -182,9 +182,14 @@ def run_file(work: Path, name: str, env: dict[str, str]) -> list[dict[str, str]]
 
 
 def reason(message: str) -> str:
-    first = next((line.strip() for line in message.splitlines() if line.strip()), "(no message)")
-    first = re.sub(r"\d+(\.\d+)?", "N", first)
-    return first[:140]
+    """A failure's first line (with the next when it is pytest's ``assert 404 == 200`` and its
+    ``where``), long ids and timings blanked so the same cause groups together."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()] or ["(no message)"]
+    text = lines[0]
+    if text.startswith("assert") and len(lines) > 1:
+        text += " | " + lines[1]
+    text = re.sub(r"(chatcmpl|cmpl)-[0-9a-f]+|0x[0-9a-f]+|\d+\.\d+", "#", text)
+    return text[:160]
 
 
 def summarize(name: str, rows: list[dict[str, str]], top: int) -> None:
