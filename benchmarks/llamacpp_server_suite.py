@@ -84,7 +84,7 @@ def start(self, timeout_seconds=120):
     env["STARCHAT_TEMPERATURE"] = str(self.temperature)
     if self.seed is not None:
         env["STARCHAT_SEED"] = str(self.seed)
-    if self.n_predict:
+    if self.n_predict and self.n_predict > 0:  # -1 (no limit) is starchat's default anyway
         env["STARCHAT_MAX_TOKENS"] = str(self.n_predict)
     print("suite: starting", " ".join(args))
     self.process = subprocess.Popen(args, cwd=REPO, env=env)
