@@ -202,9 +202,9 @@ def main() -> None:
             print(
                 f"  llama-cpp-python LlamaPromptLookupDecoding: {ratio:.2f}x its plain speed; greedy text == plain: {equal}"
             )
-    curve = engine._curve or {}
+    curve = engine.auto_curve.wait(timeout=120) or {}  # measured in the background after auto's first reply
     print(
-        f"batch-cost curve (measured by auto in {engine.calibration_seconds:.2f} s): "
+        f"batch-cost curve (measured by auto in {engine.auto_curve.seconds:.2f} s): "
         + ", ".join(f"{s}: {c:.2f}x" for s, c in sorted(curve.items()))
     )
     for task, (per_step, batch) in summary.items():

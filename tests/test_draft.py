@@ -378,30 +378,48 @@ def test_prompt_cache_reuses_the_prefix_after_a_drafted_reply(engine, demo_backe
     assert again.stats.cached_tokens >= first.prompt_tokens
 
 
-def test_auto_calibrates_once_caches_and_remeasures_a_corrupt_file(
+def test_auto_measures_after_the_first_reply_caches_and_remeasures_a_corrupt_file(
     engine, demo_backend, monkeypatch, tmp_path
 ) -> None:
     import starchat_cli.engine.speculative.calibrate as calibrate
 
-    calls = []
+    calls, events = [], []
     real = calibrate.measure_curve
 
     def counting(run_batch):
         calls.append(1)
-        return real(run_batch, sizes=(1, 2, 4), repeats=1)
+
+        def recorded(size: int):
+            took = run_batch(size)
+            events.append("batch")
+            return took
+
+        return real(recorded, sizes=(1, 2, 4), repeats=1)
 
     monkeypatch.setattr(calibrate, "measure_curve", counting)
     plain, _ = _gen(engine, EDIT, max_tokens=40, draft="off")
-    text, s = _gen(engine, EDIT, max_tokens=40, draft="auto")
-    assert text == plain and len(calls) == 1
+    gen = engine.generate(
+        [Message("user", EDIT)], GenerationParams(temperature=0.0, max_tokens=40, draft="auto")
+    )
+    for _chunk in gen:
+        events.append("chunk")
+    # The first reply never waits for the measurement: it decodes without drafting (same text) and
+    # every measured batch runs after its last chunk, once it has released the model.
+    assert gen.text == plain and gen.stats.drafted_tokens == 0
+    curve = engine.auto_curve.wait(timeout=60)
+    assert curve is not None and curve[1] == 1.0 and len(calls) == 1
+    assert "batch" in events and events.index("batch") > max(i for i, e in enumerate(events) if e == "chunk")
     data = json.loads((tmp_path / "cost.json").read_text())
     (entry,) = data.values()
     assert entry["curve"]["1"] == 1.0 and "4" in entry["curve"]
+    text, _ = _gen(engine, EDIT, max_tokens=40, draft="auto")  # the measured curve, no new measurement
+    assert text == plain and len(calls) == 1
     _gen(restarted(engine, demo_backend, tmp_path), EDIT, max_tokens=5, draft="auto")  # the file is reused
     assert len(calls) == 1
     (tmp_path / "cost.json").write_text("garbage")
-    _gen(restarted(engine, demo_backend, tmp_path), EDIT, max_tokens=5, draft="auto")
-    assert len(calls) == 2
+    again = restarted(engine, demo_backend, tmp_path)
+    _gen(again, EDIT, max_tokens=5, draft="auto")
+    assert again.auto_curve.wait(timeout=60) is not None and len(calls) == 2
     assert json.loads((tmp_path / "cost.json").read_text())
 
 

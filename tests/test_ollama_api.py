@@ -153,16 +153,24 @@ def test_empty_prompt_only_loads(client: ollama.Client) -> None:
     assert r.done and r.done_reason == "load" and r.response == ""
 
 
-def test_unknown_model_is_404(client: ollama.Client) -> None:
-    with pytest.raises(ollama.ResponseError) as err:
-        client.generate(model="llama3", prompt="hi", stream=False)
-    assert err.value.status_code == 404 and err.value.error == "model 'llama3' not found"
-    with pytest.raises(ollama.ResponseError) as err:
-        client.chat(model="demo:Q8_0", messages=[{"role": "user", "content": "hi"}])  # streamed
-    assert err.value.status_code == 404
-    with pytest.raises(ollama.ResponseError) as err:
-        client.show("starchat2")
-    assert err.value.status_code == 404
+def test_unknown_model_gets_the_served_model(client: ollama.Client) -> None:
+    opts = {"num_predict": 2, "temperature": 0.0}
+    r = client.generate(model="llama3", prompt="hi", stream=False, options=opts)
+    assert r.done and r.model == "demo:latest" and r.eval_count >= 1
+    hi = [{"role": "user", "content": "hi"}]
+    parts = list(client.chat(model="demo:Q8_0", messages=hi, options=opts, stream=True))
+    assert parts[-1].done and {p.model for p in parts} == {"demo:latest"}
+    assert client.show("starchat2").details.format == "gguf"
+
+
+def test_unknown_model_is_404_when_strict() -> None:
+    c = fake_client(FakeEngine(name="fake"), strict_model=True)
+    for path, body in (
+        ("/api/generate", {"model": "llama3", "prompt": "hi", "stream": False}),
+        ("/api/chat", {"model": "fake:q8_0", "messages": [{"role": "user", "content": "hi"}]}),
+    ):
+        r = c.post(path, json=body)
+        assert r.status_code == 404 and r.json() == {"error": f"model '{body['model']}' not found"}
 
 
 @pytest.mark.parametrize(
@@ -265,9 +273,9 @@ class NoFimEngine(FakeEngine):
         raise FimUnsupportedError("no FIM tokens in this model: use starcoder2-3b")
 
 
-def fake_client(engine: Any) -> TestClient:
+def fake_client(engine: Any, **config: Any) -> TestClient:
     return TestClient(
-        make_app(engine, ServerConfig(model_name="fake")),
+        make_app(engine, ServerConfig(model_name="fake", **config)),
         raise_server_exceptions=False,
         base_url="http://127.0.0.1",
     )
@@ -296,7 +304,7 @@ def test_engine_errors_are_ollama_errors():
 
 
 def test_unknown_route_and_model_names():
-    c = fake_client(FakeEngine(name="fake"))
+    c = fake_client(FakeEngine(name="fake"), strict_model=True)
     assert c.post("/api/show", json={"name": "fake"}).status_code == 200  # Continue's field
     for name in ("fake", "fake:latest", "FAKE"):
         assert c.post("/api/show", json={"model": name}).status_code == 200, name
@@ -305,7 +313,9 @@ def test_unknown_route_and_model_names():
         assert r.status_code == 404 and r.json() == {"error": f"model '{name}' not found"}
     assert c.post("/api/show", json={}).json() == {"error": "model is required"}
     r = c.post("/api/pull", json={"model": "fake"})
-    assert r.status_code == 404 and "/api/pull is not part of" in r.json()["error"]
+    assert r.status_code == 501 and "`starchat pull MODEL`" in r.json()["error"]
+    r = c.post("/api/frobnicate", json={})
+    assert r.status_code == 404 and "/api/frobnicate is not part of" in r.json()["error"]
     assert c.get("/api/generate").status_code == 405  # a known route keeps its methods
 
 

@@ -35,7 +35,14 @@ KEY = "test-key-123"
 def server(demo_gguf, tmp_path_factory):
     home = str(tmp_path_factory.mktemp("serve-home"))
     proc, base = start_server(
-        "--api-key", KEY, "--max-tokens-limit", "3000", "--max-body", "100000", env={"STARCHAT_HOME": home}
+        "--api-key",
+        KEY,
+        "--max-tokens-limit",
+        "3000",
+        "--max-body",
+        "100000",
+        "--strict-model",  # test_error_shapes: another model name is a 404
+        env={"STARCHAT_HOME": home},
     )
     yield base
     err = stop_server(proc)  # Ctrl-C shuts it down cleanly

@@ -243,17 +243,31 @@ def test_completion_prompts_take_every_form_openai_takes():
         assert err.status == 400 and err.param == "prompt"
 
 
-def test_check_model_accepts_the_name_its_aliases_or_none():
-    for ok in ({}, {"model": None}, {"model": "fake"}, {"model": "alias"}):
-        check_model(ok, config())
-    err = api_error(check_model, {"model": "gpt-4o"}, config())
+def test_check_model_answers_any_name_with_the_served_model_and_notes_it_once():
+    notes: list[str] = []
+    cfg = config(notify=notes.append)
+    for ok in ({}, {"model": None}, {"model": "fake"}):
+        assert check_model(ok, cfg) == "fake"
+    assert check_model({"model": "alias"}, cfg) == "alias"  # a name of the served model stays
+    assert notes == []  # its own names are not news
+    for _ in range(3):
+        assert check_model({"model": "gpt-4o"}, cfg) == "fake"
+    assert check_model({"model": "gpt-4o-mini"}, cfg) == "fake"
+    assert len(notes) == 2 and "'gpt-4o'" in notes[0] and "'gpt-4o-mini'" in notes[1]
+
+
+def test_check_model_strict_is_a_404():
+    strict = config(strict_model=True)
+    assert check_model({"model": "alias"}, strict) == "alias"
+    err = api_error(check_model, {"model": "gpt-4o"}, strict)
     assert (err.status, err.code, err.param) == (404, "model_not_found", "model")
     assert "'gpt-4o'" in err.message and "'fake'" in err.message
 
 
 def test_parse_completion_checks_in_order_and_reads_the_flags():
     # The model is checked before the sampling values, those before the messages.
-    assert api_error(parse_completion, {"model": "x", "max_tokens": 0}, config(), "chat").status == 404
+    strict = config(strict_model=True)
+    assert api_error(parse_completion, {"model": "x", "max_tokens": 0}, strict, "chat").status == 404
     assert (
         api_error(parse_completion, {"max_tokens": 0, "messages": []}, config(), "chat").param == "max_tokens"
     )
@@ -385,7 +399,8 @@ def test_unknown_routes_and_methods_have_the_error_shape():
     assert res.status_code == 404
     assert res.json() == {
         "error": {
-            "message": "no route GET /v1/nothing",
+            "message": "no route GET /v1/nothing: starchat serve's OpenAI API is /v1/models, "
+            "/v1/chat/completions and /v1/completions",
             "type": "invalid_request_error",
             "param": None,
             "code": "not_found",
@@ -394,6 +409,8 @@ def test_unknown_routes_and_methods_have_the_error_shape():
     res = c.get("/v1/chat/completions")
     assert res.status_code == 405 and res.json()["error"]["code"] == "method_not_allowed"
     assert res.json()["error"]["message"] == "GET is not allowed on /v1/chat/completions"
+    res = c.get("/nothing")  # outside /v1: Starlette's own 404, in OpenAI's shape
+    assert res.status_code == 404 and res.json()["error"]["message"] == "no route GET /nothing"
 
 
 def test_a_body_over_the_limit_is_413_declared_or_streamed():

@@ -22,7 +22,9 @@ Serve a model over an OpenAI-compatible HTTP API (for editors, scripts, other to
 
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions (stream or not),
 POST /v1/completions, and Ollama's API for editors (http://127.0.0.1:8080 as an Ollama
-host: /api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version). It binds to loopback by default; binding any other address
+host: /api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version), and llama.cpp's
+POST /infill, /tokenize, /detokenize, GET /props. Any model name gets the served model
+(--strict-model: a 404). It binds to loopback by default; binding any other address
 requires --api-key (clients then send "Authorization: Bearer KEY"). Ctrl-C stops it.
 
 Web pages cannot use it: only loopback Host names are answered (--allow-host adds
@@ -88,6 +90,12 @@ def serve(
         help="Also answer requests with this Host name (repeatable; * any). [env: STARCHAT_ALLOW_HOST, comma-separated]",
         show_default=False,
     ),
+    strict_model: bool = typer.Option(
+        False,
+        "--strict-model",
+        help="Refuse (404) a request whose 'model' is not this model's name or alias; by default any "
+        "name gets the served model, as llama-server does.",
+    ),
     allow_origin: Optional[list[str]] = typer.Option(
         None,
         "--allow-origin",
@@ -139,6 +147,8 @@ def serve(
         allow_hosts=hosts,
         allow_origins=origins,
         draft=settings.draft,
+        strict_model=strict_model,
+        notify=note,
     )
     app = make_app(engine, config)
     shown = f"[{host}]" if ":" in host else host

@@ -11,6 +11,8 @@
     gen.prompt_text                       # the prompt (chat or FIM) with its special tokens written out
     gen.take_logprobs()                   # params.logprobs set: TokenLogprobs of the tokens since the last take
     engine.count_tokens(messages)         # the prompt's tokens in the model's tokenizer, None: unknown
+    engine.tokenize("def f():")           # token ids (None: the engine cannot say, a remote server)
+    engine.token_pieces([755, 282])       # each token's bytes, special tokens written out
 
 Backends: :class:`~starchat_cli.engine.llamacpp.engine.LocalEngine` (llama.cpp) and
 :class:`~starchat_cli.engine.remote.engine.RemoteEngine` (an OpenAI-compatible server); the
@@ -258,6 +260,22 @@ class Engine(Protocol):
         """Tokens of ``messages`` rendered as a prompt in the model's format and tokenizer: exactly
         these (a system message only if one is given; an empty one counts as ``generate`` sends
         it). None where the engine cannot count them (a remote server): estimate instead."""
+        ...
+
+    def tokenize(
+        self, text: str, *, add_special: bool = False, parse_special: bool = True
+    ) -> list[int] | None:
+        """``text`` as token ids in the model's tokenizer (llama.cpp's ``/tokenize``): ``add_special``
+        adds the BOS token where the model's vocabulary asks for one; ``parse_special=False`` reads
+        special-token text such as ``<|im_end|>`` as plain text. None where the engine cannot
+        tokenize (a remote server)."""
+        ...
+
+    def token_pieces(self, tokens: Sequence[int]) -> list[bytes] | None:
+        """Each token's bytes, special tokens written out; joined, the text llama.cpp's
+        ``/detokenize`` answers (a piece may be part of a UTF-8 character). An id outside the
+        vocabulary is an :class:`~starchat_cli.core.errors.InputError`. None where the engine
+        cannot say (a remote server)."""
         ...
 
     def infill(

@@ -1,8 +1,9 @@
 """An OpenAI-compatible HTTP API over the starchat engine (Starlette; run by uvicorn).
 
 Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (JSON or
-server-sent events), ``POST /v1/completions``, ``POST /infill``, and Ollama's API
-(:mod:`.ollama`: ``/api/generate``, ``/api/chat``, ``/api/tags``, ...). Every route sits behind
+server-sent events), ``POST /v1/completions``, ``POST /infill``, Ollama's API
+(:mod:`.ollama`: ``/api/generate``, ``/api/chat``, ``/api/tags``, ...), and llama.cpp's
+``/tokenize``, ``/detokenize``, ``/props`` with the refusals of what is not served (:mod:`.extras`). Every route sits behind
 :class:`~.guard.WebGuard` (Host, Origin, CORS preflight, JSON content type). Requests queue on the one model (the
 engine's lock); a client that disconnects mid-stream stops its generation. Handlers raise;
 the exception handlers registered here (:mod:`.errors`) answer in the route's dialect:
@@ -26,6 +27,7 @@ from starchat_cli.engine.contract import Engine
 from .bridge import Bridge
 from .config import ServerConfig
 from .errors import EXCEPTION_HANDLERS
+from .extras import ExtraEndpoints
 from .guard import WebGuard, WebPolicy
 from .ollama import OllamaEndpoints
 from .routes import Endpoints
@@ -48,6 +50,7 @@ def make_app(
         routes=[
             *Endpoints(engine, config, bridge).routes(),
             *OllamaEndpoints(engine, config, bridge).routes(),
+            *ExtraEndpoints(engine, config, bridge).routes(),  # after the others: it has catch-alls
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # handlers raise; these answer
         lifespan=lifespan,

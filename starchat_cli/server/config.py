@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from starchat_cli.core import defaults
 from starchat_cli.engine.params import Draft
+
+from .names import ModelNames
 
 
 @dataclass
@@ -25,6 +28,12 @@ class ServerConfig:
     bind_host: str = defaults.SERVE_HOST
     allow_hosts: tuple[str, ...] = ()  # --allow-host: more Host names ("*" any)
     allow_origins: tuple[str, ...] = ()  # --allow-origin: more Origins or patterns ("*" any)
+    strict_model: bool = False  # --strict-model: a request naming another model is a 404
+    notify: Callable[[str], None] | None = None  # a line for the operator (stderr), e.g. an unknown name
+    names: ModelNames = field(init=False, repr=False, compare=False)  # which model a request means
+
+    def __post_init__(self) -> None:
+        self.names = ModelNames(self.model_name, self.aliases, strict=self.strict_model, notify=self.notify)
 
     @property
     def served_names(self) -> set[str]:

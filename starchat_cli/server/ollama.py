@@ -42,6 +42,21 @@ from .sse import finish_reason, first_item
 
 OLLAMA_VERSION = "0.6.4"
 
+_MANAGE = "starchat serve serves the one model it was started with and does not manage models"
+# Ollama routes a client may call that serve does not implement: a 501 with the reason.
+NOT_SERVED = {
+    "/api/pull": "starchat serve does not download models: run `starchat pull MODEL` in a terminal, "
+    "then start `starchat serve -m MODEL`",
+    "/api/embed": "starchat serve does not compute embeddings: it serves a generative chat model "
+    "(StarChat), whose hidden states make poor embeddings; use an embedding model",
+    "/api/push": f"{_MANAGE}: nothing to push",
+    "/api/create": f"{_MANAGE}: convert a checkpoint with `starchat convert` instead",
+    "/api/copy": f"{_MANAGE}: nothing to copy",
+    "/api/delete": f"{_MANAGE}: remove a model with `starchat models rm` instead",
+    "/api/blobs": f"{_MANAGE}: no blobs",
+}
+NOT_SERVED["/api/embeddings"] = NOT_SERVED["/api/embed"]
+
 Shape = Callable[[str], dict[str, Any]]  # text -> the reply's text field(s)
 
 
@@ -83,7 +98,8 @@ class OllamaEndpoints:
             Route("/api/show", self.show, methods=["POST"], middleware=keyed),
             Route("/api/generate", self.generate, methods=["POST"], middleware=keyed),
             Route("/api/chat", self.chat, methods=["POST"], middleware=keyed),
-            # The rest of Ollama's API (pull, create, embed, ...): an error an Ollama client can read.
+            # The rest of Ollama's API: a 501 naming the reason (pull, embed, create, ...: NOT_SERVED),
+            # else a 404, in a shape an Ollama client can read.
             Route("/api/{rest:path}", self.unsupported, methods=["GET", "POST", "DELETE", "PUT"]),
         ]
 
@@ -91,6 +107,11 @@ class OllamaEndpoints:
         path = request.url.path
         if any(route.path == path for route in self.routes()[:-1]):
             raise OllamaError(405, f"{request.method} is not allowed on {path}")
+        reason = NOT_SERVED.get(path) or (
+            NOT_SERVED["/api/blobs"] if path.startswith("/api/blobs/") else None
+        )
+        if reason is not None:
+            raise OllamaError(501, reason)
         raise OllamaError(
             404, f"{path} is not part of starchat serve's Ollama API (see `starchat serve --help`)"
         )

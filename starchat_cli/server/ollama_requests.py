@@ -3,7 +3,8 @@
 Every field is type-checked exactly (bools are bools, numbers are numbers): a bad value is
 an :class:`OllamaError` (400) naming the field, in Ollama's ``{"error": "..."}`` shape.
 Model names are Ollama-style: the served model's name, with or without a ``:tag``
-(``latest`` or the served quantization); another model is a 404 ``model 'x' not found``.
+(``latest`` or the served quantization); another name gets the served model, reported under its
+own name (a 404 ``model 'x' not found`` under ``serve --strict-model``: :mod:`.names`).
 
 Options honoured: ``temperature``, ``top_p``, ``num_predict``, ``stop``, ``seed``,
 ``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``. Accepted
@@ -28,6 +29,7 @@ from starchat_cli.engine.prompting.formats import Message
 from .config import ServerConfig
 from .errors import APIError, OllamaError
 from .messages import chat_turns
+from .names import ollama_name
 from .sampling import chat_logprobs, ollama_format_grammar, penalties, tools_message
 
 # Editors send many stops for completion (Continue: one per language construct); Ollama has no limit.
@@ -75,11 +77,13 @@ def _num(opts: dict[str, Any], key: str, spec: Any) -> Any:
 
 def served_name(config: ServerConfig) -> str:
     """The served model's Ollama name (``NAME:TAG``): its own tag, else ``latest``."""
-    return config.model_name if ":" in config.model_name else f"{config.model_name}:latest"
+    return ollama_name(config.model_name)
 
 
 def check_model(data: dict[str, Any], config: ServerConfig, quant: str, *, key: str = "model") -> str:
-    """The request's model name, if it names the served model; else a 400 (none) or a 404."""
+    """The model name the reply reports: the request's own when it names the served model (with or
+    without a ``:tag``), else the served model's (:mod:`.names`; a 404 under ``--strict-model``).
+    No name is a 400, as in Ollama."""
     name = data.get(key)
     if key == "model" and name is None:
         name = data.get("name")  # the older field, still sent by Continue to /api/show
@@ -87,11 +91,7 @@ def check_model(data: dict[str, Any], config: ServerConfig, quant: str, *, key: 
         raise OllamaError(400, "model is required")
     if not isinstance(name, str):
         raise _bad(key, "a string")
-    names = {n.lower() for n in config.served_names}
-    base, sep, tag = name.lower().partition(":")
-    if name.lower() in names or (sep and base in names and tag in ("latest", quant.lower())):
-        return name
-    raise OllamaError(404, f"model '{name}' not found")
+    return config.names.resolve(name, quant=quant, ollama=True)
 
 
 def options(data: dict[str, Any], config: ServerConfig) -> GenerationParams:

@@ -2,7 +2,7 @@
 
 :func:`read_json` (from :mod:`.body`) reads a bounded JSON object; :func:`parse_completion`
 turns a ``/v1/chat/completions`` or ``/v1/completions`` body into a
-:class:`CompletionRequest`: the model check (404), the sampling parameters, and the chat
+:class:`CompletionRequest`: the model name (:mod:`.names`), the sampling parameters, and the chat
 messages as engine turns plus a system prompt (or the raw prompt). Every bad value is a
 400 :class:`~starchat_cli.server.errors.APIError` naming the parameter; sampling values are
 checked against ``engine/params.py``'s field types (their ranges are written there only).
@@ -122,16 +122,10 @@ def check_fields(
                 check_type(value.get(inner), inner_allowed, f"{key}.{inner}", key)
 
 
-def check_model(data: dict[str, Any], config: ServerConfig) -> None:
-    """A 404 when the request names a model this server does not serve (no name is fine)."""
-    model = data.get("model")
-    if model is not None and model not in config.served_names:
-        raise APIError(
-            404,
-            f"model {model!r} is not served here; this server has {config.model_name!r}",
-            code="model_not_found",
-            param="model",
-        )
+def check_model(data: dict[str, Any], config: ServerConfig) -> str:
+    """The name the reply reports: the served model's, whatever the request named (noted once per
+    name); a 404 for another model's name only under ``serve --strict-model`` (:mod:`.names`)."""
+    return config.names.resolve(data.get("model"))
 
 
 def _number(data: dict[str, Any], key: str, default: Any, spec: Any) -> Any:

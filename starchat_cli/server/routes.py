@@ -1,5 +1,7 @@
-"""The endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``
-(with ``suffix``: fill-in-the-middle), ``POST /infill`` (llama.cpp's, in :mod:`.infill`).
+"""The endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (also as
+``/chat/completions``, as llama-server has it), ``POST /v1/completions`` (with ``suffix``:
+fill-in-the-middle), ``POST /infill`` (llama.cpp's, in :mod:`.infill`). The rest (``/tokenize``,
+``/props``, ``/v1/models/{id}``, the refusals) is in :mod:`.extras`.
 
 Every route but ``/health`` needs the API key (:func:`~.auth.key_required`). A completion
 request is read and checked (:mod:`.requests`), generated through the :class:`~.bridge.Bridge`,
@@ -41,6 +43,8 @@ class Endpoints:
             Route("/health", self.health, methods=["GET"]),  # public: a liveness probe
             Route("/v1/models", self.models, methods=["GET"], middleware=keyed),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"], middleware=keyed),
+            # llama-server's alias: clients given a base URL without /v1 call it
+            Route("/chat/completions", self.chat_completions, methods=["POST"], middleware=keyed),
             Route("/v1/completions", self.completions, methods=["POST"], middleware=keyed),
             Route("/infill", infill, methods=["POST"], middleware=keyed),
         ]

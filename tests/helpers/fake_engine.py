@@ -15,10 +15,13 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
+from starchat_cli.core.errors import InputError
 from starchat_cli.engine.contract import EngineInfo, Generation, Stats, StopReason
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.fit import FitResult
 from starchat_cli.engine.prompting.formats import Message
+
+FAKE_BOS, FAKE_BOS_ID = "<s>", 256  # the fake tokenizer's one special token (bytes are 0-255)
 
 Reply = str | Callable[[Sequence[Message]], str]
 
@@ -136,6 +139,21 @@ class FakeEngine:
     def count_tokens(self, messages: Sequence[Message]) -> None:
         """No tokenizer here: the faces estimate, as for a remote server."""
         return None
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        """A byte tokenizer: each UTF-8 byte is its own id, and ``<s>`` (id 256) is the one special
+        token (read as such with ``parse_special``, prepended with ``add_special``)."""
+        parts = text.split(FAKE_BOS) if parse_special else [text]
+        ids: list[int] = [FAKE_BOS_ID] if add_special else []
+        for i, part in enumerate(parts):
+            ids += ([FAKE_BOS_ID] if i else []) + list(part.encode())
+        return ids
+
+    def token_pieces(self, tokens: Sequence[int]) -> list[bytes]:
+        bad = next((t for t in tokens if not 0 <= t <= FAKE_BOS_ID), None)
+        if bad is not None:
+            raise InputError(f"token id {bad} is not in the vocabulary (0 to {FAKE_BOS_ID})")
+        return [FAKE_BOS.encode() if t == FAKE_BOS_ID else bytes([t]) for t in tokens]
 
     def infill(
         self,

@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError
 from starchat_cli.engine.contract import EngineInfo, Generation, Stats, StopReason, TokenLogprob
+from starchat_cli.engine.llamacpp.auto_curve import AutoCurve
 from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, PromptAborted
 from starchat_cli.engine.llamacpp.file_format import format_for_backend
 from starchat_cli.engine.llamacpp.sampler import token_logprob
@@ -25,7 +26,7 @@ from starchat_cli.engine.prompting.fim import FimVocab, build_fim_prompt, fim_vo
 from starchat_cli.engine.prompting.fit import FitResult, fit_prompt
 from starchat_cli.engine.prompting.formats import Message, PromptFormat
 from starchat_cli.engine.prompting.stops import StopTextFilter, without_trailing_whitespace
-from starchat_cli.engine.speculative.calibrate import CurveCache, decoder_curve, default_cache
+from starchat_cli.engine.speculative.calibrate import CurveCache
 from starchat_cli.engine.speculative.decoding import DraftRequest, drafted_source, plain_source
 from starchat_cli.engine.speculative.exact_batches import ExactBatches
 from starchat_cli.engine.speculative.policy import DraftPolicy
@@ -57,9 +58,7 @@ class LocalEngine:
         self._stop_ids: frozenset[int] | None = None
         self._extra_stop_texts: tuple[str, ...] = ()
         self._fim: FimVocab | None = None
-        self._curve: dict[int, float] | None = None  # batch-cost curve for --draft auto
-        self._curve_cache = curve_cache
-        self.calibration_seconds = 0.0
+        self.auto_curve = AutoCurve(backend, curve_cache)  # --draft auto's batch costs (background)
         self._exact: ExactBatches | None = None
 
     @property
@@ -135,6 +134,16 @@ class LocalEngine:
         fmt = self.prompt_format  # an empty system prompt: its block only where generate renders one
         kept = [m for m in messages if m.role != "system" or m.content or fmt.empty_system_block]
         return len(self.render_tokens(kept))
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        return self.backend.tokenize(text, add_bos=add_special, special=parse_special)
+
+    def token_pieces(self, tokens: Sequence[int]) -> list[bytes]:
+        n_vocab = self.backend.n_vocab
+        bad = next((t for t in tokens if not 0 <= t < n_vocab), None)
+        if bad is not None:
+            raise InputError(f"token id {bad} is not in the vocabulary (0 to {n_vocab - 1})")
+        return [self.backend.piece(t, special=True) for t in tokens]
 
     def render_tokens(self, messages: Sequence[Message]) -> list[int]:
         text = self.prompt_format.prompt(messages)
@@ -377,15 +386,12 @@ class LocalEngine:
         mode = "off" if params.plain_decoding else params.draft  # see GenerationParams.plain_decoding
         if mode == "off":
             return plain_source(backend, chain, stats, n_ctx, cancel)
-        first = None
         curve = None
         if mode == "auto":
-            curve = self._curve
-            if curve is None:
-                first = backend.last_logits()  # a calibration overwrites the context's logits
-                curve = self._cost_curve(tokens, n_ctx)
-                if curve is None:
-                    return plain_source(backend, chain, stats, n_ctx, cancel)
+            curve = self.auto_curve.ready()
+            if curve is None:  # measured once this reply is over: never inside a request
+                self.auto_curve.measure_later(tokens)
+                return plain_source(backend, chain, stats, n_ctx, cancel)
         prediction = backend.tokenize(params.prediction) if params.prediction else []
         request = DraftRequest(
             params=params,
@@ -396,7 +402,6 @@ class LocalEngine:
             chain=chain,
             exact=self._exact_batches(),
             cancel=cancel,
-            first_logits=first,
         )
         return drafted_source(backend, request, stats)
 
@@ -405,15 +410,6 @@ class LocalEngine:
         if self._exact is None or self._exact.decoder is not self.backend:
             self._exact = ExactBatches(self.backend)
         return self._exact
-
-    def _cost_curve(self, tokens: list[int], n_ctx: int) -> dict[int, float] | None:
-        """The batch-cost curve of this model + device + threads: cached, else measured now."""
-        if self._curve is None:
-            backend = self.backend
-            cache = self._curve_cache or default_cache()
-            self._curve, seconds = decoder_curve(backend, backend.calibration_key(), tokens, n_ctx, cache)
-            self.calibration_seconds = seconds or self.calibration_seconds
-        return self._curve
 
 
 def _reserve(n_ctx: int, max_tokens: int | None) -> int:

@@ -191,6 +191,13 @@ class RemoteEngine:
         """The server's tokenizer is out of reach: callers estimate."""
         return None
 
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = True) -> None:
+        """Out of reach too (OpenAI's API has no tokenizer route)."""
+        return None
+
+    def token_pieces(self, tokens: Sequence[int]) -> None:
+        return None
+
     def infill(
         self,
         prefix: str,

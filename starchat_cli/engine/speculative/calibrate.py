@@ -4,9 +4,10 @@ as JSON in the cache dir.
 
     curve, seconds = decoder_curve(decoder, key, prompt_tokens, n_ctx, default_cache())
 
-Measured lazily, by the first generation that would draft, right after its prompt: the batches
-are evaluated at the end of the sequence and removed from the KV cache again, so the reply is
-unchanged. The timing includes reading every position's logits and the argmax, the work a
+Measured in the background, once the first generation that would draft has ended (that one
+decodes without drafting: a client never waits for the measurement): each batch is evaluated at
+the end of the sequence under the model's lock and removed from the KV cache again, so no reply
+changes and a request waits for at most one batch. The timing includes reading every position's logits and the argmax, the work a
 drafted step adds. Cost on the demo model (2 threads, 2-core CPU): 1.7 s, once per model and
 device; a time budget (4 s) keeps it bounded on big models, and ``auto`` never drafts beyond the
 largest batch it measured.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,25 +32,28 @@ FILE_NAME = "draft-batch-cost.json"
 
 
 def measure_curve(
-    run_batch: Callable[[int], None],
+    run_batch: Callable[[int], float | None],
     sizes: Sequence[int] = SIZES,
     repeats: int = REPEATS,
     budget: float = BUDGET_SECONDS,
 ) -> dict[int, float]:
     """Median time of ``run_batch(size)`` per size over ``repeats`` rounds (sizes interleaved),
-    relative to size 1. One warm-up batch first; rounds stop once ``budget`` seconds are spent
-    (at least one full round of the sizes that fit it)."""
+    relative to size 1. One warm-up batch first; rounds stop once ``budget`` seconds of batches
+    are spent (at least one full round of the sizes that fit it). A ``run_batch`` that returns
+    seconds is timed by itself (a background measurement that waits for a lock first times only
+    the batch); one that returns None is timed here."""
     run_batch(1)  # warm-up
     times: dict[int, list[float]] = {s: [] for s in sizes}
-    started = time.perf_counter()
+    spent = 0.0
     for round_no in range(repeats):
         for i, size in enumerate(sizes):
-            over = time.perf_counter() - started > budget
-            if over and (round_no > 0 or i >= 2):
+            if spent > budget and (round_no > 0 or i >= 2):
                 break
             t0 = time.perf_counter()
-            run_batch(size)
-            times[size].append(time.perf_counter() - t0)
+            own = run_batch(size)
+            took = own if own is not None else time.perf_counter() - t0
+            spent += took
+            times[size].append(took)
     base = statistics.median(times[sizes[0]])
     return {s: round(statistics.median(t) / base, 4) for s, t in times.items() if t}
 
@@ -98,31 +103,46 @@ def default_cache() -> CurveCache:
     return CurveCache(get_paths().cache_dir / FILE_NAME)
 
 
+class NoRoom(Exception):
+    """The context has no room for the measured batches now (the sequence is too long)."""
+
+
 def decoder_curve(
-    decoder: Decoder, key: str, tokens: Sequence[int], n_ctx: int, cache: CurveCache
+    decoder: Decoder,
+    key: str,
+    tokens: Sequence[int],
+    cache: CurveCache,
+    lock: AbstractContextManager[Any] = nullcontext(),
 ) -> tuple[dict[int, float] | None, float]:
-    """The curve of a decoder whose prompt was just evaluated, and the seconds a measurement
-    took (0.0 when it came from ``cache`` under ``key``: what the curve depends on, the model
-    file, device split, threads and kernels, as the backend words it). Measured batches are
-    evaluated after the prompt and removed again, so the sequence is as it was; (None, 0.0)
-    when the context has no room for them in this run."""
+    """The decoder's curve, and the seconds a measurement took (0.0 when it came from ``cache``
+    under ``key``: what the curve depends on, the model file, device split, threads and kernels,
+    as the backend words it). Each batch is evaluated after the sequence under ``lock`` and
+    removed again, so between batches the sequence is as it was and other work may run; (None,
+    0.0) when the context has no room for them (``tokens``: what the batches are made of)."""
     curve = cache.get(key)
     if curve is not None:
         return curve, 0.0
-    start = decoder.n_past
-    if start + max(SIZES) > n_ctx:
-        return None, 0.0
-    filler = (list(tokens) * max(SIZES))[-max(SIZES) :]
+    filler = (list(tokens) * max(SIZES))[-max(SIZES) :] or [0] * max(SIZES)
 
-    def run_batch(size: int) -> None:
-        decoder.decode_batch(filler[:size]).argmax(axis=1)
-        decoder.truncate(start)
+    def run_batch(size: int) -> float:
+        with lock:
+            start = decoder.n_past
+            if start + max(SIZES) > decoder.n_ctx:
+                raise NoRoom
+            t0 = time.perf_counter()
+            decoder.decode_batch(filler[:size]).argmax(axis=1)
+            took = time.perf_counter() - t0
+            decoder.truncate(start)
+            return took
 
     t0 = time.perf_counter()
-    curve = measure_curve(run_batch)
+    try:
+        curve = measure_curve(run_batch)
+    except NoRoom:
+        return None, 0.0
     seconds = time.perf_counter() - t0
     cache.put(key, curve, seconds)
     return curve, seconds
 
 
-__all__ = ["CurveCache", "decoder_curve", "default_cache", "measure_curve"]
+__all__ = ["CurveCache", "NoRoom", "decoder_curve", "default_cache", "measure_curve"]

@@ -110,6 +110,18 @@ class WorkerEngine:
         with self._turn():
             return self._healing({"op": "count_tokens", "messages": wire.messages_list(list(messages))})["n"]
 
+    def tokenize(
+        self, text: str, *, add_special: bool = False, parse_special: bool = True
+    ) -> list[int] | None:
+        request = {"op": "tokenize", "text": text, "add_special": add_special, "parse_special": parse_special}
+        with self._turn():
+            return self._healing(request)["tokens"]
+
+    def token_pieces(self, tokens: Sequence[int]) -> list[bytes] | None:
+        with self._turn():
+            pieces = self._healing({"op": "token_pieces", "tokens": list(tokens)})["pieces"]
+        return None if pieces is None else [bytes.fromhex(p) for p in pieces]
+
     def generate(
         self,
         turns: Sequence[Message],

@@ -4,11 +4,11 @@
     frame = recv(sock)          # {"op": "chunk", "text": "Hel"}; None: the peer closed cleanly
 
 Requests (client -> worker): ``hello`` (protocol, version, key), ``load``, ``info``, ``generate``,
-``complete``, ``infill``, ``count_tokens``, ``persist``, ``cancel`` (no reply), ``status``
+``complete``, ``infill``, ``count_tokens``, ``tokenize``, ``token_pieces``, ``persist``, ``cancel`` (no reply), ``status``
 (``starchat ps``), ``leave`` (will the worker exit with this client?), ``shutdown``.
 Replies: ``hello``, ``info``, ``status``, ``leave``, ``started`` (stats, fit, prompt_text: what ``generate`` returns at
 once), ``chunk`` (text, tokens so far, the new logprob entries when asked for), ``done`` (final stats, info,
-the last logprob entries), ``count``, ``ok``, ``error`` (a StarchatError's
+the last logprob entries), ``count``, ``tokens``, ``pieces`` (hex), ``ok``, ``error`` (a StarchatError's
 class name, message and exit code: :func:`raise_error` raises the same type on the client side).
 A frame over :data:`MAX_FRAME`, cut short or not a JSON object is a :class:`ProtocolError`.
 """

@@ -228,6 +228,14 @@ class Worker:
             conn.send({"op": "info", "info": wire.info_dict(engine.info)})
         elif op == "count_tokens":
             conn.send({"op": "count", "n": engine.count_tokens(wire.messages_of(frame["messages"]))})
+        elif op == "tokenize":
+            tokens = engine.tokenize(
+                frame["text"], add_special=frame["add_special"], parse_special=frame["parse_special"]
+            )
+            conn.send({"op": "tokens", "tokens": tokens})
+        elif op == "token_pieces":  # bytes as hex: a piece may be part of a UTF-8 character
+            pieces = engine.token_pieces([int(t) for t in frame["tokens"]])
+            conn.send({"op": "pieces", "pieces": None if pieces is None else [p.hex() for p in pieces]})
         elif op in ("generate", "complete", "infill"):
             cancel = conn.start(frame.get("id"))
             self._stream(conn, self._begin(op, frame, cancel), cancel)
