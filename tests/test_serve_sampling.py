@@ -124,6 +124,11 @@ def test_completions_take_llama_cpp_grammar_and_json_schema(server):
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"tool_choice": "required"}, "tool_choice"),
+        ({"top_k": -1}, "top_k"),
+        ({"min_p": 1.5}, "min_p"),
+        ({"typical_p": 0.5}, "typical_p"),
+        ({"mirostat": 2}, "mirostat"),
+        ({"repeat_penalty": 1.2, "repeat_last_n": 128}, "repeat_last_n"),
     ],
 )
 def test_what_cannot_be_honoured_is_a_400_naming_it(server, body, param):
@@ -224,6 +229,45 @@ def test_penalties_and_logit_bias_reach_the_sampler(client):
     assert banned.choices[0].logprobs.content[0].token != first.token
 
 
+def test_top_k_and_min_p_reach_the_sampler(client, server):
+    """top_k 1 (or min_p 1) keeps only the likeliest token, so a hot sampled reply is the greedy
+    one; without them the same seeds wander off it. Off values of samplers starchat does not
+    run are accepted (clients send their defaults)."""
+    import ollama
+
+    args = dict(model="demo", messages=PETS, max_tokens=12, seed=3)
+    greedy = client.chat.completions.create(**args, temperature=0).choices[0].message.content
+    hot = dict(args, temperature=2.0)
+    seed = next(  # a seed whose hot reply is not the greedy one, so the checks below can fail
+        s
+        for s in range(3, 9)
+        if client.chat.completions.create(**{**hot, "seed": s}).choices[0].message.content != greedy
+    )
+    hot["seed"] = seed
+    for extra in ({"top_k": 1}, {"min_p": 1.0}, {"top_k": 1, "typical_p": 1.0, "mirostat": 0}):
+        reply = client.chat.completions.create(**hot, extra_body=extra)
+        assert reply.choices[0].message.content == greedy, extra
+    text = (
+        client.completions.create(model="demo", prompt="def add(a, b):", max_tokens=8, temperature=0)
+        .choices[0]
+        .text
+    )
+    top1 = client.completions.create(
+        model="demo", prompt="def add(a, b):", max_tokens=8, temperature=2.0, seed=5, extra_body={"top_k": 1}
+    )
+    assert top1.choices[0].text == text
+    cli = ollama.Client(host=server)
+    plain = cli.generate(model="demo", prompt="Hi", options={"temperature": 0, "num_predict": 8}).response
+    top1_ollama = cli.generate(
+        model="demo", prompt="Hi", options={"temperature": 2, "top_k": 1, "seed": 9, "num_predict": 8}
+    ).response
+    assert top1_ollama == plain
+    with pytest.raises(ollama.ResponseError, match=re.escape("options.tfs_z")):
+        cli.generate(model="demo", prompt="Hi", options={"tfs_z": 0.9})
+    infill = httpx.post(f"{server}/infill", json={"input_prefix": "x = ", "typical_p": 0.3}, timeout=60)
+    assert infill.status_code == 400 and "typical_p" in infill.text
+
+
 def test_ollama_format_logprobs_and_penalty_options(server):
     import ollama
 
@@ -269,8 +313,18 @@ def test_infill_takes_a_grammar_a_schema_and_penalties():
     from starchat_cli.server.infill import parse_infill
 
     config = ServerConfig(model_name="fake")
-    req = parse_infill({"input_prefix": "x = ", "grammar": "root ::= [0-9]+", "repeat_penalty": 1.3}, config)
+    req = parse_infill(
+        {
+            "input_prefix": "x = ",
+            "grammar": "root ::= [0-9]+",
+            "repeat_penalty": 1.3,
+            "top_k": 4,
+            "min_p": 0.1,
+        },
+        config,
+    )
     assert req.params.grammar == "root ::= [0-9]+" and req.params.repeat_penalty == 1.3
+    assert (req.params.top_k, req.params.min_p) == (4, 0.1) and req.params.plain_decoding
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     assert "integer" in parse_infill({"json_schema": schema}, config).params.grammar
     for body, param in [({"json_schema": {"pattern": "a"}}, "json_schema"), ({"n_probs": 3}, "n_probs")]:

@@ -56,6 +56,13 @@ RepeatPenalty = Annotated[
 LogitBias = Annotated[
     float, Field(ge=-100.0, le=100.0, description="Added to a token's logit; -100 bans it.")
 ]
+TopK = Annotated[int, Field(ge=0, le=2**31 - 1, description="Keep only the k likeliest tokens; 0 = off.")]
+MinP = Annotated[
+    float,
+    Field(
+        ge=0.0, le=1.0, description="Drop tokens below this share of the likeliest's probability; 0 = off."
+    ),
+]
 TopLogprobs = Annotated[int, Field(ge=0, le=20, description="Alternatives reported per token with logprobs.")]
 # How many choices one request may ask for (OpenAI's n): generated one after another.
 Choices = Annotated[int, Field(ge=1, le=8, description="Choices per request.")]
@@ -80,6 +87,8 @@ class GenerationParams(BaseModel):
     frequency_penalty: FrequencyPenalty = 0.0
     repeat_penalty: RepeatPenalty = 1.0
     logit_bias: tuple[tuple[int, LogitBias], ...] = ()  # (token id, bias) pairs
+    top_k: TopK = 0  # llama.cpp's and Ollama's top_k (sampled replies only)
+    min_p: MinP = 0.0  # llama.cpp's and Ollama's min_p (sampled replies only)
 
     @property
     def penalized(self) -> bool:
@@ -89,10 +98,16 @@ class GenerationParams(BaseModel):
     @property
     def plain_decoding(self) -> bool:
         """Whether this reply needs one token per step through llama.cpp's sampler chain: a grammar,
-        a penalty or a logit bias changes what the chain picks, which drafted verification (numpy
-        over the raw logits) does not model, and logprobs are read per step. Drafting is off then."""
+        a penalty, a logit bias, or top_k/min_p on a sampled reply changes what the chain picks,
+        which drafted verification (numpy over the raw logits, top_p only) does not model, and
+        logprobs are read per step. Drafting is off then."""
+        truncated = self.temperature > 0 and (self.top_k > 0 or self.min_p > 0)
         return (
-            self.grammar is not None or self.logprobs is not None or self.penalized or bool(self.logit_bias)
+            self.grammar is not None
+            or self.logprobs is not None
+            or self.penalized
+            or bool(self.logit_bias)
+            or truncated
         )
 
 

@@ -4,7 +4,7 @@ Request fields (llama.cpp's names; unknown fields are accepted and ignored; know
 typed as strictly as on the OpenAI routes, from :data:`FIELD_TYPES`):
 ``input_prefix``, ``input_suffix``, ``input_extra`` (``[{"filename", "text"}]``, repository
 context; a chunk without ``text`` is a 400, as in llama.cpp), ``prompt`` (text at the cursor, placed after the prefix), ``n_predict`` (-1: up to the
-server's limit), ``temperature``, ``top_p``, ``top_k`` (accepted, not applied), ``stop``,
+server's limit), ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``stop``,
 ``seed``, ``grammar`` (GBNF) or ``json_schema`` (the middle is sampled under it),
 ``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``, ``n_probs`` (0 only: per-token
 probabilities are on the OpenAI routes), ``t_max_predict_ms`` (after that long, stop at the next newline), ``n_indent`` (stop
@@ -51,7 +51,7 @@ from .requests import (
     check_type,
     sampling_params,
 )
-from .sampling import PENALTIES, extras
+from .sampling import PENALTIES, TRUNCATION, UNSUPPORTED_SAMPLERS, extras
 from .sse import first_item
 
 # The engine's stop reasons as llama.cpp's stop types.
@@ -73,6 +73,7 @@ FIELD_TYPES: dict[str, tuple[str, ...]] = {
     "temperature": (NUMBER,),
     "top_p": (NUMBER,),
     "top_k": (INTEGER,),
+    "min_p": (NUMBER,),
     "stop": (STRING, ARRAY),
     "seed": (INTEGER,),
     "t_max_predict_ms": (NUMBER,),
@@ -90,7 +91,6 @@ FIELD_TYPES: dict[str, tuple[str, ...]] = {
 EXTRA_TYPES: dict[str, tuple[str, ...]] = {"filename": (STRING,), "text": (STRING,)}  # input_extra[i]
 # llama.cpp's own fields (the sampling ones are engine/params.py's, through sampling_params).
 NPredict = Annotated[int, Field(ge=-1)]  # -1: up to the server's limit
-TopK = Annotated[int, Field(ge=0, le=1 << 31)]
 NIndent = Annotated[int, Field(ge=0, le=1 << 16)]
 TMaxPredictMs = Annotated[float, Field(ge=0, le=1e9)]
 
@@ -142,9 +142,11 @@ def parse_infill(data: dict[str, Any], config: ServerConfig) -> InfillRequest:
         raise APIError(
             400, "'n_probs' is not supported on /infill: ask /v1/completions with 'logprobs'", param="n_probs"
         )
-    steering = {key: data.get(key) for key in ("grammar", "json_schema", *PENALTIES)}
+    steering = {
+        key: data.get(key)
+        for key in ("grammar", "json_schema", *PENALTIES, *TRUNCATION, *UNSUPPORTED_SAMPLERS, "repeat_last_n")
+    }
     params = params.model_copy(update=extras(steering, chat=False))
-    _number(data, "top_k", 0, TopK)  # checked, not applied (the sampler has no top-k)
     n_indent = _number(data, "n_indent", 0, NIndent)
     t_max = _number(data, "t_max_predict_ms", 0.0, TMaxPredictMs)
     fields = data.get("response_fields") or ()
@@ -154,6 +156,8 @@ def parse_infill(data: dict[str, Any], config: ServerConfig) -> InfillRequest:
         "n_predict": params.max_tokens if params.max_tokens is not None else -1,
         "temperature": params.temperature,
         "top_p": params.top_p,
+        "top_k": params.top_k,
+        "min_p": params.min_p,
         "seed": params.seed if params.seed is not None else 4294967295,
         "stop": list(params.stop),
         "n_indent": n_indent,

@@ -6,10 +6,13 @@ Model names are Ollama-style: the served model's name, with or without a ``:tag`
 (``latest`` or the served quantization); another name gets the served model, reported under its
 own name (a 404 ``model 'x' not found`` under ``serve --strict-model``: :mod:`.names`).
 
-Options honoured: ``temperature``, ``top_p``, ``num_predict``, ``stop``, ``seed``,
-``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``. Accepted
-and ignored: ``top_k`` (the engine samples with top_p only), ``num_ctx`` (the context is
-fixed when ``serve`` starts: ``--ctx``), and every other Ollama option. Honoured too:
+Options honoured: ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``num_predict``, ``stop``,
+``seed``, ``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``. Samplers starchat does
+not run (``typical_p``, ``tfs_z``, ``mirostat``, ``repeat_last_n`` other than 64 with a penalty
+on) are a 400 unless set to their off value. Accepted without effect: ``num_ctx`` (the context
+is fixed when ``serve`` starts: ``--ctx``; a longer prompt is an error, never cut silently) and
+the load-time options (``num_gpu``, ``num_thread``, ``num_batch``, ``use_mmap``, ...), which
+change how fast, never what is written. Honoured too:
 ``format`` (``"json"`` or a JSON schema: the reply is sampled under its grammar) and
 ``logprobs``/``top_logprobs``. Refused with a 400: ``images``, ``template`` and ``think``, and
 ``tools`` on ``/api/chat`` (with the OpenAI route's words); starchat cannot honour them, and
@@ -30,13 +33,12 @@ from .config import ServerConfig
 from .errors import APIError, OllamaError
 from .messages import chat_turns
 from .names import ollama_name
-from .sampling import chat_logprobs, ollama_format_grammar, penalties, tools_message
+from .sampling import chain_options, chat_logprobs, ollama_format_grammar, tools_message
 
 # Editors send many stops for completion (Continue: one per language construct); Ollama has no limit.
 MAX_STOPS = 64
 # Ollama's own option types (the sampling ones are engine/params.py's).
 NumPredict = Annotated[int, Field(ge=-2)]  # -1: until the model stops; -2: fill the context
-TopK = Annotated[int, Field(ge=0, le=1_000_000)]
 NumCtx = Annotated[int, Field(ge=1, le=10_000_000)]
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # a seed: negative is "random"
 
@@ -107,7 +109,6 @@ def options(data: dict[str, Any], config: ServerConfig) -> GenerationParams:
         raise _bad("options.num_predict", f"from 1 to {limit}, or -1 for no limit")
     if predict is None or predict < 0:  # -1: until the model stops; -2: fill the context
         predict = config.default_max_tokens or limit
-    _num(opts, "top_k", TopK)  # accepted, not used
     _num(opts, "num_ctx", NumCtx)  # accepted: the context is fixed at start
     temperature = _num(opts, "temperature", Temperature)
     top_p = _num(opts, "top_p", TopP)
@@ -120,7 +121,7 @@ def options(data: dict[str, Any], config: ServerConfig) -> GenerationParams:
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > MAX_STOPS:
         raise _bad("options.stop", f"a list of up to {MAX_STOPS} strings")
     try:
-        extra = penalties(opts, "options.")
+        extra = chain_options(opts, "options.")
     except APIError as exc:
         raise OllamaError.of(exc) from None
     return GenerationParams(

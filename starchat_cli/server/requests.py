@@ -68,6 +68,9 @@ COMMON_TYPES: dict[str, tuple[str, ...]] = {
     "json_schema": (OBJECT,),
     "grammar": (STRING,),
     "repeat_penalty": (NUMBER,),
+    "repeat_last_n": (INTEGER,),
+    "top_k": (INTEGER,),
+    "min_p": (NUMBER,),
 }
 FIELD_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
     "chat": {

@@ -1,6 +1,6 @@
 """The request fields that steer sampling beyond temperature and top_p, read once for every route.
 
-    updates = extras(data)                 # {"grammar": ..., "logprobs": ..., penalties, logit_bias}
+    updates = extras(data)                 # {"grammar": ..., "logprobs": ..., penalties, top_k, min_p, logit_bias}
     params = params.model_copy(update=updates)
     n = choices(data)                      # OpenAI's n: 1 to 8 choices
     refuse_tools(data, model)              # a 400: StarChat models are not trained for tool calls
@@ -8,8 +8,10 @@
 Structured output: OpenAI's ``response_format`` (``json_object``; ``json_schema`` with
 ``schema``), llama.cpp's ``json_schema`` and ``grammar`` (GBNF), Ollama's ``format`` (``"json"``
 or a schema), each turned into one GBNF grammar for the engine (JSON Schema through
-engine/prompting/json_grammar.py). Penalties, ``logit_bias`` and the logprob counts are range
-checked against engine/params.py's field types. Every bad value is an
+engine/prompting/json_grammar.py). Penalties, ``top_k``, ``min_p``, ``logit_bias`` and the
+logprob counts are range checked against engine/params.py's field types; llama.cpp's and
+Ollama's other samplers (typical_p, mirostat, DRY, XTC, ...) are 400s unless set to their off
+value. Every bad value is an
 :class:`~.errors.APIError` (400) naming its field; the Ollama routes re-shape it.
 """
 
@@ -18,12 +20,15 @@ from __future__ import annotations
 from typing import Any
 
 from starchat_cli.engine.params import (
+    PENALTY_LAST_N,
     Choices,
     FrequencyPenalty,
     Invalid,
     LogitBias,
+    MinP,
     PresencePenalty,
     RepeatPenalty,
+    TopK,
     TopLogprobs,
     wire_number,
 )
@@ -36,6 +41,20 @@ PENALTIES = {
     "presence_penalty": PresencePenalty,
     "frequency_penalty": FrequencyPenalty,
     "repeat_penalty": RepeatPenalty,
+}
+PENALTY_OFF = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "repeat_penalty": 1.0}
+# llama.cpp's truncation samplers, honoured on sampled replies (temperature > 0).
+TRUNCATION = {"top_k": TopK, "min_p": MinP}
+# Samplers of llama.cpp and Ollama that starchat does not run, each with the value that turns it
+# off: a request may send that value (clients send their defaults), any other is a 400.
+UNSUPPORTED_SAMPLERS: dict[str, Any] = {
+    "typical_p": 1.0,
+    "tfs_z": 1.0,
+    "mirostat": 0,
+    "dynatemp_range": 0.0,
+    "xtc_probability": 0.0,
+    "dry_multiplier": 0.0,
+    "top_n_sigma": -1.0,
 }
 TOOL_FIELDS = ("tools", "functions", "tool_choice", "function_call")
 
@@ -123,13 +142,34 @@ def ollama_format_grammar(value: Any) -> str | None:
     raise APIError(400, "'format' must be \"json\" or a JSON schema object", param="format")
 
 
-def penalties(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """The penalties given in ``data`` (``prefix``: where they sit, e.g. ``options.``), range-checked."""
-    return {
+def chain_options(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The penalties, ``top_k`` and ``min_p`` given in ``data`` (``prefix``: where they sit, e.g.
+    ``options.``), range-checked; a sampler starchat does not run, set to anything but its off
+    value, is a 400 naming it (so is ``repeat_last_n`` other than 64 with a penalty on)."""
+    for key, off in UNSUPPORTED_SAMPLERS.items():
+        value = data.get(key)
+        if value is not None and value != off:
+            raise APIError(
+                400,
+                f"'{prefix}{key}' is not supported (starchat samples with top_k, top_p, min_p, temperature "
+                f"and the penalties): leave it out or set it to {off:g}",
+                param=prefix + key,
+            )
+    found = {
         key: _number(data[key], prefix + key, spec)
-        for key, spec in PENALTIES.items()
+        for key, spec in {**PENALTIES, **TRUNCATION}.items()
         if data.get(key) is not None
     }
+    last_n = data.get("repeat_last_n")
+    penalized = any(found.get(k, off) != off for k, off in PENALTY_OFF.items())
+    if penalized and last_n is not None and last_n != PENALTY_LAST_N:
+        raise APIError(
+            400,
+            f"'{prefix}repeat_last_n' is not supported: the penalties look at the last {PENALTY_LAST_N} "
+            f"tokens; leave it out or set it to {PENALTY_LAST_N}",
+            param=prefix + "repeat_last_n",
+        )
+    return found
 
 
 def logit_bias(value: Any) -> tuple[tuple[int, float], ...]:
@@ -168,7 +208,7 @@ def text_logprobs(data: dict[str, Any]) -> int | None:
 
 def extras(data: dict[str, Any], *, chat: bool) -> dict[str, Any]:
     """GenerationParams updates for an OpenAI or llama.cpp body (only the fields it gives)."""
-    updates: dict[str, Any] = dict(penalties(data))
+    updates: dict[str, Any] = dict(chain_options(data))
     grammar = structured_grammar(data)
     if grammar is not None:
         updates["grammar"] = grammar
@@ -208,12 +248,14 @@ def refuse_tools(data: dict[str, Any], model: str) -> None:
 __all__ = [
     "PENALTIES",
     "TOOL_FIELDS",
+    "TRUNCATION",
+    "UNSUPPORTED_SAMPLERS",
     "choices",
     "chat_logprobs",
     "extras",
     "logit_bias",
     "ollama_format_grammar",
-    "penalties",
+    "chain_options",
     "refuse_tools",
     "response_format_grammar",
     "structured_grammar",

@@ -5,7 +5,7 @@
 
 The chain, in llama.cpp's own order: logit bias, penalties (over the last
 :data:`~starchat_cli.engine.params.PENALTY_LAST_N` tokens, the prompt's included, as llama-server
-counts them), the grammar, then greedy, or top-p, temperature and a seeded draw. Without any
+counts them), the grammar, then greedy, or top-k, top-p, min-p, temperature and a seeded draw. Without any
 of the extras the chain is exactly the one starchat always had (greedy output unchanged). The
 grammar sits before the pick, so a token it rejects is never drawn; ``llama_sampler_sample``
 then tells every sampler of the chain the token (the grammar advances, the penalties count it).
@@ -45,8 +45,12 @@ def build_chain(vocab: Any, n_vocab: int, params: GenerationParams, history: Seq
         if params.temperature <= 0:
             add(chain, llama_cpp.llama_sampler_init_greedy())
         else:
+            if params.top_k > 0:
+                add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
             if params.top_p < 1.0:
                 add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+            if params.min_p > 0:
+                add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
             add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
             seed = params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
             add(chain, llama_cpp.llama_sampler_init_dist(seed))
