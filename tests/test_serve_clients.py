@@ -154,13 +154,47 @@ def test_props(served: str, demo_gguf) -> None:
 
 
 def test_routes_not_served_have_their_familys_shape(served: str) -> None:
-    for path, status in (("/v1/audio/speech", 501), ("/v1/nothing", 404), ("/completion", 501)):
+    for path, status in (("/v1/audio/speech", 501), ("/v1/nothing", 404), ("/rerank", 501)):
         r = httpx.post(f"{served}{path}", json={})
         error = r.json()["error"]
         assert r.status_code == status and isinstance(error, dict) and error["message"], path
     for path in ("/api/create", "/api/push", "/api/embeddings", "/api/blobs/sha256:00"):
         r = httpx.post(f"{served}{path}", json={})
         assert r.status_code == 501 and isinstance(r.json()["error"], str), path
+
+
+def test_llama_cpps_native_completion(served: str) -> None:
+    """/completion (Continue's llama.cpp provider): the same greedy text as /v1/completions, in
+    llama.cpp's shape, streamed or not; token ids, prompt_string objects and prompt lists."""
+    prompt = "def fibonacci(n):\n"
+    v1 = httpx.post(
+        f"{served}/v1/completions", json={"prompt": prompt, "max_tokens": 12, "temperature": 0}, timeout=120
+    ).json()
+    body = {"prompt": prompt, "n_predict": 12, "temperature": 0}
+    res = httpx.post(f"{served}/completion", json=body, timeout=120).json()
+    assert res["content"] == v1["choices"][0]["text"] and res["stop"] is True
+    assert res["timings"]["predicted_n"] == res["tokens_predicted"] == 12 and res["stop_type"] == "limit"
+    assert res["prompt"] == prompt and res["generation_settings"]["n_predict"] == 12
+    with httpx.stream("POST", f"{served}/completion", json={**body, "stream": True}, timeout=120) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert "".join(e["content"] for e in events) == res["content"]
+    assert [e["stop"] for e in events][-1] is True and not any(e["stop"] for e in events[:-1])
+    ids = httpx.post(f"{served}/tokenize", json={"content": prompt}).json()["tokens"]
+    many = httpx.post(
+        f"{served}/completion", json={**body, "prompt": [ids, {"prompt_string": prompt}]}, timeout=120
+    ).json()
+    assert [m["content"] for m in many] == [res["content"]] * 2 and [m["index"] for m in many] == [0, 1]
+    only = httpx.post(f"{served}/completions", json={**body, "response_fields": ["content"]}, timeout=120)
+    assert only.json() == {"content": res["content"]}
+    for bad, param in (
+        ({"n_probs": 3}, "n_probs"),
+        ({"return_tokens": True}, "return_tokens"),
+        ({"prompt": {"prompt_string": "x", "multimodal_data": ["AAAA"]}}, "prompt"),
+        ({"prompt": [prompt, prompt], "stream": True}, "prompt"),
+        ({"typical_p": 0.5}, "typical_p"),
+    ):
+        r = httpx.post(f"{served}/completion", json={**body, **bad}, timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (bad, r.text)
 
 
 def test_strict_model_refuses_other_names_on_every_route(tmp_path: Path) -> None:

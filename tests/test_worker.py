@@ -188,9 +188,9 @@ def test_closing_a_generation_stops_the_worker_quickly(demo_gguf):
         unread = engine.generate(turns, GenerationParams(temperature=0, max_tokens=1500))
         unread.close()  # closed before its first chunk: the worker stops too, the connection stays
         assert unread.stats.stop_reason is StopReason.CANCELLED
-        connection = engine._sock
+        connection = engine._link._sock
         assert list(engine.complete("1, 2, 3,", GenerationParams(temperature=0, max_tokens=2)))
-        assert engine._sock is connection
+        assert engine._link._sock is connection
     finally:
         engine.close()
     assert gone(engine.pid)

@@ -14,8 +14,8 @@ Refused, in the dialect of the route's family (OpenAI's error object, ``{"error"
 ``/api/``): embeddings (``/v1/embeddings``, llama.cpp's ``/embedding(s)``; Ollama's are in
 :mod:`.ollama`) with a 501 saying why (a StarChat model is generative: its hidden states make poor
 embeddings, so serving them would be dishonest), OpenAI's audio, images, moderations, files,
-batches, fine-tuning, responses and assistants routes with a 501, llama.cpp's native
-``/completion`` with a 501 pointing at ``/v1/completions``, and any other ``/v1/...`` path with a 404.
+batches, fine-tuning, responses and assistants routes with a 501, llama.cpp's reranking with a 501,
+and any other ``/v1/...`` path with a 404.
 """
 
 from __future__ import annotations
@@ -66,10 +66,6 @@ OPENAI_NOT_SERVED = {
     "realtime": "starchat serve has no realtime API",
 }
 LLAMACPP_NOT_SERVED = {
-    "/completion": "llama.cpp's native /completion is not served: use /v1/completions (OpenAI's "
-    "shape) or /infill",
-    "/completions": "llama.cpp's native /completions is not served: use /v1/completions (OpenAI's "
-    "shape) or /infill",
     "/embedding": EMBEDDINGS,
     "/embeddings": EMBEDDINGS,
     "/rerank": "starchat serve has no reranking model",

@@ -36,7 +36,7 @@ from starchat_cli.engine.contract import Engine, Generation, StopReason
 from starchat_cli.engine.params import GenerationParams, capped
 
 from .body import read_json
-from .bridge import Bridge
+from .bridge import Bridge, Start
 from .config import ServerConfig
 from .errors import APIError
 from .requests import (
@@ -106,6 +106,7 @@ class InfillRequest:
     stream: bool = False
     response_fields: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
+    prompt_text: str | None = None  # /completion: the prompt as given (else the engine's FIM prompt)
 
 
 def _extra(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -134,14 +135,24 @@ def parse_infill(data: dict[str, Any], config: ServerConfig) -> InfillRequest:
     prefix = (data.get("input_prefix") or "") + (data.get("prompt") or "")
     suffix = data.get("input_suffix") or ""
     extra = _extra(data)
+    return InfillRequest(prefix=prefix, suffix=suffix, extra=extra, **native_fields(data, config, "/infill"))
+
+
+def native_fields(data: dict[str, Any], config: ServerConfig, route: str) -> dict[str, Any]:
+    """What llama.cpp's native routes (``/infill``, ``/completion``) share: sampling, the two line
+    limits, ``stream``, ``response_fields`` and the ``generation_settings`` echoed back."""
     n_predict = _number(data, "n_predict", None, capped(NPredict, config.max_tokens_limit))
     mapped = {key: data.get(key) for key in ("temperature", "top_p", "seed", "stop")}
     mapped["max_tokens"] = None if n_predict is None or n_predict < 0 else max(1, n_predict)
     params = sampling_params(mapped, config)
-    if data.get("n_probs"):
-        raise APIError(
-            400, "'n_probs' is not supported on /infill: ask /v1/completions with 'logprobs'", param="n_probs"
-        )
+    for name, instead in (
+        ("n_probs", "'logprobs'"),
+        ("return_tokens", "'prompt' as token ids and /tokenize"),
+    ):
+        if data.get(name):
+            raise APIError(
+                400, f"'{name}' is not supported on {route}: ask /v1/completions with {instead}", param=name
+            )
     steering = {
         key: data.get(key)
         for key in ("grammar", "json_schema", *PENALTIES, *TRUNCATION, *UNSUPPORTED_SAMPLERS, "repeat_last_n")
@@ -163,17 +174,14 @@ def parse_infill(data: dict[str, Any], config: ServerConfig) -> InfillRequest:
         "n_indent": n_indent,
         "t_max_predict_ms": t_max,
     }
-    return InfillRequest(
-        prefix=prefix,
-        suffix=suffix,
-        params=params,
-        extra=extra,
-        n_indent=n_indent,
-        t_max_predict_ms=t_max,
-        stream=data.get("stream") is True,
-        response_fields=tuple(fields),
-        settings=settings,
-    )
+    return {
+        "params": params,
+        "n_indent": n_indent,
+        "t_max_predict_ms": t_max,
+        "stream": data.get("stream") is True,
+        "response_fields": tuple(fields),
+        "settings": settings,
+    }
 
 
 def limit_lines(gen: Generation, n_indent: int, t_max_predict_ms: float) -> Generation:
@@ -260,7 +268,7 @@ def infill_body(req: InfillRequest, text: str, gen: Generation, model: str) -> d
         # not the prompt tokens reused (that is timings.cache_n)
         "tokens_cached": st.context_tokens or st.prompt_tokens + st.generated_tokens,
         "generation_settings": req.settings,
-        "prompt": gen.prompt_text,
+        "prompt": gen.prompt_text if req.prompt_text is None else req.prompt_text,
         "has_new_line": "\n" in text,
         "truncated": st.truncated_chars > 0,
         "stop_type": STOP_TYPES.get(st.stop_reason, "none"),
@@ -291,7 +299,8 @@ def _event(payload: dict[str, Any]) -> bytes:
 
 
 class InfillEndpoint:
-    """The /infill handler of one app (one engine, its config, its bridge)."""
+    """The /infill handler of one app (one engine, its config, its bridge); :mod:`.native` serves
+    ``/completion`` through the same answer."""
 
     def __init__(self, engine: Engine, config: ServerConfig, bridge: Bridge) -> None:
         self.engine, self.config, self.bridge = engine, config, bridge
@@ -302,36 +311,48 @@ class InfillEndpoint:
 
     async def handle(self, request: Request) -> Response:
         req = parse_infill(await read_json(request, self.config.max_body_bytes), self.config)
-        model = self.config.model_name
-        if not req.stream:
-            text, gen = await self.bridge.run_blocking(lambda: self._start(req))
-            return JSONResponse(infill_body(req, text, gen, model))
-        items, cancel = self.bridge.stream_chunks(lambda: self._start(req))
-        first = await first_item(items)  # an engine error here is an HTTP error, not a broken stream
-
-        async def events(first: Any, items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
-            gen, pending = None, [first]
-            try:
-                while True:
-                    item = pending.pop() if pending else await items.__anext__()
-                    if item is None:
-                        break
-                    if isinstance(item, str):
-                        yield _event({"index": 0, "content": item, "tokens": [], "stop": False, "id_slot": 0})
-                    else:
-                        gen = item
-            except StopAsyncIteration:
-                pass
-            finally:
-                cancel.set()
-            if gen is not None:
-                yield _event(infill_body(req, "", gen, model))
-
-        return StreamingResponse(
-            events(first, items),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return await native_answer(self.bridge, req, lambda: self._start(req), self.config.model_name)
 
 
-__all__ = ["InfillEndpoint", "InfillRequest", "infill_body", "limit_lines", "parse_infill"]
+async def native_answer(bridge: Bridge, req: InfillRequest, start: Start, model: str) -> Response:
+    """llama.cpp's native answer to ``req``: one JSON body, or ``data:`` chunks then the body."""
+    if not req.stream:
+        text, gen = await bridge.run_blocking(start)
+        return JSONResponse(infill_body(req, text, gen, model))
+    items, cancel = bridge.stream_chunks(start)
+    first = await first_item(items)  # an engine error here is an HTTP error, not a broken stream
+
+    async def events(first: Any, items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+        gen, pending = None, [first]
+        try:
+            while True:
+                item = pending.pop() if pending else await items.__anext__()
+                if item is None:
+                    break
+                if isinstance(item, str):
+                    yield _event({"index": 0, "content": item, "tokens": [], "stop": False, "id_slot": 0})
+                else:
+                    gen = item
+        except StopAsyncIteration:
+            pass
+        finally:
+            cancel.set()
+        if gen is not None:
+            yield _event(infill_body(req, "", gen, model))
+
+    return StreamingResponse(
+        events(first, items),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+__all__ = [
+    "InfillEndpoint",
+    "InfillRequest",
+    "infill_body",
+    "limit_lines",
+    "native_answer",
+    "native_fields",
+    "parse_infill",
+]

@@ -26,6 +26,7 @@ from .body import read_json
 from .bridge import Bridge
 from .config import ServerConfig
 from .infill import InfillEndpoint
+from .native import CompletionEndpoint
 from .requests import CompletionRequest, Kind, parse_completion
 from .sse import ReplyHead, Shape, completion_body, first_item, sse_response
 
@@ -39,14 +40,18 @@ class Endpoints:
     def routes(self) -> list[Route]:
         keyed = key_required(self.config.api_key)
         infill = InfillEndpoint(self.engine, self.config, self.bridge).handle
+        native = CompletionEndpoint(self.engine, self.config, self.bridge).handle
         return [
             Route("/health", self.health, methods=["GET"]),  # public: a liveness probe
             Route("/v1/models", self.models, methods=["GET"], middleware=keyed),
+            Route("/models", self.models, methods=["GET"], middleware=keyed),  # as llama-server
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"], middleware=keyed),
             # llama-server's alias: clients given a base URL without /v1 call it
             Route("/chat/completions", self.chat_completions, methods=["POST"], middleware=keyed),
             Route("/v1/completions", self.completions, methods=["POST"], middleware=keyed),
             Route("/infill", infill, methods=["POST"], middleware=keyed),
+            Route("/completion", native, methods=["POST"], middleware=keyed),  # llama.cpp's native
+            Route("/completions", native, methods=["POST"], middleware=keyed),
         ]
 
     async def health(self, request: Request) -> Response:

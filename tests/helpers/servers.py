@@ -48,8 +48,12 @@ def wait_healthy(url: str, proc: subprocess.Popen, deadline: float = 120) -> Non
 def start_server(
     *args: str, model: str = "demo", env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen, str]:
-    """`starchat serve -m MODEL ARGS` on a free loopback port, once /health answers: (process, base URL)."""
+    """`starchat serve -m MODEL ARGS` on a free loopback port, once /health answers: (process, base URL).
+
+    Its model worker exits with it (keep-alive 0) unless ``env`` says otherwise: a module's server
+    starts before the per-test settings of conftest.py apply."""
     port = free_port()
+    env = {"STARCHAT_KEEP_ALIVE": "0", **(env or {})}
     proc = start_starchat(["serve", "-m", model, "--port", str(port), *args], env=env)
     base = f"http://127.0.0.1:{port}"
     wait_healthy(f"{base}/health", proc)

@@ -9,23 +9,22 @@ tokens detokenize to nothing), plus plain-text stops cut out of the stream.
 
 from __future__ import annotations
 
-import codecs
 import threading
 import time
 from typing import Iterator, Sequence
 
 from starchat_cli.core.errors import ContextOverflowError, InputError
-from starchat_cli.engine.contract import EngineInfo, Generation, Stats, StopReason, TokenLogprob
+from starchat_cli.engine.contract import EngineInfo, Generation, Stats, TokenLogprob
 from starchat_cli.engine.llamacpp.auto_curve import AutoCurve
-from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, PromptAborted
+from starchat_cli.engine.llamacpp.backend import LlamaCppBackend
 from starchat_cli.engine.llamacpp.file_format import format_for_backend
-from starchat_cli.engine.llamacpp.sampler import token_logprob
+from starchat_cli.engine.llamacpp.reply import Reply, Stopping, run_reply
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.attachment import Attachment
 from starchat_cli.engine.prompting.fim import FimVocab, build_fim_prompt, fim_vocab
 from starchat_cli.engine.prompting.fit import FitResult, fit_prompt
 from starchat_cli.engine.prompting.formats import Message, PromptFormat
-from starchat_cli.engine.prompting.stops import StopTextFilter, without_trailing_whitespace
+from starchat_cli.engine.prompting.stops import without_trailing_whitespace
 from starchat_cli.engine.speculative.calibrate import CurveCache
 from starchat_cli.engine.speculative.decoding import DraftRequest, drafted_source, plain_source
 from starchat_cli.engine.speculative.exact_batches import ExactBatches
@@ -315,70 +314,19 @@ class LocalEngine:
         record: list[TokenLogprob] | None = None,
         continues: bool = False,
     ) -> Iterator[str]:
-        """The decode loop; with ``params.logprobs`` each counted token's entry goes to ``record``."""
-        backend = self.backend
-        top = params.logprobs if record is not None else None
+        """The reply to ``tokens`` (reply.py's loop) with this model's stops; with ``params.logprobs``
+        each counted token's entry goes to ``record``."""
         if stop_ids is None:
             stop_ids, extra_texts = self._stops()
             strip_newline = self.prompt_format.strip_leading_newline and chat and not continues
         else:  # infill: its own stop ids, no chat format involved
             extra_texts, strip_newline = (), False
         texts = (*extra_texts, *params.stop) if chat else tuple(params.stop)
-        stop_filter = StopTextFilter(texts)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        limit = params.max_tokens
-        with backend.lock:
-            chain = backend.make_sampler(params, tokens)
-            try:
-                t0 = time.perf_counter()
-                try:
-                    stats.cached_tokens, stats.cached_from = backend.eval_prompt(tokens, abort=cancel)
-                except PromptAborted:
-                    stats.stop_reason = StopReason.CANCELLED
-                    return
-                stats.prompt_seconds = time.perf_counter() - t0
-                source = self._source(tokens, params, stats, n_ctx, chain, cancel)
-                first_at = 0.0
-                for token, drafted in source:
-                    now = time.perf_counter()
-                    if stats.generated_tokens == 0:
-                        first_at = now
-                        stats.ttft_seconds = now - started
-                    if token in stop_ids or backend.is_eog(token):
-                        stats.stop_reason = StopReason.STOP
-                        break
-                    stats.generated_tokens += 1
-                    if top is not None and record is not None:  # plain decoding: these logits chose it
-                        record.append(token_logprob(backend.last_logits(), token, top, backend.piece))
-                    stats.accepted_tokens += drafted
-                    stats.decode_seconds = now - first_at  # spans generated_tokens - 1 decode steps
-                    text = decoder.decode(backend.piece(token))
-                    if strip_newline and text:
-                        if text.startswith("\n"):
-                            text = text[1:]
-                        strip_newline = not text
-                    if text:
-                        out = stop_filter.feed(text)
-                        if out:
-                            yield out
-                        if stop_filter.stopped:
-                            stats.stop_reason = StopReason.STOP
-                            break
-                    if limit is not None and stats.generated_tokens >= limit:
-                        stats.stop_reason = StopReason.LENGTH
-                        break
-                source.close()
-                # accepted drafts after a stop were evaluated: keep only the reply's tokens
-                backend.truncate(len(tokens) + stats.generated_tokens)
-                if not stop_filter.stopped:
-                    tail = stop_filter.feed(decoder.decode(b"", final=True)) + stop_filter.flush()
-                    if tail:
-                        yield tail
-            finally:
-                backend.free_sampler(chain)
-                stats.context_tokens = min(backend.n_past, len(tokens) + stats.generated_tokens)
-                if not stats.stop_reason:
-                    stats.stop_reason = StopReason.CANCELLED
+        stopping = Stopping(stop_ids, texts, strip_newline)
+        job = Reply(tokens, params, stats, started, stopping, cancel, record)
+        return run_reply(
+            self.backend, job, lambda chain: self._source(tokens, params, stats, n_ctx, chain, cancel)
+        )
 
     def _source(self, tokens, params, stats, n_ctx, chain, cancel):
         """The decode loop's token source for ``params.draft`` (see speculative/decoding.py)."""
