@@ -136,7 +136,9 @@ def decode_rate(wall: float, proc: subprocess.CompletedProcess[bytes]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("mode", choices=["warm", "pipe", "decode", "heal"])
-    ap.add_argument("--shape", help="a real-scale shape (benchmarks/shapes.py --list); default: the demo model")
+    ap.add_argument(
+        "--shape", help="a real-scale shape (benchmarks/shapes.py --list); default: the demo model"
+    )
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--tokens", type=int, default=8, help="reply tokens (-n)")
@@ -145,8 +147,11 @@ def main() -> int:
     model = model_path(args.shape)
     label = args.shape or "demo"
     common = ["ask", "-m", model, "-t", "0", "-n", str(args.tokens), "--threads", str(args.threads)]
-    print(f"{args.mode} on {label} ({Path(model).stat().st_size / 2**30:.2f} GiB), {args.runs} runs, "
-          f"{args.threads} threads", flush=True)
+    print(
+        f"{args.mode} on {label} ({Path(model).stat().st_size / 2**30:.2f} GiB), {args.runs} runs, "
+        f"{args.threads} threads",
+        flush=True,
+    )
     sides: list[Side] = []
     try:
         if args.mode == "warm":
@@ -171,7 +176,9 @@ def main() -> int:
         else:
             flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
             if "amx_tile" not in flags:
-                raise SystemExit("heal needs a CPU with AMX (amx_tile in /proc/cpuinfo): nothing crashes here")
+                raise SystemExit(
+                    "heal needs a CPU with AMX (amx_tile in /proc/cpuinfo): nothing crashes here"
+                )
             ask = [*common, "--keep-alive", "0", QUESTION]
             a = Side("healed", ask, {"STARCHAT_AMX": "on"})
             b = Side("plain", ask, {"STARCHAT_AMX": "off"})

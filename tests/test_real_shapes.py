@@ -165,7 +165,9 @@ def test_llama_cpp_runs_it_through_starchats_engine(written):
         llm = backend.load()
         llm.reset()
         llm.eval(llm.tokenize(b"def f(x): return x", add_bos=False))
-        assert np.isfinite(np.asarray(llm.scores[: llm.n_tokens])).all()
+        # without logits_all llama.cpp computes only the last position's row; the rows before it are
+        # uninitialised memory, which may hold anything
+        assert np.isfinite(np.asarray(llm.scores[llm.n_tokens - 1])).all()
 
 
 def test_vocab_from_a_gguf_round_trips(written, tmp_path):
