@@ -55,3 +55,23 @@ def test_a_torn_last_journal_line_is_skipped_and_later_writes_still_count(work):
     assert UndoJournal().undo().path.endswith("b.txt") and not (work / "b.txt").exists()
     assert UndoJournal().undo().path.endswith("a.txt")
     assert (work / "a.txt").read_text() == "one\n"
+
+
+def test_a_keyed_cache_file_reads_damage_as_empty_and_skips_failed_writes(tmp_path):
+    from starchat_cli.core.keyed import KeyedFile
+
+    table = KeyedFile(tmp_path / "sub" / "table.json")
+    assert table._read() == {} and table._entry("a") is None  # no file yet
+    assert table._put("a", {"x": 1}) and table._put("b", {"y": 2})
+    assert table._entry("a") == {"x": 1} and table._entry("b") == {"y": 2}
+    assert [p.name for p in table.path.parent.iterdir()] == ["table.json"]  # no temp file left
+    table.path.write_text('{"a": {"x": 1}, "b": ', encoding="utf-8")  # torn by a crash elsewhere
+    assert table._read() == {}
+    table.path.write_text('["not", "an", "object"]', encoding="utf-8")
+    assert table._entry("a") is None
+    table.path.write_text('{"a": [1, 2]}', encoding="utf-8")
+    assert table._entry("a") is None  # an entry that is not an object is no entry
+    assert table._put("c", {"z": 3}) and table._read() == {"a": [1, 2], "c": {"z": 3}}
+    blocked = KeyedFile(table.path / "under-a-file.json")  # its folder is a file: unwritable, even as root
+    assert blocked._put("d", {}) is False and blocked._entry("d") is None
+    assert table._clear() == 2 and not table.path.exists() and table._clear() == 0

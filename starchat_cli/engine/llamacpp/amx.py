@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from starchat_cli.core.fsutil import atomic_write_text
+from starchat_cli.core.keyed import KeyedFile
 
 SETTINGS = ("auto", "on", "off")
 PROBE_MODES = ("default", "drop-amx", "no-extra")  # llama.cpp's choice; minus AMX; no extra buffers
@@ -233,36 +233,19 @@ def _conclusive(verdict: dict[str, object]) -> bool:
 # -- remembering it --------------------------------------------------------------------------------
 
 
-class ProbeCache:
+class ProbeCache(KeyedFile):
     """Verdicts by key in one JSON file (atomic writes; anything damaged is probed again)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
     def get(self, key: str) -> dict | None:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        entry = data.get(key) if isinstance(data, dict) else None
-        if not isinstance(entry, dict) or not isinstance(entry.get("works"), bool):
+        entry = self._entry(key)
+        if entry is None or not isinstance(entry.get("works"), bool):
             return None
         if entry.get("load_mode") not in PROBE_MODES or not isinstance(entry.get("detail"), str):
             return None
         return entry
 
     def put(self, key: str, verdict: dict) -> None:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {}
-        data = data if isinstance(data, dict) else {}
-        data[key] = verdict
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-        except OSError:
-            pass  # an unwritable cache dir means probing again next time, nothing worse
+        self._put(key, verdict)  # an unwritable cache dir means probing again next time, nothing worse
 
 
 def default_cache() -> ProbeCache:

@@ -15,14 +15,12 @@ largest batch it measured.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from starchat_cli.core.fsutil import atomic_write_text
+from starchat_cli.core.keyed import KeyedFile
 from starchat_cli.engine.speculative.decoder import Decoder
 
 SIZES = (1, 2, 4, 8, 16)
@@ -58,22 +56,12 @@ def measure_curve(
     return {s: round(statistics.median(t) / base, 4) for s, t in times.items() if t}
 
 
-class CurveCache:
+class CurveCache(KeyedFile):
     """The measured curves by key, in one JSON file (atomic writes; a corrupt file is ignored)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
     def get(self, key: str) -> dict[int, float] | None:
-        entry = self._read().get(key)
-        if not isinstance(entry, dict) or not isinstance(entry.get("curve"), dict):
+        entry = self._entry(key)
+        if entry is None or not isinstance(entry.get("curve"), dict):
             return None
         try:
             curve = {int(s): float(c) for s, c in entry["curve"].items()}
@@ -84,17 +72,11 @@ class CurveCache:
         return curve
 
     def put(self, key: str, curve: dict[int, float], seconds: float) -> None:
-        data = self._read()
-        data[key] = {
+        self._put(key, {  # an unwritable cache dir only means measuring again next time
             "curve": {str(s): c for s, c in sorted(curve.items())},
             "seconds": round(seconds, 3),
             "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-        except OSError:
-            pass  # an unwritable cache dir only means measuring again next time
+        })  # fmt: skip
 
 
 def default_cache() -> CurveCache:

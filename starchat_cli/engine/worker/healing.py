@@ -23,7 +23,6 @@ call starts with it instead of crashing first. ``starchat doctor`` lists it,
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import re
@@ -34,7 +33,7 @@ from importlib import metadata, util
 from pathlib import Path
 from typing import Any
 
-from starchat_cli.core.fsutil import atomic_write_text
+from starchat_cli.core.keyed import KeyedFile
 from starchat_cli.engine.worker.spec import EngineSpec
 
 FILE_NAME = "worker-fallbacks.json"
@@ -191,25 +190,15 @@ def machine() -> str:
     return f"{name or platform.processor() or platform.machine()} | kernel {platform.release()}"
 
 
-class Fallbacks:
+class Fallbacks(KeyedFile):
     """Remembered steps by (machine, build, model file), in one JSON file (atomic writes; a damaged
     file is an empty memory)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
 
     @classmethod
     def default(cls) -> Fallbacks:
         from starchat_cli.core.paths import get_paths
 
         return cls(get_paths().cache_dir / FILE_NAME)
-
-    def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
 
     def _key(self, spec: EngineSpec) -> str:
         try:
@@ -221,8 +210,8 @@ class Fallbacks:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def steps_for(self, spec: EngineSpec) -> tuple[str, ...]:
-        entry = self._read().get(self._key(spec))
-        steps = entry.get("steps") if isinstance(entry, dict) else None
+        entry = self._entry(self._key(spec))
+        steps = entry.get("steps") if entry is not None else None
         return tuple(s for s in steps if isinstance(s, str)) if isinstance(steps, list) else ()
 
     def apply(self, spec: EngineSpec) -> tuple[EngineSpec, tuple[str, ...]]:
@@ -232,20 +221,15 @@ class Fallbacks:
 
     def remember(self, spec: EngineSpec, steps: tuple[str, ...], why: str) -> None:
         """Start ``spec``'s model with ``steps`` from now on (``spec``: the settings before any step)."""
-        data = self._read()
-        data[self._key(spec)] = {
+        self._put(self._key(spec), {
             "model": spec.name or Path(spec.path).stem,
             "path": spec.path,
             "steps": list(steps),
             "why": why,
             "when": time.strftime("%Y-%m-%d %H:%M:%S"),
             "build": build_fingerprint().split(" lib")[0],
-        }
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-        except OSError:
-            pass  # an unwritable cache dir: the next call crashes and heals again, nothing worse
+        })  # fmt: skip
+        # (an unwritable cache dir: the next call crashes and heals again, nothing worse)
 
     def entries(self) -> list[dict[str, Any]]:
         """What is remembered, for ``doctor``: model, path, steps (as words), why, when."""
@@ -258,12 +242,7 @@ class Fallbacks:
 
     def forget(self) -> int:
         """Forget every remembered fallback; how many there were."""
-        n = len(self._read())
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        return n
+        return self._clear()
 
 
 __all__ = ["Crash", "Fallbacks", "Step", "apply_steps", "build_fingerprint", "next_step", "read_crash"]
