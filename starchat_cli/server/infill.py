@@ -30,7 +30,7 @@ from typing import Annotated, Any, AsyncIterator, Iterator
 
 from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from starchat_cli.engine.contract import Engine, Generation, StopReason
 from starchat_cli.engine.params import GenerationParams, capped
@@ -52,7 +52,7 @@ from .requests import (
     sampling_params,
 )
 from .sampling import PENALTIES, TRUNCATION, UNSUPPORTED_SAMPLERS, extras
-from .sse import first_item
+from .sse import first_item, live
 
 # The engine's stop reasons as llama.cpp's stop types.
 STOP_TYPES = {
@@ -340,11 +340,7 @@ async def native_answer(bridge: Bridge, req: InfillRequest, start: Start, model:
         if gen is not None:
             yield _event(infill_body(req, "", gen, model))
 
-    return StreamingResponse(
-        events(first, items),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return live(events(first, items))
 
 
 __all__ = [

@@ -23,7 +23,7 @@ import time
 from typing import Any, AsyncIterator, Callable
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from starchat_cli.core.errors import StarchatError
@@ -38,7 +38,7 @@ from .errors import OllamaError
 from .logprobs import token_entries
 from .ollama_model import ServedModel, rfc3339
 from .ollama_requests import ChatRequest, GenerateRequest, check_model, parse_chat, parse_generate
-from .sse import finish_reason, first_item
+from .sse import finish_reason, first_item, live
 
 OLLAMA_VERSION = "0.6.4"
 
@@ -193,11 +193,7 @@ class OllamaEndpoints:
             return JSONResponse(body)
         items, cancel = self.bridge.stream_chunks(start, logprobs=logprobs)
         first = await first_item(items)  # an engine error here is an HTTP error, not a broken stream
-        return StreamingResponse(
-            self._lines(req, shape, first, items, cancel, started),
-            media_type="application/x-ndjson",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return live(self._lines(req, shape, first, items, cancel, started), "application/x-ndjson")
 
     async def _lines(
         self,

@@ -201,15 +201,21 @@ def sse_response(
     cancel: threading.Event,
     shape: Shape = Shape(),
 ) -> StreamingResponse:
+    return live(sse_events(head, first, items, include_usage, cancel, shape))
+
+
+def live(
+    body: AsyncIterator[str] | AsyncIterator[bytes], media_type: str = "text/event-stream"
+) -> StreamingResponse:
+    """A streamed answer no cache or proxy holds back (SSE here and on /infill, NDJSON on /api)."""
     return StreamingResponse(
-        sse_events(head, first, items, include_usage, cancel, shape),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        body, media_type=media_type, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
 
 
 __all__ = [
     "FINISH",
+    "live",
     "ReplyHead",
     "Shape",
     "completion_body",
