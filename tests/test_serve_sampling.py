@@ -327,7 +327,14 @@ def test_infill_takes_a_grammar_a_schema_and_penalties():
     assert (req.params.top_k, req.params.min_p) == (4, 0.1) and req.params.plain_decoding
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     assert "integer" in parse_infill({"json_schema": schema}, config).params.grammar
-    for body, param in [({"json_schema": {"pattern": "a"}}, "json_schema"), ({"n_probs": 3}, "n_probs")]:
+    assert parse_infill({"n_probs": 3}, config).params.logprobs == 3
+    assert parse_infill({"n_probs": 0}, config).params.logprobs is None
+    for body, param in [
+        ({"json_schema": {"pattern": "a"}}, "json_schema"),
+        ({"n_probs": 21}, "n_probs"),
+        ({"n_probs": -1}, "n_probs"),
+        ({"n_probs": 2, "post_sampling_probs": True}, "post_sampling_probs"),
+    ]:
         with pytest.raises(APIError) as err:
             parse_infill(body, config)
         assert err.value.param == param and param in err.value.message

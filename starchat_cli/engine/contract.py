@@ -117,6 +117,7 @@ class TokenLogprob:
     bytes: tuple[int, ...]
     logprob: float
     top: tuple[TokenLogprob, ...] = ()
+    id: int = -1  # the token's id in the model's vocabulary (llama.cpp's n_probs reports it)
 
 
 class Generation:

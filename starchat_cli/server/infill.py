@@ -6,8 +6,9 @@ typed as strictly as on the OpenAI routes, from :data:`FIELD_TYPES`):
 context; a chunk without ``text`` is a 400, as in llama.cpp), ``prompt`` (text at the cursor, placed after the prefix), ``n_predict`` (-1: up to the
 server's limit), ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``stop``,
 ``seed``, ``grammar`` (GBNF) or ``json_schema`` (the middle is sampled under it),
-``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``, ``n_probs`` (0 only: per-token
-probabilities are on the OpenAI routes), ``t_max_predict_ms`` (after that long, stop at the next newline), ``n_indent`` (stop
+``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``, ``n_probs`` (up to 20: each
+token's log-probability under the model with the ``n_probs`` likeliest alternatives, as
+``completion_probabilities``; ``post_sampling_probs`` is a 400), ``t_max_predict_ms`` (after that long, stop at the next newline), ``n_indent`` (stop
 at a later line indented less, an empty one included, that line left out), ``cache_prompt`` (always on: the KV prefix
 in memory is reused), ``stream``, ``response_fields`` (answer only these, nested ones as
 ``"timings/prompt_n"`` keys, as llama.cpp does).
@@ -33,12 +34,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from starchat_cli.engine.contract import Engine, Generation, StopReason
-from starchat_cli.engine.params import GenerationParams, capped
+from starchat_cli.engine.params import GenerationParams, TopLogprobs, capped
 
 from .body import read_json
-from .bridge import Bridge, Start
+from .bridge import Bridge, Piece, Start
 from .config import ServerConfig
 from .errors import APIError
+from .logprobs import native_probabilities
 from .requests import (
     ARRAY,
     BOOLEAN,
@@ -87,6 +89,7 @@ FIELD_TYPES: dict[str, tuple[str, ...]] = {
     "presence_penalty": (NUMBER,),
     "frequency_penalty": (NUMBER,),
     "n_probs": (INTEGER,),
+    "post_sampling_probs": (BOOLEAN,),
 }
 EXTRA_TYPES: dict[str, tuple[str, ...]] = {"filename": (STRING,), "text": (STRING,)}  # input_extra[i]
 # llama.cpp's own fields (the sampling ones are engine/params.py's, through sampling_params).
@@ -107,6 +110,7 @@ class InfillRequest:
     response_fields: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
     prompt_text: str | None = None  # /completion: the prompt as given (else the engine's FIM prompt)
+    n_probs: int = 0  # > 0: completion_probabilities in the answer (params.logprobs records them)
 
 
 def _extra(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -145,14 +149,22 @@ def native_fields(data: dict[str, Any], config: ServerConfig, route: str) -> dic
     mapped = {key: data.get(key) for key in ("temperature", "top_p", "seed", "stop")}
     mapped["max_tokens"] = None if n_predict is None or n_predict < 0 else max(1, n_predict)
     params = sampling_params(mapped, config)
-    for name, instead in (
-        ("n_probs", "'logprobs'"),
-        ("return_tokens", "'prompt' as token ids and /tokenize"),
-    ):
-        if data.get(name):
-            raise APIError(
-                400, f"'{name}' is not supported on {route}: ask /v1/completions with {instead}", param=name
-            )
+    if data.get("return_tokens"):
+        raise APIError(
+            400,
+            f"'return_tokens' is not supported on {route}: send 'prompt' as token ids, or ask /tokenize",
+            param="return_tokens",
+        )
+    if data.get("post_sampling_probs"):
+        raise APIError(
+            400,
+            "'post_sampling_probs' is not supported: n_probs reports the model's own log-probabilities "
+            "(before temperature and truncation); leave it out",
+            param="post_sampling_probs",
+        )
+    n_probs = _number(data, "n_probs", 0, TopLogprobs)
+    if n_probs:
+        params = params.model_copy(update={"logprobs": n_probs})
     steering = {
         key: data.get(key)
         for key in ("grammar", "json_schema", *PENALTIES, *TRUNCATION, *UNSUPPORTED_SAMPLERS, "repeat_last_n")
@@ -174,8 +186,11 @@ def native_fields(data: dict[str, Any], config: ServerConfig, route: str) -> dic
         "n_indent": n_indent,
         "t_max_predict_ms": t_max,
     }
+    if n_probs:
+        settings["n_probs"] = n_probs
     return {
         "params": params,
+        "n_probs": n_probs,
         "n_indent": n_indent,
         "t_max_predict_ms": t_max,
         "stream": data.get("stream") is True,
@@ -275,6 +290,8 @@ def infill_body(req: InfillRequest, text: str, gen: Generation, model: str) -> d
         "stopping_word": "",
         "timings": _timings(gen),
     }
+    if req.n_probs and not req.stream:
+        body["completion_probabilities"] = native_probabilities(gen.logprobs)
     return _select(body, req.response_fields)
 
 
@@ -319,7 +336,7 @@ async def native_answer(bridge: Bridge, req: InfillRequest, start: Start, model:
     if not req.stream:
         text, gen = await bridge.run_blocking(start)
         return JSONResponse(infill_body(req, text, gen, model))
-    items, cancel = bridge.stream_chunks(start)
+    items, cancel = bridge.stream_chunks(start, logprobs=req.n_probs > 0)
     first = await first_item(items)  # an engine error here is an HTTP error, not a broken stream
 
     async def events(first: Any, items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
@@ -331,6 +348,9 @@ async def native_answer(bridge: Bridge, req: InfillRequest, start: Start, model:
                     break
                 if isinstance(item, str):
                     yield _event({"index": 0, "content": item, "tokens": [], "stop": False, "id_slot": 0})
+                elif isinstance(item, Piece):  # with n_probs: the chunk's tokens and their alternatives
+                    chunk = {"index": 0, "content": item.text, "tokens": [], "stop": False, "id_slot": 0}
+                    yield _event({**chunk, "completion_probabilities": native_probabilities(item.logprobs)})
                 else:
                     gen = item
         except StopAsyncIteration:

@@ -3,6 +3,7 @@
 chat_logprobs(entries)          # {"content": [{"token", "logprob", "bytes", "top_logprobs"}], "refusal": None}
 TextLogprobs(offset).add(entries)   # legacy completions: {"tokens", "token_logprobs", "top_logprobs", "text_offset"}
 token_entries(entries)          # Ollama's "logprobs": the chat entries' list
+native_probabilities(entries)   # llama.cpp's "completion_probabilities" (n_probs on /completion, /infill)
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ def token_entries(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
 
 def chat_logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
     return {"content": token_entries(entries), "refusal": None}
+
+
+def native_probabilities(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    """llama.cpp's ``completion_probabilities``: each token with its id, and ``top_logprobs`` theirs."""
+    return [
+        {"id": e.id, **_entry(e), "top_logprobs": [{"id": t.id, **_entry(t)} for t in e.top]} for e in entries
+    ]
 
 
 class TextLogprobs:
@@ -49,4 +57,4 @@ class TextLogprobs:
         return out
 
 
-__all__ = ["TextLogprobs", "chat_logprobs", "token_entries"]
+__all__ = ["TextLogprobs", "chat_logprobs", "native_probabilities", "token_entries"]

@@ -6,8 +6,8 @@ form, text only here), or a list of those: one answer each, as a JSON list (a st
 prompt). The other fields are /infill's (:func:`~.infill.native_fields`): ``n_predict``,
 ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``seed``, ``stop``, the penalties, ``grammar``
 or ``json_schema``, ``n_indent``, ``t_max_predict_ms``, ``stream``, ``response_fields``;
-``cache_prompt`` is always on. ``n_probs`` and ``return_tokens`` are 400s pointing at
-``/v1/completions`` (per-token probabilities there) and ``/tokenize``.
+``n_probs`` (``completion_probabilities``, as on /infill); ``cache_prompt`` is always on.
+``return_tokens`` is a 400 pointing at ``/tokenize``.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def _entry(
     token: int, logprob: float, piece: Callable[[int], bytes], top: tuple[TokenLogprob, ...] = ()
 ) -> TokenLogprob:
     raw = piece(token)
-    return TokenLogprob(raw.decode("utf-8", "replace"), tuple(raw), max(logprob, -9999.0), top)
+    return TokenLogprob(raw.decode("utf-8", "replace"), tuple(raw), max(logprob, -9999.0), top, token)
 
 
 __all__ = ["build_chain", "token_logprob"]

@@ -142,17 +142,23 @@ def fit_of(data: dict[str, Any]) -> FitResult:
 
 
 def logprobs_list(entries: list[TokenLogprob]) -> list[list[Any]]:
-    """Logprob entries as compact JSON: ``[token, bytes, logprob, [[token, bytes, logprob], ...]]``."""
+    """Logprob entries as compact JSON: ``[token, bytes, logprob, [[token, bytes, logprob, id], ...], id]``."""
     return [
-        [e.token, list(e.bytes), e.logprob, [[t.token, list(t.bytes), t.logprob] for t in e.top]]
+        [e.token, list(e.bytes), e.logprob, [[t.token, list(t.bytes), t.logprob, t.id] for t in e.top], e.id]
         for e in entries
     ]
 
 
 def logprobs_of(data: list[list[Any]]) -> list[TokenLogprob]:
     return [
-        TokenLogprob(token, tuple(raw), logprob, tuple(TokenLogprob(t, tuple(b), lp) for t, b, lp in top))
-        for token, raw, logprob, top in data
+        TokenLogprob(
+            token,
+            tuple(raw),
+            logprob,
+            tuple(TokenLogprob(t, tuple(b), lp, (), i) for t, b, lp, i in top),
+            id_,
+        )
+        for token, raw, logprob, top, id_ in data
     ]
 
 
