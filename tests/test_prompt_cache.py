@@ -366,3 +366,45 @@ def test_a_prefix_reused_in_memory_gives_the_uncached_reply(demo_gguf):
         gen = warm.generate(turns, greedy)
         assert "".join(gen) == expected[id(turns)]
     assert gen.stats.cached_tokens > len(gen.fit.tokens) // 2  # the variant still reused its prefix
+
+
+def test_the_same_prompt_again_evaluates_nothing_and_replies_the_same(demo_gguf):
+    """The last prompt asked again (a repeated `ask` against a warm worker) is taken from the KV
+    cache whole, its logits put back: not one token evaluated, the same reply, greedy or sampled
+    with a seed, logprobs included; another prompt in between evaluates as before."""
+    from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, LoadOptions
+    from starchat_cli.engine.llamacpp.engine import LocalEngine
+    from starchat_cli.engine.params import GenerationParams
+    from starchat_cli.engine.prompting.formats import Message, get_format
+
+    engine = LocalEngine(
+        LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=1024, n_threads=2)), get_format("chatml")
+    )
+    ask = [Message("user", "Write a Python function that adds two numbers.")]
+    other = [Message("user", "Name three colours.")]
+    for params in (
+        GenerationParams(max_tokens=16, temperature=0.0, logprobs=2),
+        GenerationParams(max_tokens=16, temperature=0.9, seed=7, draft="off"),
+    ):
+        first = engine.generate(ask, params)
+        text = "".join(first)
+        again = engine.generate(ask, params)
+        assert "".join(again) == text and again.stats.generated_tokens == first.stats.generated_tokens
+        assert again.stats.cached_tokens == again.stats.prompt_tokens == first.stats.prompt_tokens
+        assert again.stats.cached_from == "memory" and again.logprobs == first.logprobs
+        between = engine.generate(other, params)
+        "".join(between)
+        third = engine.generate(ask, params)
+        assert third.stats.cached_tokens < third.stats.prompt_tokens  # evaluated as usual
+        "".join(third)
+    # a follow-up that extends the repeated prompt and its reply reads a consistent KV cache
+    base = engine.generate(ask, GenerationParams(max_tokens=12, temperature=0.0))
+    reply = "".join(base)
+    repeat = engine.generate(ask, GenerationParams(max_tokens=12, temperature=0.0))
+    assert "".join(repeat) == reply and repeat.stats.cached_tokens == repeat.stats.prompt_tokens
+    follow = [*ask, Message("assistant", reply), Message("user", "Now subtract.")]
+    cold = LocalEngine(LlamaCppBackend(demo_gguf, LoadOptions(n_ctx=1024, n_threads=2)), get_format("chatml"))
+    greedy = GenerationParams(max_tokens=12, temperature=0.0)
+    warm_follow = engine.generate(follow, greedy)
+    assert "".join(warm_follow) == "".join(cold.generate(follow, greedy))
+    assert warm_follow.stats.cached_tokens > repeat.stats.prompt_tokens  # the prompt and reply reused

@@ -21,7 +21,14 @@ from starchat_cli.engine.llamacpp import internals
 from starchat_cli.engine.llamacpp.amx import AmxStatus, amx_status, load_mode
 from starchat_cli.engine.llamacpp.gpu import GpuChoice, choose_gpu_layers, gpu_offload_supported
 from starchat_cli.engine.llamacpp.hardware import default_threads
-from starchat_cli.engine.llamacpp.kv_state import EXACT_BATCH, cache_key, eval_batches, load_state, save_state
+from starchat_cli.engine.llamacpp.kv_state import (
+    EXACT_BATCH,
+    LastPrompt,
+    cache_key,
+    eval_batches,
+    load_state,
+    save_state,
+)
 from starchat_cli.engine.llamacpp.log import clear_log, install_log_capture, last_llama_error
 from starchat_cli.engine.llamacpp.prompt_cache import (
     MIN_TOKENS,
@@ -70,6 +77,7 @@ class LlamaCppBackend:
         # The sequence's first ``_exact`` tokens were evaluated as a prompt in exact batches (see
         # EXACT_BATCH): a later prompt sharing them gets the reply an uncached run would give.
         self._exact = 0
+        self._last_prompt = LastPrompt()  # the same prompt again: no token evaluated
         self._llm: llama_cpp.Llama | None = None
         self._vocab = None
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -245,9 +253,12 @@ class LlamaCppBackend:
         so decoding pays nothing for it.
         """
         llm = self.load()
+        cached = internals.tokens(llm)
+        if self._last_prompt.restore(llm, cached, tokens):
+            return len(tokens), CacheSource.MEMORY
         if self._unsaved:
             self.persist()  # the state in memory was worth keeping: save it before it changes
-        cached = internals.tokens(llm)
+        self._last_prompt.forget()
         prefix = common_prefix(cached, tokens)
         source = CacheSource.MEMORY if prefix else CacheSource.NONE
         if self.cache is not None and len(tokens) - prefix >= MIN_TOKENS:
@@ -277,6 +288,7 @@ class LlamaCppBackend:
         if abort is None:
             eval_batches(llm, tokens, prefix)
             self._exact = exact_after if exact_after is not None else self._exact
+            self._last_prompt.remember(tokens, self.last_logits())
             return prefix, source
         import llama_cpp
 
@@ -291,6 +303,7 @@ class LlamaCppBackend:
         finally:
             llama_cpp.llama_set_abort_callback(llm.ctx, llama_cpp.ggml_abort_callback(), None)
         self._exact = exact_after if exact_after is not None else self._exact
+        self._last_prompt.remember(tokens, self.last_logits())
         return prefix, source
 
     def _key(self) -> CacheKey:

@@ -40,6 +40,38 @@ def eval_batches(llm: Any, tokens: Sequence[int], start: int) -> None:
         at += size
 
 
+class LastPrompt:
+    """The prompt evaluated last and the logits after it. Asked the same prompt again while the
+    KV cache still starts with it (an ``ask`` repeated against a warm worker), :meth:`restore`
+    drops what followed (the last reply) and puts those logits back as the context's last row:
+    the reply starts as that evaluation left it, with no token evaluated, and is the same reply
+    token for token (same KV cells, same logits)."""
+
+    def __init__(self) -> None:
+        self._tokens: tuple[int, ...] | None = None
+        self._logits: Any = None
+
+    def remember(self, tokens: Sequence[int], logits: Any) -> None:
+        self._tokens, self._logits = tuple(tokens), logits
+
+    def forget(self) -> None:
+        self._tokens = self._logits = None
+
+    def restore(self, llm: Any, cached: Sequence[int], tokens: Sequence[int]) -> bool:
+        import llama_cpp
+        import numpy as np
+
+        n = len(tokens)
+        if self._tokens is None or self._tokens != tuple(tokens) or list(cached[:n]) != list(tokens):
+            return False
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        if not ptr:  # no output row to put them in: evaluate as usual
+            return False
+        internals.drop_from(llm, n)
+        np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))[:] = self._logits
+        return True
+
+
 def cache_key(llm: Any, path: Path, name: str, flash_attn: bool) -> CacheKey:
     import llama_cpp
 
