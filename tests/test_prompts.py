@@ -92,6 +92,23 @@ def test_generation_prompt_can_be_left_off():
 def test_turns_must_alternate(fmt):
     with pytest.raises(ValueError, match="alternate"):
         fmt.render([Message("user", "a"), Message("user", "b")])
+    with pytest.raises(ValueError, match="alternate"):
+        fmt.render([Message("system", "s"), Message("assistant", "a")])
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS.values()), ids=list(FORMATS))
+def test_a_system_note_separates_two_turns_of_one_role(fmt):
+    """[system, user] repeated (a system prompt before each question, as llama.cpp's server
+    tests send): every note and question is in the prompt, in order."""
+    msgs = [
+        Message("system", "Book"),
+        Message("user", "q1"),
+        Message("system", "Note"),
+        Message("user", "q2"),
+    ]
+    text = fmt.render(msgs)
+    assert text.index("q1") < text.index("Note") < text.index("q2")
+    assert fmt.render([*msgs, Message("assistant", "a"), Message("system", "N2"), Message("user", "q3")])
 
 
 def test_stops_per_family():

@@ -67,6 +67,9 @@ def test_openai_unknown_model_gets_the_served_model(served: str) -> None:
         model="gpt-4o-mini", prompt="def add(a, b):", max_tokens=6, temperature=0
     )
     assert done.model == SERVED and done.choices[0].text
+    # one backend, one fingerprint: on every reply and every streamed chunk, llama.cpp's "b..." form
+    prints = {reply.system_fingerprint, done.system_fingerprint, *(p.system_fingerprint for p in parts)}
+    assert len(prints) == 1 and str(reply.system_fingerprint).startswith("b")
 
 
 def test_openai_models_and_refusals(served: str) -> None:

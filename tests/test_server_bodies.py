@@ -162,3 +162,24 @@ def test_infill_extra_chunks_are_typed_and_a_json_false_does_not_stream(web):
     status, headers, body = web.request("POST", "/infill", json.dumps({**INFILL, "stream": False}), JSON)
     assert status == 200 and headers["content-type"] == "application/json"
     assert isinstance(body["content"], str) and body["stop"] is True
+
+
+def test_the_system_fingerprint_follows_what_computes_the_replies():
+    from dataclasses import replace
+
+    from starchat_cli.engine.contract import EngineInfo
+    from starchat_cli.server.sse import ReplyHead, fingerprint
+
+    info = EngineInfo(name="demo", location="/m/demo.gguf", loaded=True, n_ctx=4096, flash_attn=True)
+    fp = fingerprint(info)
+    assert fp is not None and fp.startswith("b") and fp == fingerprint(replace(info, warnings=("x",)))
+    for changed in (
+        replace(info, n_ctx=8192),
+        replace(info, flash_attn=False),
+        replace(info, location="/m/b.gguf"),
+    ):
+        assert fingerprint(changed) not in (None, fp)
+    assert fingerprint(replace(info, loaded=False)) is None
+    assert fingerprint(replace(info, remote=True)) is None
+    assert ReplyHead.new("chat", "demo", info).fields("chat.completion")["system_fingerprint"] == fp
+    assert ReplyHead.new("chat", "demo").fields("chat.completion")["system_fingerprint"] is None

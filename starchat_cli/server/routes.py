@@ -76,7 +76,7 @@ class Endpoints:
 
     async def _completion(self, request: Request, kind: Kind) -> Response:
         req = parse_completion(await read_json(request, self.config.max_body_bytes), self.config, kind)
-        head = ReplyHead.new(kind, self.config.model_name)
+        head = ReplyHead.new(kind, self.config.model_name, self.engine.info)
         echoed = tuple(p for p in req.prompts if isinstance(p, str)) if req.echo else ()
         shape = Shape(logprobs=req.params.logprobs is not None, prefixes=echoed, n=req.n)
         count = max(1, len(req.prompts)) * req.n  # choice i: prompt i // n, its (i % n)-th sample

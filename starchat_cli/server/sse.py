@@ -8,6 +8,7 @@ mid-way (its worker died) ends with an ``{"error": ...}`` event instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any, AsyncIterator
 from starlette.responses import StreamingResponse
 
 from starchat_cli.core.errors import StarchatError
-from starchat_cli.engine.contract import Generation, StopReason
+from starchat_cli.engine.contract import EngineInfo, Generation, StopReason
 
 from .bridge import Piece
 from .logprobs import TextLogprobs, chat_logprobs
@@ -62,20 +63,39 @@ def usage(*gens: Generation, n: int = 0) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ReplyHead:
-    """What every object of one reply repeats: its id, kind, creation time and model."""
+    """What every object of one reply repeats: its id, kind, creation time, model and the
+    backend's fingerprint (:func:`fingerprint`)."""
 
     kind: Kind
     id: str
     created: int
     model: str
+    system_fingerprint: str | None = None
 
     @classmethod
-    def new(cls, kind: Kind, model: str) -> ReplyHead:
+    def new(cls, kind: Kind, model: str, info: EngineInfo | None = None) -> ReplyHead:
         prefix = "chatcmpl" if kind == "chat" else "cmpl"
-        return cls(kind, f"{prefix}-{uuid.uuid4().hex[:24]}", int(time.time()), model)
+        print_ = fingerprint(info) if info is not None else None
+        return cls(kind, f"{prefix}-{uuid.uuid4().hex[:24]}", int(time.time()), model, print_)
 
     def fields(self, obj: str) -> dict[str, Any]:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+        out = {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+        return {**out, "system_fingerprint": self.system_fingerprint}
+
+
+def fingerprint(info: EngineInfo) -> str | None:
+    """OpenAI's ``system_fingerprint``: it changes when what computes the replies changes (the
+    starchat version, the model file, its context size, flash attention and placement), so a
+    client that compares them knows when the same request may answer differently. llama.cpp's
+    form, ``b`` then a tag; None until a local model is loaded (a remote engine: its server's)."""
+    if info.remote or not info.loaded:
+        return None
+    from starchat_cli import __version__
+
+    what = "|".join(
+        [__version__, info.location, str(info.n_ctx), str(info.flash_attn), info.placement, info.cpu_kernels]
+    )
+    return f"b{__version__}-{hashlib.sha256(what.encode()).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,10 @@ NOTE_SEPARATOR = "\n\n"  # between a user turn and a system note folded into it
 def split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]]:
     """Return (system text or None, the turns after it), checking the turn order.
 
-    The turns start with a user turn and two turns of one role never follow each other;
-    system notes may stand anywhere among them (each format places them, see the module).
+    The turns start with a user turn and two turns of one role never follow each other directly;
+    system notes may stand anywhere among them (each format places them, see the module), and a
+    note between two turns of one role separates them (``[system, user, system, user]``, a
+    system prompt repeated before each question, as llama.cpp's server tests send).
     """
     msgs = list(messages)
     system = None
@@ -70,6 +72,7 @@ def split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]
     last: str | None = None
     for i, msg in enumerate(msgs):
         if msg.role == "system":
+            last = last and "note"
             continue
         if (last is None and msg.role != "user") or msg.role == last:
             raise ValueError(
