@@ -233,6 +233,30 @@ def test_n_probs_on_native_completion_match_the_openai_logprobs(served: str) -> 
     assert "completion_probabilities" not in plain and plain["content"] == res["content"]
 
 
+def test_logit_bias_on_native_completion_by_id_and_by_text(served: str) -> None:
+    """llama.cpp's logit_bias forms: [[id, bias]], {"id": bias}, a text (all its tokens) and
+    false for banned; the banned token never appears, an unbanned reply is unchanged."""
+    body = {"prompt": "The capital of France is", "n_predict": 6, "temperature": 0}
+    plain = httpx.post(f"{served}/completion", json={**body, "n_probs": 1}, timeout=120).json()
+    first = plain["completion_probabilities"][0]
+    banned = [
+        [[first["id"], False]],
+        {str(first["id"]): -100},
+        [[first["token"], False]],
+        {first["token"]: -100},
+    ]
+    for bias in banned:
+        res = httpx.post(f"{served}/completion", json={**body, "logit_bias": bias, "n_probs": 1}, timeout=120)
+        assert res.status_code == 200, res.text
+        ids = [p["id"] for p in res.json()["completion_probabilities"]]
+        assert first["id"] not in ids, bias
+    other = httpx.post(f"{served}/completion", json={**body, "logit_bias": [[0, 0.0]]}, timeout=120).json()
+    assert other["content"] == plain["content"]
+    for bad in ([["x"]], [[True, 1]], [[-1, 1]], [[1, 500]], "x"):
+        r = httpx.post(f"{served}/completion", json={**body, "logit_bias": bad}, timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["param"].startswith("logit_bias"), (bad, r.text)
+
+
 def test_strict_model_refuses_other_names_on_every_route(tmp_path: Path) -> None:
     proc, base = start_server("--ctx", "512", "--strict-model", env={"STARCHAT_HOME": str(tmp_path)})
     try:

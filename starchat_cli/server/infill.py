@@ -8,7 +8,9 @@ server's limit), ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``stop``,
 ``seed``, ``grammar`` (GBNF) or ``json_schema`` (the middle is sampled under it),
 ``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``, ``n_probs`` (up to 20: each
 token's log-probability under the model with the ``n_probs`` likeliest alternatives, as
-``completion_probabilities``; ``post_sampling_probs`` is a 400), ``t_max_predict_ms`` (after that long, stop at the next newline), ``n_indent`` (stop
+``completion_probabilities``; ``post_sampling_probs`` is a 400), ``logit_bias`` (llama.cpp's
+forms: ``[[token, bias]]`` or ``{token: bias}``, a token an id or a text whose every token gets
+the bias, ``false`` for banned), ``t_max_predict_ms`` (after that long, stop at the next newline), ``n_indent`` (stop
 at a later line indented less, an empty one included, that line left out), ``cache_prompt`` (always on: the KV prefix
 in memory is reused), ``stream``, ``response_fields`` (answer only these, nested ones as
 ``"timings/prompt_n"`` keys, as llama.cpp does).
@@ -27,7 +29,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any, AsyncIterator, Iterator
+from typing import Annotated, Any, AsyncIterator, Callable, Iterator
 
 from pydantic import Field
 from starlette.requests import Request
@@ -53,7 +55,14 @@ from .requests import (
     check_type,
     sampling_params,
 )
-from .sampling import PENALTIES, TRUNCATION, UNSUPPORTED_SAMPLERS, extras
+from .sampling import (
+    PENALTIES,
+    TRUNCATION,
+    UNSUPPORTED_SAMPLERS,
+    extras,
+    native_logit_bias,
+    resolve_text_bias,
+)
 from .sse import first_item, live
 
 # The engine's stop reasons as llama.cpp's stop types.
@@ -90,6 +99,7 @@ FIELD_TYPES: dict[str, tuple[str, ...]] = {
     "frequency_penalty": (NUMBER,),
     "n_probs": (INTEGER,),
     "post_sampling_probs": (BOOLEAN,),
+    "logit_bias": (ARRAY, OBJECT),
 }
 EXTRA_TYPES: dict[str, tuple[str, ...]] = {"filename": (STRING,), "text": (STRING,)}  # input_extra[i]
 # llama.cpp's own fields (the sampling ones are engine/params.py's, through sampling_params).
@@ -111,6 +121,7 @@ class InfillRequest:
     settings: dict[str, Any] = field(default_factory=dict)
     prompt_text: str | None = None  # /completion: the prompt as given (else the engine's FIM prompt)
     n_probs: int = 0  # > 0: completion_probabilities in the answer (params.logprobs records them)
+    bias_texts: tuple[tuple[str, float], ...] = ()  # logit_bias by text: tokenized when it starts
 
 
 def _extra(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -170,6 +181,10 @@ def native_fields(data: dict[str, Any], config: ServerConfig, route: str) -> dic
         for key in ("grammar", "json_schema", *PENALTIES, *TRUNCATION, *UNSUPPORTED_SAMPLERS, "repeat_last_n")
     }
     params = params.model_copy(update=extras(steering, chat=False))
+    bias = native_logit_bias(data.get("logit_bias"))
+    by_id = tuple((t, b) for t, b in bias if isinstance(t, int))
+    if by_id:
+        params = params.model_copy(update={"logit_bias": by_id})
     n_indent = _number(data, "n_indent", 0, NIndent)
     t_max = _number(data, "t_max_predict_ms", 0.0, TMaxPredictMs)
     fields = data.get("response_fields") or ()
@@ -191,6 +206,7 @@ def native_fields(data: dict[str, Any], config: ServerConfig, route: str) -> dic
     return {
         "params": params,
         "n_probs": n_probs,
+        "bias_texts": tuple((t, b) for t, b in bias if isinstance(t, str)),
         "n_indent": n_indent,
         "t_max_predict_ms": t_max,
         "stream": data.get("stream") is True,
@@ -315,15 +331,22 @@ def _event(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
+def text_tokens(engine: Engine) -> Callable[[str], list[int] | None]:
+    """A text's tokens as llama.cpp biases them: no BOS, special-token text read as text."""
+    return lambda text: engine.tokenize(text, add_special=False, parse_special=False)
+
+
 class InfillEndpoint:
     """The /infill handler of one app (one engine, its config, its bridge); :mod:`.native` serves
     ``/completion`` through the same answer."""
 
     def __init__(self, engine: Engine, config: ServerConfig, bridge: Bridge) -> None:
         self.engine, self.config, self.bridge = engine, config, bridge
+        self._tokens = text_tokens(engine)
 
     def _start(self, req: InfillRequest) -> Generation:
-        gen = self.engine.infill(req.prefix, req.suffix, req.params, extra=req.extra)
+        params = resolve_text_bias(req.params, req.bias_texts, self._tokens)
+        gen = self.engine.infill(req.prefix, req.suffix, params, extra=req.extra)
         return limit_lines(gen, req.n_indent, req.t_max_predict_ms)
 
     async def handle(self, request: Request) -> Response:
@@ -371,4 +394,5 @@ __all__ = [
     "native_answer",
     "native_fields",
     "parse_infill",
+    "text_tokens",
 ]

@@ -6,7 +6,7 @@ form, text only here), or a list of those: one answer each, as a JSON list (a st
 prompt). The other fields are /infill's (:func:`~.infill.native_fields`): ``n_predict``,
 ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``seed``, ``stop``, the penalties, ``grammar``
 or ``json_schema``, ``n_indent``, ``t_max_predict_ms``, ``stream``, ``response_fields``;
-``n_probs`` (``completion_probabilities``, as on /infill); ``cache_prompt`` is always on.
+``n_probs`` (``completion_probabilities``) and ``logit_bias`` as on /infill; ``cache_prompt`` is always on.
 ``return_tokens`` is a 400 pointing at ``/tokenize``.
 """
 
@@ -26,10 +26,11 @@ from .bridge import Bridge
 from .config import ServerConfig
 from .errors import APIError
 from .infill import FIELD_TYPES as INFILL_TYPES
-from .infill import InfillRequest, infill_body, limit_lines, native_answer, native_fields
+from .infill import InfillRequest, infill_body, limit_lines, native_answer, native_fields, text_tokens
 from .jsontypes import ARRAY, BOOLEAN, OBJECT, STRING
 from .messages import completion_prompts
 from .requests import check_fields
+from .sampling import resolve_text_bias
 
 FIELD_TYPES: dict[str, tuple[str, ...]] = {
     **{k: v for k, v in INFILL_TYPES.items() if not k.startswith("input_")},
@@ -69,7 +70,8 @@ class CompletionEndpoint:
         self.engine, self.config, self.bridge = engine, config, bridge
 
     def _start(self, req: InfillRequest, prompt: str | tuple[int, ...]) -> Generation:
-        gen = self.engine.complete(prompt, req.params)
+        params = resolve_text_bias(req.params, req.bias_texts, text_tokens(self.engine))
+        gen = self.engine.complete(prompt, params)
         return limit_lines(gen, req.n_indent, req.t_max_predict_ms)
 
     async def handle(self, request: Request) -> Response:

@@ -17,12 +17,13 @@ value. Every bad value is an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from starchat_cli.engine.params import (
     PENALTY_LAST_N,
     Choices,
     FrequencyPenalty,
+    GenerationParams,
     Invalid,
     LogitBias,
     MinP,
@@ -190,6 +191,57 @@ def logit_bias(value: Any) -> tuple[tuple[int, float], ...]:
     return tuple(out)
 
 
+def native_logit_bias(value: Any) -> tuple[tuple[int | str, float], ...]:
+    """llama.cpp's ``logit_bias`` on /completion and /infill: ``[[token, bias], ...]`` or
+    ``{token: bias}``, a token being an id or a text (every token of that text gets the bias,
+    :func:`resolve_text_bias`), a bias ``false`` meaning banned (-100)."""
+    if value is None:
+        return ()
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(pairs, list) or len(pairs) > MAX_LOGIT_BIAS:
+        raise APIError(
+            400,
+            f"'logit_bias' must be a list or object of up to {MAX_LOGIT_BIAS} entries",
+            param="logit_bias",
+        )
+    out: list[tuple[int | str, float]] = []
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise APIError(400, f"logit_bias[{i}] must be a [token, bias] pair", param="logit_bias")
+        token, bias = pair
+        if isinstance(token, str) and token.isdigit() and len(token) < 10:
+            token = int(token)  # an object's keys are strings: "50256" is an id, as in OpenAI's form
+        if isinstance(token, bool) or not isinstance(token, (int, str)) or token == "":
+            raise APIError(
+                400, f"logit_bias[{i}]: a token is an id or a text, not {token!r}", param="logit_bias"
+            )
+        if isinstance(token, int) and token < 0:
+            raise APIError(400, f"logit_bias[{i}]: token ids are >= 0, not {token}", param="logit_bias")
+        banned = bias is False
+        value_ = -100.0 if banned else float(_number(bias, f"logit_bias[{i}]", LogitBias))
+        out.append((token, value_))
+    return tuple(out)
+
+
+def resolve_text_bias(
+    params: GenerationParams, texts: Sequence[tuple[str, float]], tokenize: Callable[[str], list[int] | None]
+) -> GenerationParams:
+    """``params`` with each text's tokens biased too (``tokenize`` without special tokens)."""
+    if not texts:
+        return params
+    extra: list[tuple[int, float]] = []
+    for text, bias in texts:
+        ids = tokenize(text)
+        if ids is None:
+            raise APIError(
+                400,
+                "'logit_bias' by text needs a local model's tokenizer: give token ids",
+                param="logit_bias",
+            )
+        extra.extend((t, bias) for t in ids)
+    return params.model_copy(update={"logit_bias": (*params.logit_bias, *extra)})
+
+
 def chat_logprobs(data: dict[str, Any]) -> int | None:
     """Chat's ``logprobs: true`` with ``top_logprobs`` alternatives (0 to 20): the count, or None."""
     top = data.get("top_logprobs")
@@ -254,6 +306,8 @@ __all__ = [
     "chat_logprobs",
     "extras",
     "logit_bias",
+    "native_logit_bias",
+    "resolve_text_bias",
     "ollama_format_grammar",
     "chain_options",
     "refuse_tools",
