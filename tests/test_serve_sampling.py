@@ -329,11 +329,14 @@ def test_infill_takes_a_grammar_a_schema_and_penalties():
     assert "integer" in parse_infill({"json_schema": schema}, config).params.grammar
     assert parse_infill({"n_probs": 3}, config).params.logprobs == 3
     assert parse_infill({"n_probs": 0}, config).params.logprobs is None
+    assert parse_infill({"ignore_eos": False, "lora": []}, config).params.logit_bias == ()  # off values pass
     for body, param in [
         ({"json_schema": {"pattern": "a"}}, "json_schema"),
         ({"n_probs": 21}, "n_probs"),
         ({"n_probs": -1}, "n_probs"),
         ({"n_probs": 2, "post_sampling_probs": True}, "post_sampling_probs"),
+        ({"ignore_eos": True}, "ignore_eos"),
+        ({"lora": [{"id": 0, "scale": 1.0}]}, "lora"),
     ]:
         with pytest.raises(APIError) as err:
             parse_infill(body, config)

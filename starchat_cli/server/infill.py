@@ -166,6 +166,12 @@ def native_fields(data: dict[str, Any], config: ServerConfig, route: str) -> dic
             f"'return_tokens' is not supported on {route}: send 'prompt' as token ids, or ask /tokenize",
             param="return_tokens",
         )
+    for name, why in (
+        ("ignore_eos", "a reply ends at the model's end of text; cap it with n_predict"),
+        ("lora", "starchat loads no LoRA adapters"),
+    ):
+        if data.get(name) not in (None, False, []):
+            raise APIError(400, f"'{name}' is not supported on {route}: {why}", param=name)
     if data.get("post_sampling_probs"):
         raise APIError(
             400,
