@@ -132,6 +132,26 @@ def test_error_shapes(server):
         headers=auth(),
     )
     assert huge_prompt.status_code == 400 and huge_prompt.json()["error"]["code"] == "context_length_exceeded"
+    # many turns that fit only without the oldest: a 400 on /v1 (never a silently shortened
+    # conversation), streamed or not; Ollama's /api/chat keeps Ollama's rule and drops the oldest
+    turns = [
+        {"role": "system", "content": "Book"},
+        {"role": "user", "content": "What is the best book " * 8},
+    ] * 100
+    for stream in (False, True):
+        long_chat = httpx.post(
+            url, json={"messages": turns, "max_tokens": 4, "stream": stream}, headers=auth(), timeout=120
+        )
+        assert long_chat.status_code == 400, long_chat.text
+        error = long_chat.json()["error"]
+        assert error["code"] == "context_length_exceeded" and "oldest turns" in error["message"]
+    ollama = httpx.post(
+        f"{server}/api/chat",
+        json={"model": "demo", "messages": turns, "stream": False, "options": {"num_predict": 4}},
+        headers=auth(),
+        timeout=300,
+    )
+    assert ollama.status_code == 200 and ollama.json()["message"]["content"]
     assert httpx.get(f"{server}/v1/nothing").json()["error"]["code"] == "not_found"
 
 

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from starchat_cli.core.errors import ContextOverflowError
 from starchat_cli.engine.contract import Engine, Generation
 
 from .auth import key_required
@@ -115,7 +116,15 @@ class Endpoints:
         if sample and params.seed is not None:
             params = params.model_copy(update={"seed": (params.seed + sample) % 2**32})
         if req.kind == "chat":
-            return self.engine.generate(list(req.turns), params, system=req.system)
+            gen = self.engine.generate(list(req.turns), params, system=req.system)
+            if gen.fit.dropped_turns:  # an API client must know: no silent trimming on /v1
+                gen.close()
+                raise ContextOverflowError(
+                    f"the messages do not fit in the context window ({self.engine.info.n_ctx} tokens, "
+                    f"with room for the reply): the {gen.fit.dropped_turns} oldest turns would have "
+                    "to go; send fewer or shorter messages, a smaller max_tokens, or serve with a larger --ctx"
+                )
+            return gen
         prompt = req.prompts[index // req.n]
         if req.suffix is not None and isinstance(prompt, str):  # OpenAI's legacy FIM field: the prefix
             return self.engine.infill(prompt, req.suffix, params)
