@@ -385,3 +385,30 @@ async def test_chat_tui_on_a_remote_engine_saves_the_session(server):
         assert [m.role for m in saved] == ["user", "assistant"]
         assert saved[1].content == replies[0]
         assert app.conversation.session.model == "demo"
+
+
+def test_a_remote_chat_longer_than_the_servers_context_drops_its_oldest_turns(server):
+    """/v1 refuses messages that fit only without their oldest turns; the remote engine (chat
+    --endpoint) then asks again without the oldest pair, as a local chat fits its history, and
+    counts what it left out. A latest question too long by itself stays an error."""
+    from starchat_cli.core.errors import StarchatError
+    from starchat_cli.engine.params import GenerationParams
+    from starchat_cli.engine.prompting.formats import Message
+    from starchat_cli.engine.remote.engine import RemoteEngine
+
+    engine = RemoteEngine(server, api_key=KEY)
+    history: list[Message] = []
+    for i in range(40):
+        history += [
+            Message("user", f"Question {i}: " + "tell me about books " * 12),
+            Message("assistant", "Books. " * 40),
+        ]
+    turns = [*history, Message("user", "Name one book.")]
+    gen = engine.generate(turns, GenerationParams(max_tokens=4, temperature=0.0))
+    assert "".join(gen).strip()
+    assert 0 < gen.fit.dropped_turns < 40 and gen.stats.dropped_turns == gen.fit.dropped_turns
+    head = int(gen.fit.messages[0].role == "system")  # the model's default system prompt, if any
+    assert gen.fit.messages[-1].content == "Name one book." and gen.fit.messages[head].role == "user"
+    assert len(gen.fit.messages) == head + 2 * (40 - gen.fit.dropped_turns) + 1
+    with pytest.raises(StarchatError, match="400"):
+        "".join(engine.generate([Message("user", "word " * 9000)], GenerationParams(max_tokens=4)))

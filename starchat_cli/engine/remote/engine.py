@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from starchat_cli.core.errors import ExitCode, StarchatError
 from starchat_cli.engine.contract import EngineInfo, Generation, Stats, StopReason
@@ -27,6 +27,14 @@ from starchat_cli.models.catalog import CATALOG
 
 class RemoteError(StarchatError):
     exit_code = ExitCode.REMOTE
+
+
+class ContextRejected(RemoteError):
+    """The server's 400 for a prompt longer than its context (OpenAI's ``context_length_exceeded``,
+    llama-server's ``exceed_context_size_error``): a chat drops its oldest turns and asks again."""
+
+
+CONTEXT_CODES = ("context_length_exceeded", "exceed_context_size_error")
 
 
 def api_base(url: str) -> str:
@@ -91,9 +99,16 @@ class RemoteEngine:
 
     def _fail(self, status: int, body: bytes) -> RemoteError:
         try:
-            detail = json.loads(body)["error"]["message"]
+            error = json.loads(body)["error"]
+            detail = error["message"]
         except (ValueError, KeyError, TypeError):
-            detail = body.decode("utf-8", "replace").strip()[:200] or "no details"
+            error, detail = {}, body.decode("utf-8", "replace").strip()[:200] or "no details"
+        if (
+            status == 400
+            and isinstance(error, dict)
+            and {error.get("code"), error.get("type")} & set(CONTEXT_CODES)
+        ):
+            return ContextRejected(f"{self.base} answered {status}: {detail}")
         if status in (401, 403):
             return RemoteError(
                 f"{self.base} refused the request ({status}: {detail}): pass --api-key or set STARCHAT_API_KEY"
@@ -163,12 +178,39 @@ class RemoteEngine:
         if stops:
             body["stop"] = list(dict.fromkeys(stops))[:4]  # OpenAI accepts up to 4
         stats = Stats()
-        chunks = self._stream("chat/completions", body, stats, stops, cancel)
+        fit = FitResult([], msgs, attachment_chars=len(attachment.text) if attachment else 0)
+        chunks = self._fitted(body, stats, stops, cancel, fit)
         if self._rstrip:
             chunks = without_trailing_whitespace(chunks)
-        return Generation(
-            chunks, stats, FitResult([], msgs, attachment_chars=len(attachment.text) if attachment else 0)
-        )
+        return Generation(chunks, stats, fit)
+
+    def _fitted(
+        self,
+        body: dict[str, Any],
+        stats: Stats,
+        stops: tuple[str, ...],
+        cancel: threading.Event | None,
+        fit: FitResult,
+    ) -> Iterator[str]:
+        """The chat reply; a server that finds the messages longer than its context (a 400, before
+        any text) is asked again without the oldest user/assistant pair, as a local chat fits its
+        history (the pairs left out are counted in ``stats`` and ``fit``)."""
+        messages = list(body["messages"])
+        head = messages[:1] if messages and messages[0]["role"] == "system" else []
+        while True:
+            try:
+                yield from self._stream(
+                    "chat/completions", {**body, "messages": messages}, stats, stops, cancel
+                )
+                return
+            except ContextRejected:
+                rest = messages[len(head) :]
+                starts = [i for i, m in enumerate(rest) if m["role"] == "user"]
+                if len(starts) < 2:  # only the latest question is left: it is too long itself
+                    raise
+                messages = [*head, *rest[starts[1] :]]
+                fit.dropped_turns = stats.dropped_turns = fit.dropped_turns + 1
+                fit.messages = [*fit.messages[: len(head)], *fit.messages[len(head) + starts[1] :]]
 
     def complete(
         self,
