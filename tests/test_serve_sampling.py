@@ -341,3 +341,45 @@ def test_infill_takes_a_grammar_a_schema_and_penalties():
         with pytest.raises(APIError) as err:
             parse_infill(body, config)
         assert err.value.param == param and param in err.value.message
+
+
+def test_the_seed_setting_is_the_default_seed_of_every_route(tmp_path):
+    """`seed` (config, STARCHAT_SEED) seeds the requests that send none, as llama-server's --seed:
+    the same sampled request twice gives the same text on /v1, /completion and /api; a request's
+    own seed (Ollama's -1: random) still wins; /props reports it."""
+    import httpx
+
+    env = {"STARCHAT_HOME": str(tmp_path), "STARCHAT_SEED": "42", "STARCHAT_TEMPERATURE": "1.2"}
+    proc, base = start_server("--ctx", "1024", "--draft", "off", env=env)
+    try:
+        prompt = "Once upon a time"
+        routes = [
+            (
+                f"{base}/v1/completions",
+                {"prompt": prompt, "max_tokens": 12},
+                lambda r: r["choices"][0]["text"],
+            ),
+            (f"{base}/completion", {"prompt": prompt, "n_predict": 12}, lambda r: r["content"]),
+            (
+                f"{base}/api/generate",
+                {
+                    "model": "demo",
+                    "prompt": prompt,
+                    "raw": True,
+                    "stream": False,
+                    "options": {"num_predict": 12},
+                },
+                lambda r: r["response"],
+            ),
+        ]
+        texts = []
+        for url, body, text in routes:
+            first, again = (text(httpx.post(url, json=body, timeout=120).json()) for _ in range(2))
+            assert first == again and first, url
+            texts.append(first)
+        assert texts[0] == texts[1] == texts[2]  # one prompt, one seed, one sampler: one text
+        other = httpx.post(routes[0][0], json={**routes[0][1], "seed": 7}, timeout=120).json()
+        assert other["choices"][0]["text"] != texts[0]
+        assert httpx.get(f"{base}/props").json()["default_generation_settings"]["params"]["seed"] == 42
+    finally:
+        stop_server(proc)

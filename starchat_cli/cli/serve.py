@@ -143,6 +143,7 @@ def serve(
         max_tokens_limit=max_tokens_limit,
         default_temperature=settings.temperature,
         default_top_p=settings.top_p,
+        default_seed=settings.seed,
         bind_host=host,
         allow_hosts=hosts,
         allow_origins=origins,

@@ -22,6 +22,7 @@ class ServerConfig:
     default_max_tokens: int | None = None
     default_temperature: float = defaults.TEMPERATURE
     default_top_p: float = defaults.TOP_P
+    default_seed: int | None = None  # the `seed` setting: requests that send none sample with it
     draft: Draft = Draft(defaults.DRAFT)  # drafted decoding for every request (serve --draft)
     created: int = field(default_factory=lambda: int(time.time()))
     # The web-page defences (guard.py): the bind address decides the default Host names.

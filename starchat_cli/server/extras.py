@@ -156,7 +156,7 @@ class ExtraEndpoints:
             "max_tokens": c.default_max_tokens or -1,
             "temperature": c.default_temperature,
             "top_p": c.default_top_p,
-            "seed": 4294967295,  # llama.cpp's "random"
+            "seed": 4294967295 if c.default_seed is None else c.default_seed,  # llama.cpp's "random"
             "stop": [],
             "stream": False,
             "n_probs": 0,

@@ -128,7 +128,7 @@ def options(data: dict[str, Any], config: ServerConfig) -> GenerationParams:
         max_tokens=predict,
         temperature=config.default_temperature if temperature is None else temperature,
         top_p=config.default_top_p if top_p is None else top_p,
-        seed=None if seed is None or seed < 0 else seed % 2**32,  # -1: a random seed, as in Ollama
+        seed=config.default_seed if seed is None else None if seed < 0 else seed % 2**32,  # -1: random
         stop=tuple(s for s in stop if s),
     ).model_copy(update=extra)
 

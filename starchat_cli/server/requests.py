@@ -172,7 +172,7 @@ def sampling_params(
         ),
         temperature=_number(data, "temperature", config.default_temperature, Temperature),
         top_p=_number(data, "top_p", config.default_top_p, TopP),
-        seed=_number(data, "seed", None, WireSeed),
+        seed=_number(data, "seed", config.default_seed, WireSeed),
         stop=tuple(stop),
     )
 
