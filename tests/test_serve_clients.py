@@ -191,6 +191,13 @@ def test_llama_cpps_native_completion(served: str) -> None:
         f"{served}/completion", json={**body, "prompt": [ids, {"prompt_string": prompt}]}, timeout=120
     ).json()
     assert [m["content"] for m in many] == [res["content"]] * 2 and [m["index"] for m in many] == [0, 1]
+    # one prompt of ids and texts mixed (llama.cpp's form): each text's tokens spliced in place
+    a, b = "def fibonacci", "(n):<|im_end|>"
+    ids_a = httpx.post(f"{served}/tokenize", json={"content": a}).json()["tokens"]
+    ids_b = httpx.post(f"{served}/tokenize", json={"content": b, "parse_special": True}).json()["tokens"]
+    mixed = httpx.post(f"{served}/completion", json={**body, "prompt": [*ids_a, b]}, timeout=120).json()
+    spliced = httpx.post(f"{served}/completion", json={**body, "prompt": ids_a + ids_b}, timeout=120).json()
+    assert mixed["content"] == spliced["content"] and mixed["tokens_evaluated"] == len(ids_a) + len(ids_b)
     only = httpx.post(f"{served}/completions", json={**body, "response_fields": ["content"]}, timeout=120)
     assert only.json() == {"content": res["content"]}
     for bad, param in (

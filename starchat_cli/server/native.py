@@ -3,7 +3,8 @@ llama.cpp's own clients call it), answered in the shape of :mod:`.infill`'s answ
 
 ``prompt`` is a string, a list of token ids, ``{"prompt_string": ...}`` (llama.cpp's multimodal
 form, text only here), or a list of those: one answer each, as a JSON list (a stream takes one
-prompt). The other fields are /infill's (:func:`~.infill.native_fields`): ``n_predict``,
+prompt). A flat list of ids and strings (``[1, 2, "text", 3]``) is one prompt, as in llama.cpp:
+each string's tokens (special tokens read as such, no BOS) spliced in at its place. The other fields are /infill's (:func:`~.infill.native_fields`): ``n_predict``,
 ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``seed``, ``stop``, the penalties, ``grammar``
 or ``json_schema``, ``n_indent``, ``t_max_predict_ms``, ``stream``, ``response_fields``;
 ``n_probs`` (``completion_probabilities``) and ``logit_bias`` as on /infill; ``cache_prompt`` is always on.
@@ -39,11 +40,25 @@ FIELD_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _prompts(data: dict[str, Any]) -> tuple[str | tuple[int, ...], ...]:
+Prompt = str | tuple[int, ...] | tuple[int | str, ...]  # text, token ids, or ids and texts mixed
+
+
+def _mixed(raw: Any) -> bool:
+    """A flat list of token ids and strings, at least one of each: llama.cpp's one mixed prompt."""
+    if not isinstance(raw, list):
+        return False
+    ids = [p for p in raw if isinstance(p, int) and not isinstance(p, bool)]
+    texts = [p for p in raw if isinstance(p, str)]
+    return bool(ids) and bool(texts) and len(ids) + len(texts) == len(raw) and min(ids) >= 0
+
+
+def _prompts(data: dict[str, Any]) -> tuple[Prompt, ...]:
     """The prompts, with llama.cpp's ``{"prompt_string": ...}`` objects read as their text."""
     raw = data.get("prompt")
     if raw is None:
         raise APIError(400, "'prompt' is required", param="prompt")
+    if _mixed(raw):
+        return (tuple(raw),)
     if isinstance(raw, dict):
         raw = _prompt_string(raw)
     elif isinstance(raw, list) and any(isinstance(p, dict) for p in raw):
@@ -69,10 +84,25 @@ class CompletionEndpoint:
     def __init__(self, engine: Engine, config: ServerConfig, bridge: Bridge) -> None:
         self.engine, self.config, self.bridge = engine, config, bridge
 
-    def _start(self, req: InfillRequest, prompt: str | tuple[int, ...]) -> Generation:
+    def _start(self, req: InfillRequest, prompt: Prompt) -> Generation:
         params = resolve_text_bias(req.params, req.bias_texts, text_tokens(self.engine))
-        gen = self.engine.complete(prompt, params)
+        gen = self.engine.complete(self._ids(prompt) if isinstance(prompt, tuple) else prompt, params)
         return limit_lines(gen, req.n_indent, req.t_max_predict_ms)
+
+    def _ids(self, prompt: tuple[int | str, ...]) -> tuple[int, ...]:
+        """Token ids, each string of a mixed prompt tokenized in its place."""
+        ids: list[int] = []
+        for part in prompt:
+            if isinstance(part, int):
+                ids.append(part)
+                continue
+            tokens = self.engine.tokenize(part, add_special=False, parse_special=True)
+            if tokens is None:
+                raise APIError(
+                    400, "a prompt mixing ids and text needs a local model's tokenizer", param="prompt"
+                )
+            ids.extend(tokens)
+        return tuple(ids)
 
     async def handle(self, request: Request) -> Response:
         data = await read_json(request, self.config.max_body_bytes)
