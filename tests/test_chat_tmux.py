@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,7 @@ def test_chat_in_tmux_replies_and_saves_the_session(demo_gguf, isolated_home, tm
     command = (
         f"env {exports} {shlex.quote(sys.executable)} -m starchat_cli chat -m demo -t 0 -n 40 --ctx 2048"
     )
-    tmux = Tmux(f"starchat-test-{os.getpid()}", "chat")
+    tmux = Tmux(f"starchat-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", "chat")  # a server per test
     try:
         tmux.start(command, work)
         tmux.wait_for(lambda s: "Chatting with demo" in s and "ctx 0/2,048" in s, "the chat to open and load")
@@ -137,7 +138,7 @@ def test_a_worker_killed_mid_reply_keeps_the_chat_and_the_next_reply_works(
     command = (
         f"env {exports} {shlex.quote(sys.executable)} -m starchat_cli chat -m demo -t 0 -n 200 --ctx 2048"
     )
-    tmux = Tmux(f"starchat-test-{os.getpid()}", "chat")
+    tmux = Tmux(f"starchat-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", "chat")  # a server per test
     try:
         tmux.start(command, tmp_path)
         tmux.wait_for(lambda s: "Chatting with demo" in s and "ctx 0/2,048" in s, "the chat to open and load")
