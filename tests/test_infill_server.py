@@ -244,7 +244,7 @@ def test_the_demo_model_is_refused_with_a_clear_message(demo_gguf, tmp_path):
 
 
 def _limited(chunks: list[str], **kw) -> tuple[str, str]:
-    from starchat_cli.server.infill import limit_lines
+    from starchat_cli.server.line_limits import limit_lines
 
     gen = limit_lines(FakeEngine(chunks=chunks).infill("p", "s"), kw.get("n_indent", 0), kw.get("t_ms", 0))
     text = "".join(gen)
@@ -261,7 +261,7 @@ def test_n_indent_stops_at_a_line_indented_less():
 
 
 def test_t_max_predict_ms_stops_at_the_next_newline():
-    from starchat_cli.server.infill import limit_lines
+    from starchat_cli.server.line_limits import limit_lines
 
     text, reason = _limited(["a\n", "b\n", "c\n"], t_ms=60_000)
     assert (text, reason) == ("a\nb\nc\n", "stop")  # a limit not reached changes nothing

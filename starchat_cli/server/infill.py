@@ -27,9 +27,8 @@ then the full answer with ``stop: true`` (no ``[DONE]``, as llama.cpp's own endp
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any, AsyncIterator, Callable, Iterator
+from typing import Annotated, Any, AsyncIterator, Callable
 
 from pydantic import Field
 from starlette.requests import Request
@@ -42,6 +41,7 @@ from .body import read_json
 from .bridge import Bridge, Piece, Start
 from .config import ServerConfig
 from .errors import APIError
+from .line_limits import limit_lines
 from .logprobs import native_probabilities
 from .requests import (
     ARRAY,
@@ -221,55 +221,6 @@ def native_fields(data: dict[str, Any], config: ServerConfig, route: str) -> dic
     }
 
 
-def limit_lines(gen: Generation, n_indent: int, t_max_predict_ms: float) -> Generation:
-    """``gen`` with llama.cpp's two line limits applied (see the module's docstring).
-
-    A stop here is stop reason LENGTH (llama.cpp's "limit"); the inner generation is closed.
-    """
-    if n_indent <= 0 and t_max_predict_ms <= 0:
-        return gen
-
-    def chunks() -> Iterator[str]:
-        started = None
-        checking = False  # at the start of a line after the first: only whitespace seen
-        pending = ""  # that whitespace, held back until the line's indent is known
-        limited = False
-        try:
-            for chunk in gen:
-                started = started if started is not None else time.perf_counter()
-                out = []
-                for ch in chunk:
-                    if checking:
-                        if ch in " \t":
-                            pending += ch
-                            continue
-                        if len(pending) < n_indent:  # an empty line counts too, as in llama.cpp
-                            out.append(pending)
-                            pending, limited = "", True
-                            break
-                        out.append(pending)
-                        pending, checking = "", ch == "\n"
-                        out.append(ch)
-                    else:
-                        out.append(ch)
-                        checking = ch == "\n" and n_indent > 0
-                    if ch == "\n" and t_max_predict_ms > 0:
-                        if (time.perf_counter() - started) * 1000 > t_max_predict_ms:
-                            limited = True
-                            break
-                text = "".join(out)
-                if text:
-                    yield text
-                if limited:
-                    return
-            if pending:
-                yield pending
-        finally:
-            gen.close(StopReason.LENGTH if limited else None)
-
-    return Generation(chunks(), gen.stats, gen.fit, prompt_text=gen.prompt_text, logprobs=gen.logprobs)
-
-
 def _timings(gen: Generation) -> dict[str, Any]:
     st = gen.stats
     evaluated = max(0, st.prompt_tokens - st.cached_tokens)
@@ -396,7 +347,6 @@ __all__ = [
     "InfillEndpoint",
     "InfillRequest",
     "infill_body",
-    "limit_lines",
     "native_answer",
     "native_fields",
     "parse_infill",

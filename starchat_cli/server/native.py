@@ -27,8 +27,9 @@ from .bridge import Bridge
 from .config import ServerConfig
 from .errors import APIError
 from .infill import FIELD_TYPES as INFILL_TYPES
-from .infill import InfillRequest, infill_body, limit_lines, native_answer, native_fields, text_tokens
+from .infill import InfillRequest, infill_body, native_answer, native_fields, text_tokens
 from .jsontypes import ARRAY, BOOLEAN, OBJECT, STRING
+from .line_limits import limit_lines
 from .messages import completion_prompts
 from .requests import check_fields
 from .sampling import resolve_text_bias
