@@ -263,7 +263,7 @@ def test_cancel_interrupts_a_long_prompt_evaluation(demo_engine, demo_backend):
     """Esc before the first token: the abort callback stops llama.cpp inside the prompt."""
     import threading
 
-    from starchat_cli.engine.llamacpp.backend import PromptAborted
+    from starchat_cli.engine.llamacpp.kv_state import PromptAborted
 
     backend = demo_backend
     tokens = backend.tokenize("line of text\n" * 500)  # ~2,000 tokens: several batches

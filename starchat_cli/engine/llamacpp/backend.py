@@ -285,23 +285,7 @@ class LlamaCppBackend:
         self._unsaved = True
         exact_after = len(tokens) if prefix <= self._exact and len(tokens) - prefix >= EXACT_BATCH else None
         self._exact = min(self._exact, prefix)
-        if abort is None:
-            eval_batches(llm, tokens, prefix)
-            self._exact = exact_after if exact_after is not None else self._exact
-            self._last_prompt.remember(tokens, self.last_logits())
-            return prefix, source
-        import llama_cpp
-
-        callback = llama_cpp.ggml_abort_callback(lambda _data: abort.is_set())
-        llama_cpp.llama_set_abort_callback(llm.ctx, callback, None)
-        try:
-            eval_batches(llm, tokens, prefix)
-        except RuntimeError:
-            if abort.is_set():
-                raise PromptAborted() from None
-            raise
-        finally:
-            llama_cpp.llama_set_abort_callback(llm.ctx, llama_cpp.ggml_abort_callback(), None)
+        eval_batches(llm, tokens, prefix, abort)  # PromptAborted when ``abort`` is set meanwhile
         self._exact = exact_after if exact_after is not None else self._exact
         self._last_prompt.remember(tokens, self.last_logits())
         return prefix, source
@@ -405,7 +389,3 @@ class LlamaCppBackend:
     @property
     def n_past(self) -> int:
         return internals.n_past(self._llm) if self._llm is not None else 0
-
-
-class PromptAborted(Exception):
-    """The prompt evaluation was interrupted by a cancel request."""

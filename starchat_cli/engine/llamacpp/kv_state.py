@@ -9,6 +9,7 @@ and the entry removed.
 from __future__ import annotations
 
 import ctypes
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,10 +22,34 @@ from starchat_cli.engine.llamacpp.prompt_cache import CacheEntry, CacheKey, Prom
 EXACT_BATCH = 64
 
 
-def eval_batches(llm: Any, tokens: Sequence[int], start: int) -> None:
+class PromptAborted(Exception):
+    """The prompt evaluation was interrupted by a cancel request."""
+
+
+def eval_batches(llm: Any, tokens: Sequence[int], start: int, abort: threading.Event | None = None) -> None:
     """Evaluate ``tokens[start:]`` in batches of n_batch whose last one has at least
     EXACT_BATCH tokens (when the prompt allows), so every prompt token is computed by the
-    same kernels whether or not a prefix came from the cache."""
+    same kernels whether or not a prefix came from the cache. With ``abort``, setting that
+    event from any thread interrupts the evaluation inside llama.cpp (its abort callback,
+    installed for these batches only) and raises :class:`PromptAborted`."""
+    if abort is None:
+        _eval_batches(llm, tokens, start)
+        return
+    import llama_cpp
+
+    callback = llama_cpp.ggml_abort_callback(lambda _data: abort.is_set())
+    llama_cpp.llama_set_abort_callback(llm.ctx, callback, None)
+    try:
+        _eval_batches(llm, tokens, start)
+    except RuntimeError:
+        if abort.is_set():
+            raise PromptAborted() from None
+        raise
+    finally:
+        llama_cpp.llama_set_abort_callback(llm.ctx, llama_cpp.ggml_abort_callback(), None)
+
+
+def _eval_batches(llm: Any, tokens: Sequence[int], start: int) -> None:
     sizes: list[int] = []
     rest = len(tokens) - start
     while rest > 0:

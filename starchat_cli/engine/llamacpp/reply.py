@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from starchat_cli.engine.contract import Stats, StopReason, TokenLogprob
-from starchat_cli.engine.llamacpp.backend import LlamaCppBackend, PromptAborted
+from starchat_cli.engine.llamacpp.backend import LlamaCppBackend
+from starchat_cli.engine.llamacpp.kv_state import PromptAborted
 from starchat_cli.engine.llamacpp.sampler import token_logprob
 from starchat_cli.engine.params import GenerationParams
 from starchat_cli.engine.prompting.stops import StopTextFilter
