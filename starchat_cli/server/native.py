@@ -4,10 +4,12 @@ llama.cpp's own clients call it), answered in the shape of :mod:`.infill`'s answ
 ``prompt`` is a string, a list of token ids, ``{"prompt_string": ...}`` (llama.cpp's multimodal
 form, text only here), or a list of those: one answer each, as a JSON list (a stream takes one
 prompt). A flat list of ids and strings (``[1, 2, "text", 3]``) is one prompt, as in llama.cpp:
-each string's tokens (special tokens read as such, no BOS) spliced in at its place. The other fields are /infill's (:func:`~.infill.native_fields`): ``n_predict``,
-``temperature``, ``top_p``, ``top_k``, ``min_p``, ``seed``, ``stop``, the penalties, ``grammar``
-or ``json_schema``, ``n_indent``, ``t_max_predict_ms``, ``stream``, ``response_fields``;
-``n_probs`` (``completion_probabilities``) and ``logit_bias`` as on /infill; ``cache_prompt`` is always on.
+each string's tokens (special tokens read as such, no BOS) spliced in at its place.
+
+The other fields are /infill's (:func:`~.infill.native_fields`): ``n_predict``, ``temperature``,
+``top_p``, ``top_k``, ``min_p``, ``seed``, ``stop``, the penalties, ``grammar`` or
+``json_schema``, ``n_indent``, ``t_max_predict_ms``, ``stream``, ``response_fields``,
+``n_probs`` (``completion_probabilities``) and ``logit_bias``; ``cache_prompt`` is always on.
 ``return_tokens`` is a 400 pointing at ``/tokenize``.
 """
 

@@ -87,7 +87,7 @@ def fingerprint(info: EngineInfo) -> str | None:
     """OpenAI's ``system_fingerprint``: it changes when what computes the replies changes (the
     starchat version, the model file, its context size, flash attention and placement), so a
     client that compares them knows when the same request may answer differently. llama.cpp's
-    form, ``b`` then a tag; None until a local model is loaded (a remote engine: its server's)."""
+    form, ``b`` then a tag; None until a local model is loaded, and behind a remote engine."""
     if info.remote or not info.loaded:
         return None
     from starchat_cli import __version__
